@@ -1,0 +1,143 @@
+"""The synthetic WebVid-format dataset: determinism, schema, defects and decodability."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tools.media import ProbeError, probe_frames
+from tools.synth import SynthConfig, generate
+from tools.synth.captions import english_caption
+from tools.synth.dataset import CAPTION_DEFECTS, FILE_DEFECTS, WEBVID_COLUMNS
+from tools.synth.scene import draw_scene, held_out_pairs
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_and_rows(tmp_path):
+    config = SynthConfig(num_clips=8, num_test=2, seed=3, defect_rate=0.5, workers=2)
+    generate(config, tmp_path / "a", progress=False)
+    generate(config, tmp_path / "b", progress=False)
+    a, b = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+    other = SynthConfig(num_clips=8, num_test=2, seed=4, defect_rate=0.5, workers=2)
+    generate(other, tmp_path / "c", progress=False)
+    assert (tmp_path / "c" / "results.csv").read_bytes() != a["results.csv"]
+
+
+def test_results_csv_has_exactly_the_webvid_columns(synth_dir):
+    with open(synth_dir / "results.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == WEBVID_COLUMNS
+        rows = list(reader)
+    assert len(rows) == 40
+    assert len({r["videoid"] for r in rows}) == 40
+    for r in rows:
+        assert re.fullmatch(r"PT\d\dH\d\dM\d\dS", r["duration"]), r["duration"]
+        assert re.fullmatch(r"\d{6}_\d{6}", r["page_dir"]), r["page_dir"]
+        assert r["contentUrl"].startswith("https://") and r["videoid"] in r["contentUrl"]
+
+
+def test_ground_truth_covers_every_defect_kind(ground_truth):
+    train = [r for r in ground_truth if r["split"] == "train"]
+    caption_kinds = Counter(k for r in train for k in r["caption_defects"])
+    assert set(CAPTION_DEFECTS) <= set(caption_kinds), caption_kinds
+    assert set(FILE_DEFECTS) <= {r["file_defect"] for r in train}
+    by_id = {r["videoid"]: r for r in train}
+    for r in train:
+        kinds = r["caption_defects"]
+        if "non_english" in kinds:
+            assert r["lang"] != "en" and r["caption_clean"] is None
+        if "empty" in kinds:
+            assert r["caption_raw"].strip() == "" and r["caption_clean"] is None
+        if "url" in kinds:
+            assert re.search(r"https?://|www\.", r["caption_raw"])
+        if "duplicate" in kinds:
+            assert by_id[r["dup_of"]]["caption_raw"] == r["caption_raw"]
+        if not kinds:
+            assert r["caption_raw"] == r["caption_clean"]
+        if r["caption_clean"] is not None:
+            assert not re.search(r"\d|http|www|&\w+;", r["caption_clean"]), r["caption_clean"]
+
+
+@pytest.mark.parametrize("kind", FILE_DEFECTS)
+def test_each_broken_file_kind_is_really_broken(synth_dir, ground_truth, kind):
+    rows = [r for r in ground_truth if r["file_defect"] == kind]
+    assert rows
+    for r in rows:
+        path = synth_dir / r["path"]
+        assert path.exists() == (kind != "missing")
+        with pytest.raises(ProbeError):
+            probe_frames(path)
+
+
+def test_every_good_file_decodes_with_the_right_frame_count(synth_dir, ground_truth):
+    good = [r for r in ground_truth if r["file_defect"] is None]
+    assert len(good) >= 40
+    for r in good:
+        stream = probe_frames(synth_dir / r["path"])
+        assert stream["codec_name"] == "h264"
+        assert (stream["width"], stream["height"]) == (r["width"], r["height"])
+        assert stream["nb_read_frames"] == r["num_frames"] == r["duration_s"] * r["fps"]
+
+
+def test_duplicate_rows_reuse_the_original_clip(synth_dir, ground_truth):
+    dups = [r for r in ground_truth if r["dup_of"] and r["file_defect"] is None]
+    by_id = {r["videoid"]: r for r in ground_truth}
+    for r in dups:
+        original = by_id[r["dup_of"]]
+        if original["file_defect"] is None:
+            assert (synth_dir / r["path"]).read_bytes() == (synth_dir / original["path"]).read_bytes()
+
+
+def test_test_split_holds_unseen_combinations(synth_dir, ground_truth):
+    entries = json.loads((synth_dir / "test.json").read_text())
+    assert len(entries) == 10
+    for e in entries:
+        assert e["caption"] and (synth_dir / e["video"]).is_file()
+    train_pairs = {(r["colour"], r["shape"]) for r in ground_truth if r["split"] == "train"}
+    test_pairs = {(r["colour"], r["shape"]) for r in ground_truth if r["split"] == "test"}
+    assert test_pairs and not test_pairs & train_pairs
+    assert test_pairs <= held_out_pairs(1)
+
+
+def test_held_out_pairs_leave_every_attribute_in_training():
+    held = held_out_pairs(0)
+    assert len(held) == 8
+    shapes = Counter(s for _, s in held)
+    assert max(shapes.values()) <= 2  # each shape is still seen with at least 6 colours
+
+
+def test_same_scene_gets_varied_captions():
+    rng = np.random.default_rng(0)
+    scene = draw_scene(rng, "train", held_out_pairs(0))
+    captions = {english_caption(rng, scene) for _ in range(50)}
+    assert len(captions) >= 10
+    for c in captions:
+        assert scene.colour in c.lower() and scene.shape in c.lower()
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="num_clips"):
+        SynthConfig(num_clips=0)
+    with pytest.raises(ValueError, match="defect_rate"):
+        SynthConfig(defect_rate=1.5)
+    with pytest.raises(ValueError, match="even"):
+        SynthConfig(width=321)
+
+
+def test_ground_truth_table_matches_files(synth_dir):
+    table = pq.read_table(synth_dir / "ground_truth.parquet")
+    assert table.num_rows == 50
+    assert {"videoid", "split", "caption_raw", "caption_clean", "caption_defects",
+            "file_defect", "num_frames"} <= set(table.column_names)

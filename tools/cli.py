@@ -1,0 +1,49 @@
+"""The `vtp` command line: one subcommand per stage of the data flow.
+
+Each subcommand lives in its own module, which exposes ``add_arguments(parser)`` and
+``run(args) -> int``. Modules keep heavy imports (torch, DALI, Composer) inside ``run`` so
+that ``vtp --help`` and the light commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). The order is the order of the data flow.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("tools.synth", "generate the seeded synthetic WebVid-format dataset"),
+}
+
+
+class UsageError(Exception):
+    """Raised by a command for bad user input; printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vtp",
+        description="Masked video-text pretraining: data tools, training and evaluation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits with status 2 and a usage line on bad input
+    try:
+        return int(args._module.run(args) or 0)
+    except UsageError as err:
+        parser.exit(2, f"vtp {args.command}: error: {err}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
