@@ -1,0 +1,95 @@
+"""The typed configuration of the online data pipeline (one recipe section: `data`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# ImageNet statistics on the 0-255 scale: DALI normalises uint8 frames directly.
+MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclass
+class DataConfig:
+    """Everything the pipeline needs to turn shards into batch dicts.
+
+    Args:
+        path: shard directory (holding ``mds/`` or ``wds/``), or the MDS/WDS folder itself.
+        remote: optional remote MDS location; ``path`` is then the local cache.
+        format: ``mds`` (Streaming, exact resume) or ``wds`` (DALI webdataset reader).
+        device: ``cpu`` (VP8/VP9/MJPEG) or ``gpu`` (DALI mixed decoder, adds H.264/HEVC/AV1).
+        batch_size: samples per batch on this rank.
+        num_frames: frames per sample (T).
+        stride: frame stride of the dense sampler.
+        sampler: ``dense`` (VideoMAE), ``segments`` (TSN) or ``sparse`` (ClipBERT).
+        sparse_clips: number of short clips of the sparse sampler.
+        image_size: output height and width.
+        crop_scales: multi-scale crop scales relative to the short side.
+        flip: random horizontal flip.
+        tubelet: (tt, ph, pw) of the model; the mask grid is derived from it.
+        mask_kind: ``tube``, ``random`` or ``frame``.
+        video_mask_ratio: fraction of video tokens hidden from the encoder.
+        text_mask_ratio: fraction of caption word pieces selected for MLM.
+        text_max_length: tokens per caption including [CLS] and [SEP].
+        mlm_mode: ``simvtp`` (every selected token -> [MASK]) or ``bert`` (80/10/10).
+        tokenizer_path: local BERT uncased tokenizer; None uses the shipped one.
+        shuffle: shuffle the sample order (seeded).
+        seed: seeds order, frame sampling, crops, flips and masks; no global RNG is used.
+        num_workers: torch DataLoader worker processes (each runs its own DALI pipeline).
+        num_threads: DALI CPU threads per pipeline.
+        prefetch: batches prepared ahead per worker.
+        drop_last: drop the last incomplete batch (keeps every batch the same shape).
+    """
+
+    path: str = ""
+    remote: str | None = None
+    format: Literal["mds", "wds"] = "mds"
+    device: Literal["cpu", "gpu"] = "cpu"
+    batch_size: int = 8
+    num_frames: int = 16
+    stride: int = 4
+    sampler: Literal["dense", "segments", "sparse"] = "dense"
+    sparse_clips: int = 4
+    image_size: int = 224
+    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    flip: bool = True
+    tubelet: tuple[int, int, int] = (2, 16, 16)
+    mask_kind: Literal["tube", "random", "frame"] = "tube"
+    video_mask_ratio: float = 0.9
+    text_mask_ratio: float = 0.75
+    text_max_length: int = 32
+    mlm_mode: Literal["simvtp", "bert"] = "simvtp"
+    tokenizer_path: str | None = None
+    shuffle: bool = True
+    seed: int = 0
+    num_workers: int = 0
+    num_threads: int = 2
+    prefetch: int = 2
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        self.crop_scales = tuple(float(s) for s in self.crop_scales)
+        self.tubelet = tuple(int(t) for t in self.tubelet)
+        checks = {
+            "format": self.format in ("mds", "wds"),
+            "device": self.device in ("cpu", "gpu"),
+            "sampler": self.sampler in ("dense", "segments", "sparse"),
+            "mask_kind": self.mask_kind in ("tube", "random", "frame"),
+            "mlm_mode": self.mlm_mode in ("simvtp", "bert"),
+            "batch_size": self.batch_size >= 1,
+            "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,
+            "text_mask_ratio": 0.0 <= self.text_mask_ratio <= 1.0,
+            "num_frames": self.num_frames % self.tubelet[0] == 0,
+            "image_size": self.image_size % self.tubelet[1] == 0
+            and self.image_size % self.tubelet[2] == 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid DataConfig field(s) {bad}: {self}")
+
+    @property
+    def mask_grid(self) -> tuple[int, int, int]:
+        """(T', H', W'): the token grid of one sample, from the model's tubelet size."""
+        tt, ph, pw = self.tubelet
+        return self.num_frames // tt, self.image_size // ph, self.image_size // pw

@@ -1,0 +1,176 @@
+"""DALI pixel work: decode the chosen frames, multi-scale crop, resize, flip, normalise.
+
+One pipeline definition serves both devices; only the decoder's device argument differs
+("cpu", or "mixed" when a GPU decodes with NVDEC). Crop windows, flips and frame indices are
+chosen in Python per sample (seeded) and fed in, so a batch is reproducible from its keys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.config import MEAN_255, STD_255
+
+# DALI 2.4: the CPU decoder handles only these; H.264 and friends need NVDEC ("mixed").
+CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+GPU_CODECS = CPU_CODECS | {"h264", "hevc", "h265", "av1", "mpeg4"}
+INPUTS = ("video", "frames", "roi_start", "roi_end", "flip")
+
+
+class CodecError(ValueError):
+    """The shards' codec cannot be decoded on the chosen device."""
+
+
+class CorruptSampleError(RuntimeError):
+    """A sample's video could not be decoded; ``keys`` names the culprits."""
+
+    def __init__(self, keys: list[str], detail: str):
+        self.keys = keys
+        super().__init__(f"corrupt video in sample(s) {keys}: DALI could not decode them "
+                         f"({detail}). Re-run `vtp shard` (which drops undecodable clips) or "
+                         f"remove these keys.")
+
+
+def check_codec(codec: str, device: str) -> None:
+    """Raises CodecError, with the fix, when ``device`` cannot decode ``codec``.
+
+    Args:
+        codec: ffprobe codec name from the shard metadata (h264, vp9, mjpeg, ...).
+        device: ``cpu`` or ``gpu``.
+    """
+    allowed = CPU_CODECS if device == "cpu" else GPU_CODECS
+    if codec.lower() not in allowed:
+        raise CodecError(
+            f"the shards hold {codec} video, which DALI 2.4 cannot decode on device={device} "
+            f"(it decodes {', '.join(sorted(allowed))} there). Fix: re-shard with "
+            f"`vtp shard --codec vp9` (or mjpeg), or train with data.device=gpu on a GPU."
+        )
+
+
+def multiscale_crop(height: int, width: int, scales: tuple[float, ...],
+                    rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """VideoMAE's GroupMultiScaleCrop window: (y0, x0, h, w) in source pixels.
+
+    Crop sides are scales of the short side, height and width at most one scale apart
+    (max_distort=1), placed at one of the 13 fixed positions of ``more_fix_crop``.
+
+    Args:
+        height: frame height.
+        width: frame width.
+        scales: crop scales relative to the short side.
+        rng: the sample's generator.
+    """
+    sides = [int(min(height, width) * s) for s in scales]
+    pairs = [(h, w) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= 1]
+    crop_h, crop_w = pairs[int(rng.integers(len(pairs)))]
+    grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
+            (1, 1), (3, 1), (1, 3), (3, 3)]
+    gy, gx = grid[int(rng.integers(len(grid)))]
+    return gy * ((height - crop_h) // 4), gx * ((width - crop_w) // 4), crop_h, crop_w
+
+
+def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,
+                   device_id: int | None = None):
+    """Builds the DALI pipeline; feed it the INPUTS by name, run it, get (B, C, T, H, W) float.
+
+    Args:
+        device: ``cpu`` or ``gpu`` (decoder device "mixed").
+        batch_size: largest batch.
+        num_threads: DALI CPU threads (samples decode in parallel across them).
+        image_size: output height and width.
+        device_id: CUDA device for ``gpu``; ignored for ``cpu`` (DALI needs None there).
+    """
+    from nvidia.dali import fn, pipeline_def, types
+
+    # Queue depth 1: each run is fed exactly one batch (a deeper queue waits for more feeds);
+    # prefetching happens one level up, in the DataLoader workers.
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, prefetch_queue_depth=1,
+                  device_id=device_id if device == "gpu" else None, exec_dynamic=True)
+    def definition():
+        video = fn.external_source(name="video", dtype=types.UINT8)
+        frames = fn.external_source(name="frames", dtype=types.INT32)
+        roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
+        roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
+        flip = fn.external_source(name="flip", dtype=types.INT32)
+        clip = fn.decoders.video(video, frames=frames, device="cpu" if device == "cpu" else "mixed")
+        clip = fn.resize(clip, roi_start=roi_start, roi_end=roi_end,
+                         size=[image_size, image_size], antialias=False)
+        return fn.crop_mirror_normalize(clip, mirror=flip, mean=list(MEAN_255),
+                                        std=list(STD_255), output_layout="CFHW",
+                                        dtype=types.FLOAT)
+
+    return definition()
+
+
+def _to_torch(outputs, device: str) -> torch.Tensor:
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    dense = outputs.as_tensor()
+    target = torch.empty(dense.shape(), dtype=torch.float32,
+                         device="cuda" if device == "gpu" else "cpu")
+    feed_ndarray(dense, target)
+    return target
+
+
+class VideoDecoder:
+    """Runs the DALI pipeline on a batch of encoded clips; rebuilt after a failure.
+
+    Args:
+        device: ``cpu`` or ``gpu``.
+        batch_size: largest batch.
+        num_threads: DALI CPU threads.
+        image_size: output height and width.
+        device_id: CUDA device for ``gpu``.
+    """
+
+    def __init__(self, device: str, batch_size: int, num_threads: int, image_size: int,
+                 device_id: int | None = None):
+        self.options = dict(device=device, num_threads=num_threads, image_size=image_size,
+                            device_id=device_id)
+        self.batch_size = batch_size
+        self._pipe = None
+
+    def _build(self, batch_size: int):
+        pipe = video_pipeline(batch_size=batch_size, **self.options)
+        pipe.build()
+        return pipe
+
+    def _run(self, pipe, feeds: dict[str, list]) -> torch.Tensor:
+        for name in INPUTS:
+            pipe.feed_input(name, feeds[name])
+        (outputs,) = pipe.run()
+        return _to_torch(outputs, self.options["device"])
+
+    def __call__(self, feeds: dict[str, list], keys: list[str]) -> torch.Tensor:
+        """Decodes one batch.
+
+        Args:
+            feeds: per-input lists (see INPUTS): uint8 bytes, int32 frame indices, float32
+                roi_start/roi_end (y, x), int32 flip.
+            keys: the samples' keys, named in the error if one is corrupt.
+
+        Raises:
+            CorruptSampleError: naming the keys whose video DALI could not decode.
+        """
+        if self._pipe is None:
+            self._pipe = self._build(self.batch_size)
+        try:
+            return self._run(self._pipe, feeds)
+        except Exception as err:  # DALI raises RuntimeError, IndexError, ... for bad input
+            self._pipe = None  # DALI invalidates a pipeline after any error
+            bad = self._find_corrupt(feeds, keys)
+            raise CorruptSampleError(bad or keys, str(err).splitlines()[-1]) from err
+
+    def _find_corrupt(self, feeds: dict[str, list], keys: list[str]) -> list[str]:
+        """Decodes the samples one by one, each in a fresh pipeline, to name the bad ones."""
+        bad = []
+        pipe = None
+        for index, key in enumerate(keys):
+            pipe = pipe or self._build(1)
+            try:
+                self._run(pipe, {name: [feeds[name][index]] for name in INPUTS})
+            except Exception:
+                bad.append(key)
+                pipe = None
+        return bad

@@ -1,0 +1,161 @@
+"""The Composer-facing data loader: shards in, batch dicts out, resumable from checkpoints.
+
+Composer 0.32 checkpoints the data position only when the train dataloader inside the DataSpec
+is a real ``torch.utils.data.DataLoader`` (``State._dataset_of``). So the loader is one: its
+dataset yields encoded samples (Streaming or DALI's tar reader) and its ``collate_fn`` runs the
+whole pixel and token stage (frame choice, DALI decode + augment, masks, tokenizer) inside the
+DataLoader worker processes, which therefore prefetch finished batches ahead of the step.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import torch
+
+from pipeline.config import DataConfig
+from pipeline.decode import VideoDecoder, check_codec, multiscale_crop
+from pipeline.masks import video_mask
+from pipeline.samplers import frame_indices, sample_rng
+from pipeline.sources import (
+    MdsSource,
+    WdsSource,
+    first_meta_mds,
+    first_meta_wds,
+    shard_folder,
+)
+from pipeline.text import TextEncoder
+
+
+def _batch_seed(seed: int, epoch: int, keys: list[str]) -> int:
+    return zlib.crc32("|".join(keys).encode(), zlib.crc32(f"{seed}:{epoch}".encode()))
+
+
+class BatchBuilder:
+    """The DataLoader's ``collate_fn``: a list of encoded samples -> one batch dict.
+
+    The DALI pipeline and the tokenizer are created lazily, so each worker process owns its own.
+
+    Args:
+        cfg: the data configuration.
+    """
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        self._decoder: VideoDecoder | None = None
+        self._text: TextEncoder | None = None
+
+    def _parts(self):
+        cfg = self.cfg
+        if self._decoder is None:
+            device_id = torch.cuda.current_device() if cfg.device == "gpu" else None
+            self._decoder = VideoDecoder(cfg.device, cfg.batch_size, cfg.num_threads,
+                                         cfg.image_size, device_id)
+            self._text = TextEncoder(cfg.tokenizer_path, cfg.text_max_length,
+                                     cfg.text_mask_ratio, cfg.mlm_mode)
+        return self._decoder, self._text
+
+    def sample_feed(self, sample: dict) -> dict:
+        """Frame indices, crop window and flip of one sample, drawn from its own generator."""
+        cfg, meta = self.cfg, sample["meta"]
+        check_codec(meta["codec"], cfg.device)
+        rng = sample_rng(cfg.seed, sample.get("epoch", 0), sample["key"])
+        frames = frame_indices(cfg.sampler, int(meta["frames"]), cfg.num_frames, cfg.stride,
+                               cfg.sparse_clips, rng)
+        y0, x0, h, w = multiscale_crop(int(meta["height"]), int(meta["width"]),
+                                       cfg.crop_scales, rng)
+        flip = int(cfg.flip and rng.random() < 0.5)
+        return {"video": np.frombuffer(sample["video"], np.uint8), "frames": frames,
+                "roi_start": np.array([y0, x0], np.float32),
+                "roi_end": np.array([y0 + h, x0 + w], np.float32),
+                "flip": np.array(flip, np.int32)}
+
+    def __call__(self, samples: list[dict]) -> dict:
+        decoder, text = self._parts()
+        keys = [s["key"] for s in samples]
+        per_sample = [self.sample_feed(s) for s in samples]
+        feeds = {name: [f[name] for f in per_sample] for name in per_sample[0]}
+        video = decoder(feeds, keys)
+        seed = _batch_seed(self.cfg.seed, samples[0].get("epoch", 0), keys)
+        generator = torch.Generator(device=video.device).manual_seed(seed)
+        mask = video_mask(self.cfg.mask_kind, len(keys), self.cfg.mask_grid,
+                          self.cfg.video_mask_ratio, generator)
+        tokens = text([s["caption"] for s in samples], torch.Generator().manual_seed(seed))
+        return {"video": video, "video_mask": mask, **tokens, "keys": keys}
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def build_source(cfg: DataConfig, clean_shared_memory: bool = True):
+    """The dataset of encoded samples, after checking that its codec suits ``cfg.device``.
+
+    Args:
+        cfg: the data configuration.
+        clean_shared_memory: remove Streaming shared memory leaked by a crashed run first.
+
+    Raises:
+        CodecError: before any batch, when the shards' codec cannot be decoded on the device.
+    """
+    folder = shard_folder(cfg.path, cfg.format)
+    if cfg.format == "wds":
+        check_codec(first_meta_wds(folder)["codec"], cfg.device)
+        return WdsSource(folder, cfg.shuffle, cfg.seed, *_rank_world())
+    if clean_shared_memory:
+        from streaming.base.util import clean_stale_shared_memory
+
+        clean_stale_shared_memory()
+    local = cfg.path if cfg.remote else str(folder)
+    source = MdsSource(local, cfg.remote, cfg.batch_size, cfg.shuffle, cfg.seed)
+    check_codec(first_meta_mds(source)["codec"], cfg.device)
+    return source
+
+
+def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True):
+    """A torch DataLoader yielding batch dicts (see COMMON.md) for this rank.
+
+    With ``device="gpu"`` decoding happens in the main process (CUDA cannot be used in forked
+    workers), so ``num_workers`` is ignored there.
+
+    Args:
+        cfg: the data configuration.
+        clean_shared_memory: remove Streaming shared memory leaked by a crashed run first.
+    """
+    workers = 0 if cfg.device == "gpu" else cfg.num_workers
+    return torch.utils.data.DataLoader(
+        build_source(cfg, clean_shared_memory), batch_size=cfg.batch_size,
+        collate_fn=BatchBuilder(cfg), num_workers=workers, drop_last=cfg.drop_last,
+        prefetch_factor=cfg.prefetch if workers else None, persistent_workers=False)
+
+
+def split_batch(batch: dict, microbatch_size: int | float) -> list[dict]:
+    """Splits a batch dict into microbatches of ``microbatch_size`` samples (Composer hook).
+
+    Args:
+        batch: a batch dict.
+        microbatch_size: samples per microbatch.
+    """
+    size, step = len(batch["keys"]), int(microbatch_size)
+    return [{name: value[start:start + step] for name, value in batch.items()}
+            for start in range(0, size, step)]
+
+
+def num_samples_in_batch(batch: dict) -> int:
+    """The number of samples in a batch dict (Composer hook)."""
+    return len(batch["keys"])
+
+
+def build_dataspec(cfg: DataConfig, clean_shared_memory: bool = True):
+    """The Composer DataSpec to pass as ``Trainer(train_dataloader=...)``.
+
+    Args:
+        cfg: the data configuration.
+        clean_shared_memory: remove Streaming shared memory leaked by a crashed run first.
+    """
+    from composer.core import DataSpec
+
+    return DataSpec(build_dataloader(cfg, clean_shared_memory), split_batch=split_batch,
+                    get_num_samples_in_batch=num_samples_in_batch)

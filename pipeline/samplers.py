@@ -1,0 +1,98 @@
+"""Frame samplers: which frame indices of a clip make one training sample.
+
+Every sampler is computed from the clip's frame count (stored in the shard metadata, so nothing
+is decoded to choose) and a per-sample ``numpy.random.Generator``, so a sample's frames depend
+only on the seed, the epoch and its key: a resumed run picks the same frames.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The random generator of one sample in one epoch.
+
+    Args:
+        seed: the run's data seed.
+        epoch: the epoch the sample is drawn in (a new view every epoch).
+        key: the sample's key.
+    """
+    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
+
+
+def dense_indices(num_frames: int, length: int, stride: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """VideoMAE/SimVTP dense sampling: ``length`` frames ``stride`` apart at a random offset.
+
+    A clip shorter than ``length * stride`` frames starts at 0 and repeats its last frame.
+
+    Args:
+        num_frames: frames in the clip.
+        length: frames to return (T).
+        stride: distance between returned frames.
+        rng: the sample's generator.
+    """
+    span = (length - 1) * stride + 1
+    offset = int(rng.integers(0, num_frames - span + 1)) if num_frames >= span else 0
+    return np.minimum(offset + np.arange(length) * stride, num_frames - 1)
+
+
+def segment_indices(num_frames: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """TSN uniform segments: the clip cut into ``length`` equal parts, one random frame of each.
+
+    Args:
+        num_frames: frames in the clip.
+        length: frames to return (T), one per segment.
+        rng: the sample's generator.
+    """
+    edges = np.linspace(0, num_frames, length + 1)
+    picks = edges[:-1] + rng.random(length) * (edges[1:] - edges[:-1])
+    return np.minimum(np.floor(picks).astype(np.int64), num_frames - 1)
+
+
+def sparse_indices(num_frames: int, length: int, clips: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """ClipBERT sparse sampling: ``clips`` short runs of consecutive frames, one per segment.
+
+    Args:
+        num_frames: frames in the clip.
+        length: frames to return in all (T); must be a multiple of ``clips``.
+        clips: number of short clips.
+        rng: the sample's generator.
+    """
+    if length % clips:
+        raise ValueError(f"num_frames {length} is not a multiple of sparse_clips {clips}")
+    run = length // clips
+    edges = np.linspace(0, num_frames, clips + 1)
+    room = np.maximum(edges[1:] - edges[:-1] - run, 0)
+    starts = np.floor(edges[:-1] + rng.random(clips) * (room + 1)).astype(np.int64)
+    indices = (starts[:, None] + np.arange(run)[None, :]).reshape(-1)
+    return np.minimum(indices, num_frames - 1)
+
+
+def frame_indices(kind: str, num_frames: int, length: int, stride: int, clips: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Dispatches to the sampler named ``kind`` (dense, segments or sparse); int32, sorted.
+
+    Args:
+        kind: ``dense``, ``segments`` or ``sparse``.
+        num_frames: frames in the clip (must be >= 1).
+        length: frames to return (T).
+        stride: stride of the dense sampler.
+        clips: clips of the sparse sampler.
+        rng: the sample's generator.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a clip needs at least one frame, got {num_frames}")
+    if kind == "dense":
+        indices = dense_indices(num_frames, length, stride, rng)
+    elif kind == "segments":
+        indices = segment_indices(num_frames, length, rng)
+    elif kind == "sparse":
+        indices = sparse_indices(num_frames, length, clips, rng)
+    else:
+        raise ValueError(f"unknown sampler {kind!r}; choose dense, segments or sparse")
+    return np.sort(indices).astype(np.int32)

@@ -1,0 +1,149 @@
+"""Where encoded samples come from: MDS through Streaming, or WebDataset tars through DALI.
+
+Both sources yield dicts ``{key, video (bytes), caption, meta (dict), epoch}``; the epoch lets
+the batch builder draw a fresh but reproducible view of a sample every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from streaming import StreamingDataset
+
+
+def shard_folder(path: str | Path, fmt: str) -> Path:
+    """The folder holding ``fmt`` shards: ``PATH/mds`` (or ``PATH/wds``) if present, else PATH.
+
+    Args:
+        path: a `vtp shard` output folder or the format folder itself.
+        fmt: ``mds`` or ``wds``.
+    """
+    path = Path(path)
+    return path / fmt if (path / fmt).is_dir() else path
+
+
+class MdsSource(StreamingDataset):
+    """A StreamingDataset over MDS shards that also reports the epoch of each sample.
+
+    ``batch_size`` must be the per-rank batch size: Streaming then partitions samples so that a
+    resumed run (Composer checkpoints ``state_dict``) continues exactly where it stopped.
+
+    Args:
+        local: local MDS folder (or cache folder when ``remote`` is set).
+        remote: optional remote location.
+        batch_size: per-rank batch size.
+        shuffle: shuffle the order.
+        seed: shuffle seed.
+    """
+
+    def __init__(self, local: str, remote: str | None, batch_size: int, shuffle: bool, seed: int):
+        super().__init__(local=local, remote=remote, batch_size=batch_size, shuffle=shuffle,
+                         shuffle_seed=seed)
+        self._epoch = 0
+
+    def _resume_incr_epoch(self) -> tuple[int, int]:
+        epoch, sample_in_epoch = super()._resume_incr_epoch()
+        self._epoch = epoch
+        return epoch, sample_in_epoch
+
+    def __iter__(self):
+        for sample in super().__iter__():
+            yield {**sample, "epoch": self._epoch}
+
+
+def first_meta_mds(source: MdsSource) -> dict:
+    """The metadata of the first sample (reads one shard); used to check the codec early."""
+    return source[0]["meta"]
+
+
+def wds_tars(folder: Path) -> tuple[list[str], list[str]]:
+    """The tars of a WebDataset folder and their DALI .idx files (which must exist)."""
+    tars = sorted(str(p) for p in folder.glob("*.tar"))
+    if not tars:
+        raise FileNotFoundError(f"no .tar shards in {folder}")
+    missing = [t for t in tars if not Path(t).with_suffix(".idx").exists()]
+    if missing:
+        raise FileNotFoundError(f"missing DALI index for {missing[:3]}: create it with "
+                                f"`wds2idx TAR TAR.idx` or re-run `vtp shard`")
+    return tars, [str(Path(t).with_suffix(".idx")) for t in tars]
+
+
+def first_meta_wds(folder: Path) -> dict:
+    """The metadata (.json member) of the first sample of the first tar."""
+    import tarfile
+
+    with tarfile.open(wds_tars(folder)[0][0]) as tar:
+        for member in tar:
+            if member.name.endswith(".json"):
+                return json.loads(tar.extractfile(member).read())
+    raise ValueError(f"no .json member in {wds_tars(folder)[0][0]}")
+
+
+def _reader_pipeline(tars: list[str], indexes: list[str], shard_id: int, num_shards: int,
+                     shuffle: bool, seed: int):
+    from nvidia.dali import fn, pipeline_def
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None, seed=seed, exec_dynamic=True)
+    def definition():
+        video, text, meta = fn.readers.webdataset(
+            paths=tars, index_paths=indexes, ext=["webm;avi;mp4", "txt", "json"],
+            missing_component_behavior="error", shard_id=shard_id, num_shards=num_shards,
+            random_shuffle=shuffle, initial_fill=64, stick_to_shard=True, name="reader")
+        return video, text, meta, fn.get_property(video, key="source_info")
+
+    pipe = definition()
+    pipe.build()
+    return pipe
+
+
+def _shard_size(pipe, shard_id: int, num_shards: int) -> int:
+    total = pipe.reader_meta("reader")["epoch_size"]
+    return total * (shard_id + 1) // num_shards - total * shard_id // num_shards
+
+
+def _text(array) -> str:
+    return np.array(array).tobytes().decode()
+
+
+class WdsSource(torch.utils.data.IterableDataset):
+    """WebDataset tars read by DALI's ``readers.webdataset`` (with the .idx files).
+
+    Each (rank, worker) reads its own shard of the samples. Resumption skips the samples
+    already consumed in the epoch: exact, because the reader's order is fixed by the seed.
+
+    Args:
+        folder: the folder of tars and .idx files.
+        shuffle: shuffle within the reader's buffer.
+        seed: reader seed.
+        rank: this process's rank.
+        world: number of ranks.
+    """
+
+    def __init__(self, folder: Path, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        self.tars, self.indexes = wds_tars(folder)
+        self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
+        self.skip = 0
+
+    def state_dict(self, num_samples: int, from_beginning: bool = True) -> dict:
+        return {"sample_in_epoch": num_samples}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skip = int(state["sample_in_epoch"])
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        shard_id, num_shards = self.rank * workers + worker, self.world * workers
+        pipe = _reader_pipeline(self.tars, self.indexes, shard_id, num_shards, self.shuffle,
+                                self.seed)
+        skip, self.skip = self.skip // num_shards, 0
+        for index in range(_shard_size(pipe, shard_id, num_shards)):
+            video, text, meta, source = (out.at(0) for out in pipe.run())
+            if index < skip:
+                continue
+            name = Path(_text(source).split(":")[-1]).name
+            yield {"key": name.rsplit(".", 1)[0], "video": np.array(video).tobytes(),
+                   "caption": _text(text), "meta": json.loads(_text(meta)), "epoch": 0}
