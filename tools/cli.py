@@ -14,6 +14,8 @@ import sys
 # name -> (module, one-line help). The order is the order of the data flow.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("tools.synth", "generate the seeded synthetic WebVid-format dataset"),
+    "clean": ("tools.clean", "clean WebVid captions: named rules, drops, duplicate groups, report"),
+    "subset": ("tools.subset", "nested deterministic subsets by hash(salt, videoid) < p, with a report"),
 }
 
 

@@ -1,0 +1,168 @@
+"""Cleaning a whole caption table: rules, drops, duplicate groups, in chunks over a process pool."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from tools.clean.language import LanguageConfig, LanguageIdentifier
+from tools.clean.rules import RULE_NAMES, clean_captions
+
+DROP_REASONS = ("empty", "too_short", "non_english", "duplicate")
+OUTPUT_COLUMNS = ("videoid", "caption_raw", "caption", "drop_reason", "dup_group")
+ADDED_COLUMNS = (*OUTPUT_COLUMNS, "rules", "lang", "lang_prob")
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """What `vtp clean` removes and drops, and how it spreads the work."""
+
+    caption_column: str = "name"
+    min_words: int = 2
+    drop_duplicates: bool = False
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    chunk_rows: int = 20_000  # a chunk is one task: big enough to amortise the model load
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.min_words < 1:
+            raise ValueError(f"min_words must be >= 1, got {self.min_words}")
+        if self.workers < 1 or self.chunk_rows < 1:
+            raise ValueError("workers and chunk_rows must be >= 1")
+
+
+@dataclass
+class CleanResult:
+    """The cleaned table plus what happened to it."""
+
+    frame: pd.DataFrame
+    rule_counts: dict[str, int]
+    drop_counts: dict[str, int]
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return len(self.frame) / max(self.seconds, 1e-9)
+
+
+def _clean_chunk(job: tuple[list[str], int, LanguageConfig]) -> tuple:
+    """Rules plus language id for one chunk; runs in a worker process.
+
+    Returns (cleaned texts, rule bit masks, language codes, probabilities, foreign flags).
+    """
+    texts, min_words, language = job
+    cleaned, masks = clean_captions(texts)
+    identifier = LanguageIdentifier(language)
+    langs: list[str | None] = [None] * len(texts)
+    probs = np.full(len(texts), np.nan)
+    foreign = np.zeros(len(texts), dtype=bool)
+    for i, text in enumerate(cleaned):
+        # Language id is only asked about captions that survive the cheaper drops.
+        if len(text.split()) >= min_words:
+            langs[i], probs[i] = identifier.identify(text)
+            foreign[i] = identifier.is_foreign(langs[i], probs[i])
+    return cleaned, masks, langs, probs, foreign
+
+
+def _chunks(texts: list[str], config: CleanConfig):
+    for start in range(0, len(texts), config.chunk_rows):
+        yield texts[start:start + config.chunk_rows], config.min_words, config.language
+
+
+def _run_chunks(texts: list[str], config: CleanConfig) -> list[tuple]:
+    bar = tqdm(total=len(texts), desc="clean", unit="row", disable=not config.progress)
+    jobs = _chunks(texts, config)
+    parts = []
+    if config.workers == 1 or len(texts) <= config.chunk_rows:
+        results = map(_clean_chunk, jobs)
+        for part in results:
+            parts.append(part)
+            bar.update(len(part[0]))
+    else:
+        with ProcessPoolExecutor(max_workers=config.workers) as pool:
+            for part in pool.map(_clean_chunk, jobs):
+                parts.append(part)
+                bar.update(len(part[0]))
+    bar.close()
+    return parts
+
+
+def _concat(parts: list[tuple], index: int, dtype) -> np.ndarray:
+    return np.concatenate([p[index] for p in parts]).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def duplicate_groups(captions: pd.Series, eligible: np.ndarray) -> pd.Series:
+    """Integer ids shared by rows whose captions are equal up to case and white space.
+
+    Ids count groups in order of first appearance; rows without a twin (or not ``eligible``)
+    get null.
+
+    Args:
+        captions: cleaned captions.
+        eligible: bool mask of rows that may join a group (non-empty captions).
+    """
+    keys = captions.str.casefold().str.split().str.join(" ").where(eligible)
+    codes, _ = pd.factorize(keys, use_na_sentinel=True)
+    sizes = np.bincount(codes[codes >= 0], minlength=1)
+    in_group = (codes >= 0) & (sizes[np.maximum(codes, 0)] >= 2)
+    group_codes = np.where(in_group, codes, -1)
+    renumbered, _ = pd.factorize(pd.Series(group_codes).where(in_group))
+    return pd.Series(renumbered, index=captions.index, dtype="Int64").where(in_group)
+
+
+def _drop_reasons(cleaned: pd.Series, foreign: np.ndarray, config: CleanConfig) -> pd.Series:
+    words = cleaned.str.split().str.len().fillna(0).to_numpy()
+    reason = np.select([words == 0, words < config.min_words, foreign],
+                       ["empty", "too_short", "non_english"], default="")
+    return pd.Series(reason, index=cleaned.index, dtype="string").replace("", pd.NA)
+
+
+def clean_frame(frame: pd.DataFrame, config: CleanConfig) -> CleanResult:
+    """Cleans ``frame[config.caption_column]``; keeps every other column.
+
+    Args:
+        frame: a WebVid-format table (needs ``videoid`` and the caption column).
+        config: rules, drops and parallelism.
+
+    Returns:
+        the table with ``videoid, caption_raw, caption, drop_reason, dup_group, rules, lang,
+        lang_prob`` first (the caption column renamed ``caption_raw``), then the other input
+        columns, plus counts per rule and per drop reason.
+    """
+    clash = sorted(set(ADDED_COLUMNS) & set(frame.columns) - {config.caption_column, "videoid"})
+    if clash:
+        raise ValueError(f"input already has output column(s) {clash}; is it already cleaned? "
+                         "Pass the original table, or rename those columns")
+    for name in ("videoid", config.caption_column):
+        if name not in frame.columns:
+            raise ValueError(f"input has no {name!r} column (columns: {list(frame.columns)})")
+    start = time.perf_counter()
+    raw = frame[config.caption_column].astype("string").fillna("")
+    parts = _run_chunks(raw.tolist(), config)
+    cleaned = pd.Series([t for p in parts for t in p[0]], index=frame.index, dtype="string")
+    masks, probs = _concat(parts, 1, np.uint32), _concat(parts, 3, np.float64)
+    langs = [x for p in parts for x in p[2]]
+    out = pd.DataFrame({"videoid": frame["videoid"].astype("string"), "caption_raw": raw,
+                        "caption": cleaned}, index=frame.index)
+    out["drop_reason"] = _drop_reasons(cleaned, _concat(parts, 4, bool), config)
+    out["dup_group"] = duplicate_groups(cleaned, (cleaned.str.len() > 0).to_numpy())
+    if config.drop_duplicates:
+        grouped = out["drop_reason"].isna() & out["dup_group"].notna()
+        # The first kept row of each group stays; NA rows are masked out by ``grouped``.
+        repeat = grouped & out["dup_group"].where(grouped).duplicated(keep="first")
+        out.loc[repeat, "drop_reason"] = "duplicate"
+    out["rules"] = [",".join(n for b, n in enumerate(RULE_NAMES) if m >> b & 1) for m in masks]
+    out["lang"] = pd.Series(langs, index=frame.index, dtype="string")
+    out["lang_prob"] = probs
+    rest = frame.drop(columns=["videoid", config.caption_column])
+    out = pd.concat([out, rest], axis=1).reset_index(drop=True)
+    rule_counts = {name: int(((masks >> b) & 1).sum()) for b, name in enumerate(RULE_NAMES)}
+    drop_counts = {r: int((out["drop_reason"] == r).sum()) for r in DROP_REASONS}
+    return CleanResult(out, rule_counts, drop_counts, time.perf_counter() - start)

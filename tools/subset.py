@@ -1,0 +1,187 @@
+"""vtp subset CAPTIONS --fractions 0.01,0.1,1.0 --out DIR: nested, deterministic subsets.
+
+A row belongs to the p-subset iff ``h(salt, videoid) < p``, where ``h`` maps the blake2b
+digest of ``"{salt}:{videoid}"`` to [0, 1). Membership depends on nothing but the salt and
+the id, so the subsets are nested (1% ⊂ 10% ⊂ 100%), a row keeps its membership when rows are
+appended, and anyone can recompute them. Rows with a ``drop_reason`` are left out unless
+``--include-dropped``. Writes DIR/subset-{p}.parquet per fraction and DIR/subset_report.md
+(count, total duration, and two-sample KS tests of duration and caption length against the
+full set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
+DEFAULT_SALT = "vtp"
+
+
+def unit_hash(videoids: Iterable[str], salt: str) -> np.ndarray:
+    """A stable value in [0, 1) per id: blake2b("{salt}:{videoid}"), top 53 bits / 2**53.
+
+    53 bits because that is what a float64 holds exactly, so the value is never rounded up
+    to 1.0 and ``h < 1.0`` keeps every row.
+
+    Args:
+        videoids: ids as strings.
+        salt: any string; a different salt draws independent subsets.
+    """
+    values = [int.from_bytes(hashlib.blake2b(f"{salt}:{v}".encode(), digest_size=8).digest(), "big") >> 11
+              for v in videoids]
+    return np.asarray(values, dtype=np.float64) / float(2**53)
+
+
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """Parses "0.01,0.1,1.0" into sorted unique fractions, each in (0, 1].
+
+    Raises:
+        ValueError: empty list, a value that is not a number or outside (0, 1].
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("--fractions needs at least one value, e.g. 0.01,0.1,1.0")
+    fractions = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"--fractions: {part!r} is not a number") from None
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"--fractions: {part} is outside (0, 1]")
+        fractions.append(value)
+    return tuple(sorted(set(fractions)))
+
+
+def subset_name(fraction: float) -> str:
+    """The file name of a subset, e.g. ``subset-0.01.parquet`` and ``subset-1.0.parquet``."""
+    return f"subset-{float(fraction)!r}.parquet"
+
+
+def select(frame, fractions: Iterable[float], salt: str, include_dropped: bool = False) -> dict:
+    """The rows of each p-subset of ``frame`` (a DataFrame with ``videoid``).
+
+    Args:
+        frame: the cleaned captions table.
+        fractions: values in (0, 1].
+        salt: hash salt.
+        include_dropped: keep rows whose ``drop_reason`` is set.
+
+    Returns:
+        {fraction: DataFrame}, each in the input's row order.
+    """
+    pool = frame
+    if not include_dropped and "drop_reason" in frame.columns:
+        pool = frame[frame["drop_reason"].isna()]
+    h = unit_hash(pool["videoid"].astype(str), salt)
+    return {p: pool[h < p].reset_index(drop=True) for p in fractions}
+
+
+def _ks(sample: np.ndarray, full: np.ndarray) -> tuple[float, float]:
+    from scipy.stats import ks_2samp
+
+    sample, full = sample[~np.isnan(sample)], full[~np.isnan(full)]
+    if len(sample) == 0 or len(full) == 0:
+        return float("nan"), float("nan")
+    result = ks_2samp(sample, full)
+    return float(result.statistic), float(result.pvalue)
+
+
+def _stats(frame) -> dict[str, np.ndarray]:
+    duration = frame["duration_s"].astype("float64").to_numpy() if "duration_s" in frame else np.full(len(frame), np.nan)
+    words = frame["caption"].astype("string").str.split().str.len().astype("float64").to_numpy()
+    return {"duration": duration, "words": words}
+
+
+def report_rows(subsets: dict, full) -> list[dict]:
+    """Per fraction: count, total hours, and KS statistic/p-value of duration and words vs ``full``."""
+    reference = _stats(full)
+    rows = []
+    for p, frame in subsets.items():
+        stats = _stats(frame)
+        d_stat, d_p = _ks(stats["duration"], reference["duration"])
+        w_stat, w_p = _ks(stats["words"], reference["words"])
+        rows.append({"fraction": p, "rows": len(frame), "share": len(frame) / max(len(full), 1),
+                     "hours": float(np.nansum(stats["duration"]) / 3600),
+                     "duration_ks": d_stat, "duration_p": d_p, "words_ks": w_stat, "words_p": w_p})
+    return rows
+
+
+def write_report(rows: list[dict], source: Path, salt: str, pool_rows: int, out: Path) -> Path:
+    """Writes ``out/subset_report.md`` from `report_rows` output."""
+    lines = [
+        "# Subsets", "",
+        f"- input: `{source}`; salt `{salt}`; eligible rows (not dropped): {pool_rows}",
+        "- membership: blake2b(\"{salt}:{videoid}\") -> [0, 1) < p, so subsets are nested",
+        "- KS: two-sample Kolmogorov-Smirnov of the subset against all eligible rows; a large "
+        "p-value means no evidence that the distributions differ", "",
+        "| subset | rows | share | hours | duration KS (p) | caption words KS (p) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {subset_name(r['fraction'])} | {r['rows']} | {r['share']:.2%} | {r['hours']:.2f} "
+                     f"| {r['duration_ks']:.3f} ({r['duration_p']:.3g}) | {r['words_ks']:.3f} ({r['words_p']:.3g}) |")
+    path = out / "subset_report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def subset_file(source: Path, out: Path, fractions: Iterable[float] = DEFAULT_FRACTIONS,
+                salt: str = DEFAULT_SALT, include_dropped: bool = False) -> dict:
+    """Writes one parquet per fraction and the report; returns a summary dict.
+
+    Args:
+        source: captions.parquet from `vtp clean` (any parquet with ``videoid`` works).
+        out: output folder.
+        fractions: values in (0, 1].
+        salt: hash salt.
+        include_dropped: keep rows whose ``drop_reason`` is set.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    if not Path(source).exists():
+        raise FileNotFoundError(f"no such file: {source}")
+    frame = pq.read_table(source).to_pandas()
+    for column in ("videoid", "caption"):
+        if column not in frame.columns:
+            raise ValueError(f"{source} has no {column!r} column; expected `vtp clean` output")
+    subsets = select(frame, fractions, salt, include_dropped)
+    full = select(frame, [1.0], salt, include_dropped)[1.0]
+    out.mkdir(parents=True, exist_ok=True)
+    for p, part in subsets.items():
+        tmp = out / f".{subset_name(p)}.tmp"
+        part.to_parquet(tmp, index=False)
+        tmp.replace(out / subset_name(p))
+    rows = report_rows(subsets, full)
+    write_report(rows, source, salt, len(full), out)
+    return {"out": str(out), "eligible_rows": len(full), "salt": salt,
+            "subsets": pd.DataFrame(rows).round(4).to_dict("records")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="captions.parquet from `vtp clean`")
+    parser.add_argument("--fractions", default=",".join(map(str, DEFAULT_FRACTIONS)),
+                        help="comma-separated fractions in (0, 1] (default %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--salt", default=DEFAULT_SALT, help="hash salt (default %(default)s)")
+    parser.add_argument("--include-dropped", action="store_true",
+                        help="also draw from rows that `vtp clean` dropped")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tools.cli import UsageError
+
+    try:
+        fractions = parse_fractions(args.fractions)
+        summary = subset_file(args.input, args.out, fractions, args.salt, args.include_dropped)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from err
+    print(json.dumps(summary, indent=2))
+    return 0
