@@ -1,0 +1,130 @@
+"""`vtp subset`: membership by hash(salt, videoid) < p is nested, stable, reproducible."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tools.subset import parse_fractions, select, subset_name, unit_hash
+
+VTP = str(Path(sys.executable).parent / "vtp")
+FRACTIONS = (0.01, 0.1, 0.5, 1.0)
+
+
+def _table(n: int, start: int = 0, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    words = rng.integers(2, 20, size=n)
+    return pd.DataFrame({
+        "videoid": [str(1_000_000 + i) for i in range(start, start + n)],
+        "caption": [" ".join(["word"] * w) for w in words],
+        "drop_reason": pd.Series([None] * n, dtype="string"),
+        "duration_s": rng.uniform(2, 60, size=n),
+    })
+
+
+def _ids(subsets: dict) -> dict[float, set]:
+    return {p: set(frame["videoid"]) for p, frame in subsets.items()}
+
+
+def test_hash_is_in_unit_interval_and_uniform():
+    h = unit_hash((str(i) for i in range(20_000)), "s")
+    assert h.min() >= 0.0 and h.max() < 1.0
+    counts, _ = np.histogram(h, bins=10, range=(0, 1))
+    assert counts.min() > 1700 and counts.max() < 2300  # expected 2000 each, sd ~42
+
+
+def test_subsets_are_nested():
+    ids = _ids(select(_table(5000), FRACTIONS, "a"))
+    assert ids[0.01] <= ids[0.1] <= ids[0.5] <= ids[1.0]
+    assert len(ids[1.0]) == 5000 and 0 < len(ids[0.01]) < len(ids[0.1]) < len(ids[0.5])
+
+
+def test_fractions_are_roughly_right():
+    ids = _ids(select(_table(8000), FRACTIONS, "a"))
+    for p in FRACTIONS:
+        sd = np.sqrt(8000 * p * (1 - p))
+        assert abs(len(ids[p]) - 8000 * p) <= 4 * sd + 1, (p, len(ids[p]))
+
+
+def test_membership_is_stable_when_rows_are_appended():
+    old = _table(3000)
+    grown = pd.concat([old, _table(2000, start=3000, seed=1)], ignore_index=True)
+    before, after = _ids(select(old, FRACTIONS, "a")), _ids(select(grown, FRACTIONS, "a"))
+    old_ids = set(old["videoid"])
+    for p in FRACTIONS:
+        assert after[p] & old_ids == before[p]
+    assert after[0.1] - old_ids  # the new rows do take part
+
+
+def test_same_salt_same_sets_other_salt_other_sets():
+    table = _table(4000)
+    shuffled = table.sample(frac=1.0, random_state=3)  # row order must not matter
+    assert _ids(select(table, FRACTIONS, "a")) == _ids(select(shuffled, FRACTIONS, "a"))
+    a, b = _ids(select(table, FRACTIONS, "a")), _ids(select(table, FRACTIONS, "b"))
+    assert a[0.1] != b[0.1]
+    overlap = len(a[0.1] & b[0.1]) / len(a[0.1])
+    assert overlap < 0.3  # independent draws overlap by about p = 0.1
+
+
+def test_dropped_rows_are_excluded_unless_asked():
+    table = _table(2000)
+    table.loc[::4, "drop_reason"] = "non_english"
+    dropped = set(table.loc[table["drop_reason"].notna(), "videoid"])
+    assert not _ids(select(table, [1.0], "a"))[1.0] & dropped
+    assert _ids(select(table, [1.0], "a", include_dropped=True))[1.0] >= dropped
+
+
+@pytest.mark.parametrize("text", ["", "0", "1.5", "-0.1", "0.1,abc", ",", "nan"])
+def test_bad_fractions_are_rejected(text):
+    with pytest.raises(ValueError, match="fractions"):
+        parse_fractions(text)
+
+
+def test_fractions_are_sorted_and_named():
+    assert parse_fractions("1.0, 0.1,0.01,0.1") == (0.01, 0.1, 1.0)
+    assert [subset_name(p) for p in (0.01, 0.1, 1.0)] == [
+        "subset-0.01.parquet", "subset-0.1.parquet", "subset-1.0.parquet"]
+
+
+def _vtp(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([VTP, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_writes_subsets_and_report(tmp_path):
+    table = _table(3000)
+    table.loc[::10, "drop_reason"] = "empty"
+    table.to_parquet(tmp_path / "captions.parquet", index=False)
+    result = _vtp("subset", str(tmp_path / "captions.parquet"), "--fractions", "0.01,0.1,1.0",
+                  "--out", str(tmp_path / "out"), "--salt", "demo")
+    assert result.returncode == 0, result.stderr
+    parts = {p: pq.read_table(tmp_path / "out" / subset_name(p)).to_pandas() for p in (0.01, 0.1, 1.0)}
+    assert len(parts[1.0]) == 2700 and parts[1.0]["drop_reason"].isna().all()
+    assert set(parts[0.01]["videoid"]) <= set(parts[0.1]["videoid"]) <= set(parts[1.0]["videoid"])
+    assert list(parts[0.1].columns) == list(table.columns)
+    expected = select(table, [0.1], "demo")[0.1]
+    assert parts[0.1]["videoid"].tolist() == expected["videoid"].tolist()
+    report = (tmp_path / "out" / "subset_report.md").read_text()
+    for p in (0.01, 0.1, 1.0):
+        assert subset_name(p) in report
+    assert "KS" in report and f"| {len(parts[0.1])} |" in report
+
+
+@pytest.mark.parametrize("fractions", ["0", "2", "0.1,x", ""])
+def test_cli_bad_fractions_are_a_usage_error(tmp_path, fractions):
+    _table(10).to_parquet(tmp_path / "captions.parquet", index=False)
+    result = _vtp("subset", str(tmp_path / "captions.parquet"), "--fractions", fractions,
+                  "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "vtp subset: error" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_missing_input_is_a_usage_error(tmp_path):
+    result = _vtp("subset", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "no such file" in result.stderr
