@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("tools.synth", "generate the seeded synthetic WebVid-format dataset"),
     "clean": ("tools.clean", "clean WebVid captions: named rules, drops, duplicate groups, report"),
     "subset": ("tools.subset", "nested deterministic subsets by hash(salt, videoid) < p, with a report"),
+    "train": ("tools.train_cmd", "train from a YAML recipe with section.key=value overrides"),
 }
 
 

@@ -1,0 +1,132 @@
+"""The one training entry point: a validated recipe -> model, data, optimizer -> Composer fit.
+
+Runs the same in one process (``vtp train``) and under Composer's launcher
+(``composer -n 2 -m tools.train_cmd recipes/tiny-synthetic.yaml``): each process builds its
+own data partition (Streaming splits samples by rank) with ``global_batch_size / world``
+samples per batch, and Composer's DDP averages gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from composer import Callback, Trainer
+from composer.algorithms import GradientClipping
+from composer.callbacks import LRMonitor, MemoryMonitor, RuntimeEstimator, SpeedMonitor
+from composer.loggers import FileLogger, LoggerDestination, TensorboardLogger
+from composer.utils import dist
+
+from model import UnifiedMAE, flops_per_batch
+from pipeline import DataConfig, build_dataspec
+from recipes.composer_model import VTPComposerModel
+from recipes.config import RecipeConfig, RecipeError, load_recipe
+from recipes.optim import build_optimizer, build_scheduler
+
+__all__ = ["train_from_yaml", "build_trainer", "build_model"]
+
+
+def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
+                    callbacks: Sequence[Callback] = ()) -> Trainer:
+    """Load a recipe, apply ``section.key=value`` overrides, train, and return the Trainer.
+
+    Args:
+        path: the YAML recipe.
+        overrides: dotted overrides such as ``data.path=/shards`` or ``trainer.max_duration=20ba``.
+        callbacks: extra Composer callbacks (tests use one to record batches).
+    """
+    trainer = build_trainer(load_recipe(path, overrides), callbacks)
+    trainer.fit()
+    return trainer
+
+
+def build_model(recipe: RecipeConfig) -> VTPComposerModel:
+    """UnifiedMAE from ``recipe.model``, initialised from ``recipe.seed`` without touching
+    the caller's global RNG state, wrapped for Composer."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        net = UnifiedMAE(recipe.model)
+    flops = functools.partial(flops_per_batch, recipe.model)
+    return VTPComposerModel(net, recipe.model.active_terms, flops)
+
+
+def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> Trainer:
+    """Everything ``fit`` needs, from a validated recipe.
+
+    Args:
+        recipe: the validated recipe.
+        callbacks: extra callbacks, added after the recipe's own.
+    """
+    device = _device(recipe)
+    data_cfg = _data_config(recipe, device)  # the world size comes from the launcher's env
+    dist.initialize_dist(device)
+    model = build_model(recipe)
+    t, log = recipe.trainer, recipe.loggers
+    return Trainer(
+        model=model, train_dataloader=build_dataspec(data_cfg), max_duration=t.max_duration,
+        optimizers=build_optimizer(model, recipe), schedulers=build_scheduler(recipe),
+        step_schedulers_every_batch=True,
+        algorithms=[GradientClipping("norm", t.clip_grad_norm)] if t.clip_grad_norm else None,
+        callbacks=[*_callbacks(recipe, device), *callbacks], loggers=_loggers(recipe),
+        run_name=recipe.run_name, progress_bar=log.progress_bar, log_to_console=log.console,
+        console_log_interval=log.console_interval, console_stream="stdout",
+        save_folder=t.save_folder, save_interval=t.save_interval,
+        save_num_checkpoints_to_keep=t.save_num_checkpoints_to_keep,
+        autoresume=t.autoresume, load_path=t.load_path, device=device,
+        precision=_precision(recipe, device),
+        device_train_microbatch_size=t.device_train_microbatch_size, seed=recipe.seed,
+    )
+
+
+def _device(recipe: RecipeConfig) -> str:
+    wanted = recipe.trainer.device
+    if wanted == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if wanted == "gpu" and not torch.cuda.is_available():
+        raise RecipeError("trainer.device=gpu but no CUDA device is visible")
+    return wanted
+
+
+def _precision(recipe: RecipeConfig, device: str) -> str:
+    precision = recipe.trainer.precision
+    if precision == "auto":
+        return "amp_bf16" if device == "gpu" else "fp32"
+    if device == "cpu" and precision != "fp32":
+        raise RecipeError(f"trainer.precision={precision} is not supported on CPU; use fp32")
+    return precision
+
+
+def _data_config(recipe: RecipeConfig, device: str) -> DataConfig:
+    data = recipe.data_for_world(dist.get_world_size())
+    if not data.path and not data.remote:
+        raise RecipeError("data.path is empty: pass data.path=SHARD_DIR")
+    if data.device == "gpu" and device != "gpu":
+        raise RecipeError("data.device=gpu (DALI mixed decoding) needs trainer.device gpu")
+    return data
+
+
+def _callbacks(recipe: RecipeConfig, device: str) -> list[Callback]:
+    cb = recipe.callbacks
+    out: list[Callback] = []
+    if cb.speed_monitor:
+        out.append(SpeedMonitor(window_size=cb.speed_window,
+                                gpu_flops_available=cb.gpu_flops_available))
+    if cb.lr_monitor:
+        out.append(LRMonitor())
+    if cb.memory_monitor and device == "gpu":
+        out.append(MemoryMonitor())
+    if cb.runtime_estimator:
+        out.append(RuntimeEstimator())
+    return out
+
+
+def _loggers(recipe: RecipeConfig) -> list[LoggerDestination]:
+    log = recipe.loggers
+    out: list[LoggerDestination] = []
+    if log.file:
+        out.append(FileLogger(filename=log.file, capture_stdout=False, capture_stderr=False))
+    if log.tensorboard:
+        out.append(TensorboardLogger(log_dir=log.tensorboard, flush_interval=1))
+    return out
