@@ -7,6 +7,9 @@ chosen in Python per sample (seeded) and fed in, so a batch is reproducible from
 
 from __future__ import annotations
 
+import ast
+import re
+
 import numpy as np
 import torch
 
@@ -23,13 +26,21 @@ class CodecError(ValueError):
 
 
 class CorruptSampleError(RuntimeError):
-    """A sample's video could not be decoded; ``keys`` names the culprits."""
+    """A sample's video could not be decoded; ``keys`` names the culprits.
 
-    def __init__(self, keys: list[str], detail: str):
-        self.keys = keys
-        super().__init__(f"corrupt video in sample(s) {keys}: DALI could not decode them "
-                         f"({detail}). Re-run `vtp shard` (which drops undecodable clips) or "
-                         f"remove these keys.")
+    Built from the message alone too: DataLoader workers re-raise exceptions that way.
+    """
+
+    def __init__(self, message: str, keys: list[str] | None = None):
+        super().__init__(message)
+        found = re.search(r"sample\(s\) (\[[^\]]*\])", message)
+        self.keys = keys if keys is not None else (ast.literal_eval(found[1]) if found else [])
+
+    @classmethod
+    def of(cls, keys: list[str], detail: str) -> CorruptSampleError:
+        return cls(f"corrupt video in sample(s) {keys}: DALI could not decode them ({detail}). "
+                   f"Re-run `vtp shard` (which drops undecodable clips) or remove these keys.",
+                   keys)
 
 
 def check_codec(codec: str, device: str) -> None:
@@ -103,6 +114,12 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
     return definition()
 
 
+def _last_line(err: Exception) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if "no longer valid" not in line]
+    return (useful or lines or [type(err).__name__])[-1].strip()
+
+
 def _to_torch(outputs, device: str) -> torch.Tensor:
     from nvidia.dali.plugin.pytorch import feed_ndarray
 
@@ -160,7 +177,7 @@ class VideoDecoder:
         except Exception as err:  # DALI raises RuntimeError, IndexError, ... for bad input
             self._pipe = None  # DALI invalidates a pipeline after any error
             bad = self._find_corrupt(feeds, keys)
-            raise CorruptSampleError(bad or keys, str(err).splitlines()[-1]) from err
+            raise CorruptSampleError.of(bad or keys, _last_line(err)) from err
 
     def _find_corrupt(self, feeds: dict[str, list], keys: list[str]) -> list[str]:
         """Decodes the samples one by one, each in a fresh pipeline, to name the bad ones."""

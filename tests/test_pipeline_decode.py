@@ -1,0 +1,102 @@
+"""DALI decoding against ffmpeg, the codec/device check and the corrupt-sample report."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipeline import CodecError, CorruptSampleError, DataConfig, build_dataloader
+from pipeline.config import MEAN_255, STD_255
+from pipeline.loader import BatchBuilder
+
+
+def ffmpeg_frames(path, width: int, height: int) -> np.ndarray:
+    """Every frame of ``path`` as RGB uint8 (F, H, W, 3), decoded by ffmpeg's command line."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def _to_pixels(video) -> np.ndarray:
+    """(3, T, H, W) normalised float -> (T, H, W, 3) on the 0-255 scale."""
+    mean, std = np.array(MEAN_255), np.array(STD_255)
+    return video.numpy().transpose(1, 2, 3, 0) * std + mean
+
+
+@pytest.mark.parametrize("codec", ["vp9", "mjpeg"])
+def test_decoded_frames_equal_ffmpeg_frames_at_the_sampled_indices(pipeline_shards, codec):
+    shards = pipeline_shards[codec]
+    # Scale 1 on 320x240 crops 240x240; image_size 240 makes the resize an identity, so the
+    # only differences left are YUV->RGB rounding between DALI's and ffmpeg's converters.
+    cfg = DataConfig(path=str(shards.root), batch_size=2, image_size=240, crop_scales=(1.0,),
+                     tubelet=(2, 16, 16), shuffle=False, seed=5)
+    loader = build_dataloader(cfg)
+    builder = BatchBuilder(cfg)
+    checked, flips, near, far = 0, set(), 0.0, 0.0
+    for batch, samples in zip(loader, _pairs(loader.dataset), strict=False):
+        for video, sample in zip(batch["video"], samples, strict=True):
+            feed = builder.sample_feed(sample)
+            meta = sample["meta"]
+            every = ffmpeg_frames(shards.files[sample["key"]], meta["width"], meta["height"])
+            assert len(every) == meta["frames"]
+            got = _to_pixels(video)
+            flips.add(int(feed["flip"]))
+            error = {shift: _mad(got, every, feed, shift) for shift in (-8, -1, 0, 1, 8)}
+            assert error[0] < 3.0, (sample["key"], error)
+            assert error[0] == min(error.values()), (sample["key"], error)
+            near += error[0]
+            far += error[8]
+            checked += 1
+    assert far > 2 * near, "a frame index off by 8 must differ by more than rounding"
+    assert checked == len(shards.files)
+    if checked >= 8:  # flips are codec-independent; the 10-clip VP9 set draws both
+        assert flips == {0, 1}
+
+
+def _mad(got: np.ndarray, every: np.ndarray, feed: dict, shift: int) -> float:
+    """Mean abs difference between DALI's frames and ffmpeg's frames at indices + shift."""
+    y0, x0 = (int(v) for v in feed["roi_start"])
+    indices = np.clip(feed["frames"] + shift, 0, len(every) - 1)
+    expect = every[indices, y0:y0 + got.shape[1], x0:x0 + got.shape[2]].astype(np.float64)
+    if feed["flip"]:
+        expect = expect[:, :, ::-1]
+    assert got.shape == expect.shape
+    return float(np.abs(got - expect).mean())
+
+
+def _pairs(source):
+    """The encoded samples of each batch, in loader order (no shuffle, no workers)."""
+    samples = [{**source[i], "epoch": 0} for i in range(len(source))]
+    return [samples[i:i + 2] for i in range(0, len(samples), 2)]
+
+
+def test_h264_on_cpu_fails_before_the_first_batch_naming_codec_device_and_fix(pipeline_shards):
+    for fmt in ("mds", "wds"):
+        cfg = DataConfig(path=str(pipeline_shards["h264"].root), format=fmt, device="cpu")
+        with pytest.raises(CodecError) as err:
+            build_dataloader(cfg)
+        message = str(err.value)
+        assert "h264" in message and "device=cpu" in message
+        assert "vtp shard --codec vp9" in message and "GPU" in message
+
+
+@pytest.mark.parametrize("fmt", ["mds", "wds"])
+def test_corrupt_sample_is_reported_with_its_key(pipeline_shards, fmt):
+    shards = pipeline_shards["corrupt"]
+    bad_key = list(shards.files)[2]
+    cfg = DataConfig(path=str(shards.root), format=fmt, batch_size=4, image_size=64,
+                     shuffle=False)
+    with pytest.raises(CorruptSampleError) as err:
+        next(iter(build_dataloader(cfg)))
+    assert err.value.keys == [bad_key]
+    assert bad_key in str(err.value)
+
+
+def test_corrupt_sample_in_a_worker_process_is_reported_not_hung(pipeline_shards):
+    shards = pipeline_shards["corrupt"]
+    cfg = DataConfig(path=str(shards.root), batch_size=2, image_size=64, shuffle=False,
+                     num_workers=2)
+    with pytest.raises(CorruptSampleError, match=list(shards.files)[2]):
+        list(build_dataloader(cfg))
