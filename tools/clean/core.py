@@ -43,6 +43,7 @@ class CleanResult:
     """The cleaned table plus what happened to it."""
 
     frame: pd.DataFrame
+    masks: np.ndarray  # uint32 per row, bit i set when RULES[i] changed the caption
     rule_counts: dict[str, int]
     drop_counts: dict[str, int]
     seconds: float
@@ -92,6 +93,13 @@ def _run_chunks(texts: list[str], config: CleanConfig) -> list[tuple]:
                 bar.update(len(part[0]))
     bar.close()
     return parts
+
+
+def rule_names(masks: np.ndarray) -> list[str]:
+    """Comma-separated names of the rules set in each bit mask ("" when none fired)."""
+    unique, inverse = np.unique(masks, return_inverse=True)  # a few dozen distinct masks
+    names = [",".join(n for b, n in enumerate(RULE_NAMES) if int(m) >> b & 1) for m in unique]
+    return [names[i] for i in inverse]
 
 
 def _concat(parts: list[tuple], index: int, dtype) -> np.ndarray:
@@ -158,11 +166,11 @@ def clean_frame(frame: pd.DataFrame, config: CleanConfig) -> CleanResult:
         # The first kept row of each group stays; NA rows are masked out by ``grouped``.
         repeat = grouped & out["dup_group"].where(grouped).duplicated(keep="first")
         out.loc[repeat, "drop_reason"] = "duplicate"
-    out["rules"] = [",".join(n for b, n in enumerate(RULE_NAMES) if m >> b & 1) for m in masks]
+    out["rules"] = rule_names(masks)
     out["lang"] = pd.Series(langs, index=frame.index, dtype="string")
     out["lang_prob"] = probs
     rest = frame.drop(columns=["videoid", config.caption_column])
     out = pd.concat([out, rest], axis=1).reset_index(drop=True)
     rule_counts = {name: int(((masks >> b) & 1).sum()) for b, name in enumerate(RULE_NAMES)}
     drop_counts = {r: int((out["drop_reason"] == r).sum()) for r in DROP_REASONS}
-    return CleanResult(out, rule_counts, drop_counts, time.perf_counter() - start)
+    return CleanResult(out, masks, rule_counts, drop_counts, time.perf_counter() - start)

@@ -26,9 +26,9 @@ def _rule_section(result: CleanResult) -> list[str]:
         count = result.rule_counts[rule.name]
         lines.append(f"| {rule.name} | {count} | {count / total:.2%} | {rule.description} |")
     lines += ["", "### Before and after", "", "| rule | raw | cleaned |", "|---|---|---|"]
-    fired = frame["rules"].str.split(",")
-    for rule in RULES:
-        hits = frame[fired.map(lambda names, n=rule.name: n in names)].head(EXAMPLES)
+    for bit, rule in enumerate(RULES):
+        rows = np.flatnonzero(result.masks >> bit & 1)[:EXAMPLES]
+        hits = frame.iloc[rows]
         for raw, clean in zip(hits["caption_raw"], hits["caption"], strict=True):
             lines.append(f"| {rule.name} | {_cell(raw)} | {_cell(clean)} |")
     return lines
