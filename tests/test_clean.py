@@ -221,3 +221,26 @@ def test_cli_bad_input_is_a_usage_error(dataset, tmp_path, args):
     result = _vtp("clean", path, *args[1:], "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
     assert "vtp clean: error" in result.stderr and "Traceback" not in result.stderr
+
+
+SHORT_ENGLISH = ["Sunset over the sea", "Cute dog", "Barcelona beach", "Man running", "Santa Claus",
+                 "Waterfall in Iceland", "Fire flames", "Paris Eiffel tower", "Timelapse clouds"]
+SHORT_FOREIGN = ["Vista aérea de la ciudad", "Luftaufnahme der Stadt", "Vue aérienne de la ville",
+                 "Женщина пьет кофе", "Uomo che corre sulla spiaggia", "Strand mit Wellen"]
+
+
+@pytest.fixture(scope="module")
+def identifier():
+    from tools.clean.language import LanguageConfig, LanguageIdentifier
+
+    return LanguageIdentifier(LanguageConfig())
+
+
+@pytest.mark.parametrize("text", SHORT_ENGLISH)
+def test_short_english_captions_are_not_called_foreign(identifier, text):
+    assert not identifier.is_foreign(*identifier.identify(text))
+
+
+@pytest.mark.parametrize("text", SHORT_FOREIGN)
+def test_short_foreign_captions_are_called_foreign(identifier, text):
+    assert identifier.is_foreign(*identifier.identify(text))
