@@ -1,0 +1,161 @@
+"""ffmpeg command building for `vtp shard`, with the rules that make untrusted input safe.
+
+Web videos are untrusted. Every ffmpeg we start:
+- reads its input through ``file:`` + an absolute path, so a name such as ``-i.mp4`` is never
+  read as an option and ``a:b.mp4`` never as a protocol;
+- allows only the ``file`` protocol (``-protocol_whitelist file``), so no network access;
+- is told the input's demuxer with ``-f`` (from a short list of self-contained containers),
+  so a file that is really an HLS playlist, a concat list or an image pattern is parsed as an
+  mp4 (and rejected) instead of being followed to other files.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+
+# Containers that carry their media inside the file. The mov demuxer follows external data
+# references only with `enable_drefs`, which stays off.
+DEMUXERS = {
+    ".mp4": "mov", ".m4v": "mov", ".mov": "mov", ".webm": "matroska", ".mkv": "matroska",
+    ".avi": "avi", ".flv": "flv", ".ts": "mpegts",
+}
+
+
+@dataclass(frozen=True)
+class Codec:
+    """An output codec: its encoder, container and the options that make it DALI-friendly."""
+
+    encoder: str
+    ext: str
+    muxer: str
+    options: tuple[tuple[str, str], ...]
+
+
+CODECS = {
+    "h264": Codec("libx264", "mp4", "mp4",
+                  (("preset", "veryfast"), ("crf", "23"), ("movflags", "+faststart"))),
+    "vp9": Codec("libvpx-vp9", "webm", "webm",
+                 (("deadline", "realtime"), ("cpu-used", "8"), ("crf", "32"), ("b:v", "0"),
+                  ("row-mt", "1"))),
+    "mjpeg": Codec("mjpeg", "avi", "avi", (("q:v", "3"),)),
+}
+
+
+@dataclass(frozen=True)
+class TranscodeOptions:
+    """What every output clip looks like.
+
+    Args:
+        codec: ``h264`` (mp4, GPU decoding), ``vp9`` (webm) or ``mjpeg`` (avi) for CPU decoding.
+        fps: output frame rate; None keeps the source's.
+        short_side: output short side in pixels (aspect kept, even sizes); None keeps the size.
+        start: clip window start in seconds.
+        max_seconds: clip window length in seconds; None keeps the rest of the video.
+        gop: key frame interval in frames.
+        threads: threads per ffmpeg process (the process pool supplies the parallelism).
+        timeout: seconds before a stuck ffmpeg is killed and the sample fails.
+    """
+
+    codec: str = "h264"
+    fps: float | None = None
+    short_side: int | None = None
+    start: float = 0.0
+    max_seconds: float | None = None
+    gop: int = 32
+    threads: int = 1
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {sorted(CODECS)}, got {self.codec!r}")
+        if self.short_side is not None and (self.short_side < 2 or self.short_side % 2):
+            raise ValueError(f"short_side must be an even number >= 2, got {self.short_side}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.gop < 1 or self.start < 0 or (self.max_seconds is not None and self.max_seconds <= 0):
+            raise ValueError("gop must be >= 1, start >= 0 and max_seconds > 0")
+
+
+class TranscodeError(RuntimeError):
+    """ffmpeg refused or failed; the message carries ffmpeg's own words."""
+
+
+def demuxer_for(path: Path) -> str:
+    """The demuxer forced for ``path``, chosen by its extension.
+
+    Raises:
+        TranscodeError: the extension is not one of the self-contained containers.
+    """
+    demuxer = DEMUXERS.get(path.suffix.lower())
+    if demuxer is None:
+        raise TranscodeError(f"refused: extension {path.suffix!r} is not one of {sorted(DEMUXERS)}")
+    return demuxer
+
+
+def safe_input(path: Path, demuxer: str, **options) -> ffmpeg.nodes.FilterableStream:
+    """An ffmpeg-python input that can only read this one local file as this one container."""
+    return ffmpeg.input(f"file:{Path(path).absolute()}", f=demuxer, protocol_whitelist="file",
+                        **options)
+
+
+def _scaled(stream, short_side: int | None):
+    if short_side is None:  # yuv420p needs even sizes
+        return stream.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
+    return stream.filter("scale", short_side, short_side, force_original_aspect_ratio="increase",
+                         force_divisible_by=2)
+
+
+def build_command(src: Path, dst: Path, options: TranscodeOptions) -> list[str]:
+    """The full ffmpeg argument list that transcodes ``src`` into ``dst``.
+
+    Args:
+        src: the input video (its extension picks the forced demuxer).
+        dst: the output file; its container is the codec's.
+        options: the output format.
+    """
+    window = {"ss": options.start} if options.start else {}
+    if options.max_seconds is not None:
+        window["t"] = options.max_seconds
+    video = safe_input(src, demuxer_for(src), **window).video
+    if options.fps is not None:
+        video = video.filter("fps", fps=options.fps)
+    video = _scaled(video, options.short_side)
+    codec = CODECS[options.codec]
+    output = ffmpeg.output(
+        video, f"file:{Path(dst).absolute()}", f=codec.muxer, vcodec=codec.encoder,
+        pix_fmt="yuv420p", g=options.gop, threads=options.threads, an=None,
+        **dict(codec.options),
+    )
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            *output.get_args()]
+
+
+def ffmpeg_message(stderr: str, path: Path | None = None) -> str:
+    """ffmpeg's error lines joined into one, without the long path prefix."""
+    # "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c4a] moov atom not found": the address is noise.
+    lines = [re.sub(r" @ 0x[0-9a-f]+\]", "]", line.strip()) for line in stderr.splitlines()
+             if line.strip()]
+    text = "; ".join(dict.fromkeys(lines)) or "no message"
+    if path is not None:
+        text = text.replace(f"file:{Path(path).absolute()}: ", "")
+    return text[:500]
+
+
+def transcode(src: Path, dst: Path, options: TranscodeOptions) -> None:
+    """Runs ffmpeg to write ``dst``.
+
+    Raises:
+        TranscodeError: with ffmpeg's message, or a timeout.
+    """
+    command = build_command(src, dst, options)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=options.timeout)
+    except subprocess.TimeoutExpired as err:
+        raise TranscodeError(f"ffmpeg: timed out after {options.timeout:.0f} s") from err
+    if result.returncode != 0:
+        raise TranscodeError(f"ffmpeg: {ffmpeg_message(result.stderr, src)}")
