@@ -14,10 +14,10 @@ import sys
 # name -> (module, one-line help). The order is the order of the data flow.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("tools.synth", "generate the seeded synthetic WebVid-format dataset"),
-    "shard": ("tools.shard", "transcode, check and write videos into MDS / WebDataset shards"),
-    "merge": ("tools.merge", "join the parts of a multi-machine `vtp shard` run"),
     "clean": ("tools.clean", "clean WebVid captions: named rules, drops, duplicate groups, report"),
     "subset": ("tools.subset", "nested deterministic subsets by hash(salt, videoid) < p, with a report"),
+    "shard": ("tools.shard", "transcode, check and write videos into MDS / WebDataset shards"),
+    "merge": ("tools.merge", "join the parts of a multi-machine `vtp shard` run"),
     "train": ("tools.train_cmd", "train from a YAML recipe with section.key=value overrides"),
 }
 
