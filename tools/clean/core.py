@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -53,23 +54,30 @@ class CleanResult:
         return len(self.frame) / max(self.seconds, 1e-9)
 
 
+@functools.lru_cache(maxsize=1)
+def _identifier(config: LanguageConfig) -> LanguageIdentifier:
+    # Loading the model (lzma + numpy) takes ~0.8 s: once per worker process, not per chunk.
+    return LanguageIdentifier(config)
+
+
 def _clean_chunk(job: tuple[list[str], int, LanguageConfig]) -> tuple:
     """Rules plus language id for one chunk; runs in a worker process.
 
-    Returns (cleaned texts, rule bit masks, language codes, probabilities, foreign flags).
+    Returns (cleaned texts, rule bit masks, word counts, language codes, probabilities,
+    foreign flags).
     """
     texts, min_words, language = job
     cleaned, masks = clean_captions(texts)
-    identifier = LanguageIdentifier(language)
+    identifier = _identifier(language)
+    words = np.fromiter((len(t.split()) for t in cleaned), dtype=np.int32, count=len(cleaned))
     langs: list[str | None] = [None] * len(texts)
     probs = np.full(len(texts), np.nan)
     foreign = np.zeros(len(texts), dtype=bool)
-    for i, text in enumerate(cleaned):
-        # Language id is only asked about captions that survive the cheaper drops.
-        if len(text.split()) >= min_words:
-            langs[i], probs[i] = identifier.identify(text)
-            foreign[i] = identifier.is_foreign(langs[i], probs[i])
-    return cleaned, masks, langs, probs, foreign
+    # Language id is only asked about captions that survive the cheaper drops.
+    for i in np.flatnonzero(words >= min_words):
+        langs[i], probs[i] = identifier.identify(cleaned[i])
+        foreign[i] = identifier.is_foreign(langs[i], probs[i])
+    return cleaned, masks, words, langs, probs, foreign
 
 
 def _chunks(texts: list[str], config: CleanConfig):
@@ -107,7 +115,10 @@ def _concat(parts: list[tuple], index: int, dtype) -> np.ndarray:
 
 
 def duplicate_groups(captions: pd.Series, eligible: np.ndarray) -> pd.Series:
-    """Integer ids shared by rows whose captions are equal up to case and white space.
+    """Integer ids shared by rows whose captions are equal up to case.
+
+    The ``whitespace`` rule has already collapsed white space, so equal up to case is equal
+    up to case and white space.
 
     Ids count groups in order of first appearance; rows without a twin (or not ``eligible``)
     get null.
@@ -116,7 +127,7 @@ def duplicate_groups(captions: pd.Series, eligible: np.ndarray) -> pd.Series:
         captions: cleaned captions.
         eligible: bool mask of rows that may join a group (non-empty captions).
     """
-    keys = captions.str.casefold().str.split().str.join(" ").where(eligible)
+    keys = captions.str.casefold().where(eligible)
     codes, _ = pd.factorize(keys, use_na_sentinel=True)
     sizes = np.bincount(codes[codes >= 0], minlength=1)
     in_group = (codes >= 0) & (sizes[np.maximum(codes, 0)] >= 2)
@@ -125,11 +136,10 @@ def duplicate_groups(captions: pd.Series, eligible: np.ndarray) -> pd.Series:
     return pd.Series(renumbered, index=captions.index, dtype="Int64").where(in_group)
 
 
-def _drop_reasons(cleaned: pd.Series, foreign: np.ndarray, config: CleanConfig) -> pd.Series:
-    words = cleaned.str.split().str.len().fillna(0).to_numpy()
+def _drop_reasons(words: np.ndarray, foreign: np.ndarray, config: CleanConfig, index) -> pd.Series:
     reason = np.select([words == 0, words < config.min_words, foreign],
                        ["empty", "too_short", "non_english"], default="")
-    return pd.Series(reason, index=cleaned.index, dtype="string").replace("", pd.NA)
+    return pd.Series(reason, index=index, dtype="string").replace("", pd.NA)
 
 
 def clean_frame(frame: pd.DataFrame, config: CleanConfig) -> CleanResult:
@@ -155,12 +165,13 @@ def clean_frame(frame: pd.DataFrame, config: CleanConfig) -> CleanResult:
     raw = frame[config.caption_column].astype("string").fillna("")
     parts = _run_chunks(raw.tolist(), config)
     cleaned = pd.Series([t for p in parts for t in p[0]], index=frame.index, dtype="string")
-    masks, probs = _concat(parts, 1, np.uint32), _concat(parts, 3, np.float64)
-    langs = [x for p in parts for x in p[2]]
+    masks, words = _concat(parts, 1, np.uint32), _concat(parts, 2, np.int32)
+    probs, foreign = _concat(parts, 4, np.float64), _concat(parts, 5, bool)
+    langs = [x for p in parts for x in p[3]]
     out = pd.DataFrame({"videoid": frame["videoid"].astype("string"), "caption_raw": raw,
                         "caption": cleaned}, index=frame.index)
-    out["drop_reason"] = _drop_reasons(cleaned, _concat(parts, 4, bool), config)
-    out["dup_group"] = duplicate_groups(cleaned, (cleaned.str.len() > 0).to_numpy())
+    out["drop_reason"] = _drop_reasons(words, foreign, config, frame.index)
+    out["dup_group"] = duplicate_groups(cleaned, words > 0)
     if config.drop_duplicates:
         grouped = out["drop_reason"].isna() & out["dup_group"].notna()
         # The first kept row of each group stays; NA rows are masked out by ``grouped``.
