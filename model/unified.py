@@ -1,0 +1,268 @@
+"""SimVTP's unified masked autoencoder: one shared ViT over [visible video tubes ; text].
+
+Each training step (SimVTP, arXiv 2212.03490, code @4b54321) runs the shared encoder on:
+(1) the joint input [visible tubes ; masked text] for MVM and MLM, (2) the visible tubes
+alone and (3) the masked text alone for VTC, (4) mismatched joint pairs for VTM. SimVTP
+re-encodes the matched pairs in (4); they are exactly pass (1), so we reuse its output and
+encode only the B mismatched pairs (same loss, one pass less).
+
+Module and parameter names follow VideoMAE's ``PretrainVisionTransformer`` (``encoder.*``,
+``decoder.*``, ``encoder_to_decoder``, ``mask_token``) so its checkpoints load by name.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .layers import Block, init_weights, sinusoid_table
+from .losses import mlm_loss, mvm_loss, sample_negatives, vtc_loss, vtm_loss
+from .text import TextEmbeddings
+from .video import TubeletEmbed, patchify, tube_target, visible_and_masked_index
+
+__all__ = ["Encoder", "VideoDecoder", "UnifiedMAE"]
+
+
+def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, N, D), index (B, K) -> (B, K, D)."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _key_mask(keep: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, S) keep-mask -> SDPA bool mask (B, 1, 1, S); None when nothing is padded (flash)."""
+    if keep is None or bool(keep.all()):
+        return None
+    return keep.bool()[:, None, None, :]
+
+
+def _mean_pool(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    if keep is None:
+        return x.mean(dim=1)
+    keep = keep.to(x.dtype).unsqueeze(-1)
+    return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+class Encoder(nn.Module):
+    """Tubelet and text embeddings plus the shared pre-LN ViT (blocks, final LN)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.patch_embed = TubeletEmbed(c.tubelet, c.in_chans, c.width)
+        # Fixed, not saved: VideoMAE keeps its table outside the state dict too.
+        self.register_buffer("pos_embed", sinusoid_table(c.num_tokens, c.width), persistent=False)
+        self.text_embed = None
+        if c.use_text:
+            self.text_embed = TextEmbeddings(c.vocab_size, c.width, c.max_text_len,
+                                             c.type_vocab_size, c.pad_token_id, c.text_ln_eps,
+                                             c.text_dropout)
+        self.blocks = nn.ModuleList(
+            Block(c.width, c.num_heads, c.mlp_ratio, c.ln_eps) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(c.width, eps=c.ln_eps)
+        self.blocks.apply(init_weights)
+
+    def embed_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, N, D) tube tokens with positions, before masking."""
+        x = self.patch_embed(video)
+        return x + self.pos_embed.to(x.dtype)
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.text_embed is None:
+            raise RuntimeError("this model was built with use_text=False")
+        return self.text_embed(ids)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Args:
+            x: (B, S, D) embedded tokens.
+            keep: optional (B, S) mask, nonzero on tokens that may be attended to.
+        """
+        attn_mask = _key_mask(keep)
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.norm(x)
+
+
+class VideoDecoder(nn.Module):
+    """Light ViT over [visible ; mask] tokens; predicts tube pixels of the masked ones."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.blocks = nn.ModuleList(
+            Block(c.decoder_width, c.decoder_heads, c.mlp_ratio, c.ln_eps)
+            for _ in range(c.decoder_depth))
+        self.norm = nn.LayerNorm(c.decoder_width, eps=c.ln_eps)
+        self.head = nn.Linear(c.decoder_width, c.tube_dim)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, num_masked: int) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, x.shape[1] - num_masked:]))
+
+
+class UnifiedMAE(nn.Module):
+    """SimVTP: masked video modelling, masked language modelling, VTC and VTM on one encoder.
+
+    Args:
+        config: a :class:`ModelConfig` (e.g. ``model_config("base")``).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.encoder = Encoder(c)
+        self.encoder_to_decoder = nn.Linear(c.width, c.decoder_width, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_width))
+        self.register_buffer("decoder_pos_embed", sinusoid_table(c.num_tokens, c.decoder_width),
+                             persistent=False)
+        self.decoder = VideoDecoder(c)
+        nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
+        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
+        if c.use_text:
+            self.mlm_head = nn.Linear(c.width, c.vocab_size)
+            self.vtm_head = nn.Linear(c.width, 2)
+            self.mlm_head.apply(init_weights)
+            self.vtm_head.apply(init_weights)
+            scale = torch.tensor(1.0 / c.vtc_temperature).log()
+            if c.vtc_learnable_temperature:
+                self.log_logit_scale = nn.Parameter(scale)
+            else:
+                self.register_buffer("log_logit_scale", scale)
+
+    # -- shapes and targets -------------------------------------------------------------
+    def patchify(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, N, tt*ph*pw, C) tubes in token order."""
+        return patchify(video, self.config.tubelet)
+
+    def video_target(self, video: torch.Tensor) -> torch.Tensor:
+        """fp32 (B, N, tube_dim) MVM target of every tube (see ``model.video.tube_target``)."""
+        c = self.config
+        with torch.autocast(device_type=video.device.type, enabled=False):
+            return tube_target(video, c.tubelet, c.mean, c.std, c.norm_pix_target)
+
+    def logit_scale(self) -> torch.Tensor:
+        """1 / VTC temperature; a learned one is clamped at 100 (CLIP)."""
+        return self.log_logit_scale.clamp(max=torch.tensor(100.0).log()).exp()
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay: norms, biases, embeddings, mask token."""
+        return {n for n, p in self.named_parameters()
+                if p.ndim <= 1 or "text_embed" in n or n in ("mask_token", "log_logit_scale")}
+
+    def _check_video(self, video: torch.Tensor, mask: torch.Tensor) -> None:
+        c = self.config
+        want = (c.in_chans, c.num_frames, c.image_size, c.image_size)
+        if tuple(video.shape[1:]) != want:
+            raise ValueError(f"video must be (B, {', '.join(map(str, want))}) for this config, "
+                             f"got {tuple(video.shape)}")
+        if tuple(mask.shape) != (video.shape[0], c.num_tokens):
+            raise ValueError(f"video_mask must be (B, {c.num_tokens}) for grid {c.grid}, "
+                             f"got {tuple(mask.shape)}")
+
+    # -- retrieval -------------------------------------------------------------------------
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Unmasked video -> (B, D) mean of the encoder output over every tube."""
+        return self.encoder(self.encoder.embed_video(video)).mean(dim=1)
+
+    def encode_text(self, ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Text ids and attention mask -> (B, D) mean of the encoder output (text-only pass)."""
+        out = self.encoder(self.encoder.embed_text(ids), text_mask)
+        return _mean_pool(out, None if self.config.pool_text_padding else text_mask)
+
+    # -- training --------------------------------------------------------------------------
+    def decode(self, latent: torch.Tensor, vis_idx: torch.Tensor,
+               mask_idx: torch.Tensor) -> torch.Tensor:
+        """Encoded visible tubes (B, N_vis, D) -> predicted masked tubes (B, N_mask, tube_dim)."""
+        x = self.encoder_to_decoder(latent)
+        pos = self.decoder_pos_embed
+        x_vis = x + pos[vis_idx].to(x.dtype)
+        x_mask = (self.mask_token + pos[mask_idx]).to(x.dtype)
+        return self.decoder(torch.cat([x_vis, x_mask], dim=1), mask_idx.shape[1])
+
+    def forward(self, batch: Mapping[str, torch.Tensor],
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One pretraining step's losses.
+
+        Args:
+            batch: the pipeline's batch dict (video, video_mask and, with text, mlm_ids,
+                mlm_labels, text_mask; keys seed the VTM negatives when no generator is given).
+            generator: CPU generator for the VTM negatives.
+
+        Returns:
+            ``loss`` (weighted total), ``loss_<term>`` for each active term (mvm, mlm, vtc,
+            vtm), ``mvm_pred`` (B, N_mask, tube_dim) and ``logit_scale`` (detached).
+        """
+        c, terms = self.config, self.config.active_terms
+        video, mask = batch["video"], batch["video_mask"]
+        self._check_video(video, mask)
+        vis_idx, mask_idx = visible_and_masked_index(mask)
+        vis = _gather_tokens(self.encoder.embed_video(video), vis_idx)
+        nv = vis.shape[1]
+        out: dict[str, torch.Tensor] = {}
+        if not c.use_text:
+            out["mvm_pred"] = self.decode(self.encoder(vis), vis_idx, mask_idx)
+        else:
+            text = self.encoder.embed_text(batch["mlm_ids"])
+            text_keep = batch["text_mask"]
+            joint_keep = torch.cat([torch.ones_like(vis_idx), text_keep.to(vis_idx.dtype)], 1)
+            joint = self.encoder(torch.cat([vis, text], 1), joint_keep)
+            if "mvm" in terms:
+                out["mvm_pred"] = self.decode(joint[:, :nv], vis_idx, mask_idx)
+            if "mlm" in terms:
+                labels = batch["mlm_labels"]
+                picked = labels != -100  # the head runs on selected positions only
+                out["loss_mlm"] = mlm_loss(self.mlm_head(joint[:, nv:][picked]), labels[picked])
+            out.update(self._contrast(vis, text, text_keep, joint, joint_keep, batch, generator))
+        if "mvm_pred" in out:
+            out["loss_mvm"] = mvm_loss(out["mvm_pred"], self.video_target(video), mask)
+        weights = {"mvm": c.mvm_weight, "mlm": c.mlm_weight, "vtc": c.vtc_weight,
+                   "vtm": c.vtm_weight}
+        out["loss"] = sum(weights[t] * out[f"loss_{t}"] for t in terms)
+        return out
+
+    def _contrast(self, vis, text, text_keep, joint, joint_keep, batch, generator):
+        """VTC (passes 2 and 3) and VTM (pass 4) losses."""
+        c, terms, out = self.config, self.config.active_terms, {}
+        pool_keep = None if c.pool_text_padding else text_keep
+        sim = None
+        scale = self.logit_scale()
+        out["logit_scale"] = scale.detach()
+        if "vtc" in terms or ("vtm" in terms and c.vtm_negatives == "hard"):
+            video_feat = self.encoder(vis).mean(dim=1)
+            text_feat = _mean_pool(self.encoder(text, text_keep), pool_keep)
+            if "vtc" in terms:
+                rank, world = _dist_rank_world() if c.vtc_gather else (0, 1)
+                out["loss_vtc"] = vtc_loss(video_feat, text_feat, scale, gather=c.vtc_gather,
+                                           gather_with_grad=c.vtc_gather_with_grad,
+                                           rank=rank, world_size=world)
+            sim = scale * nn.functional.normalize(text_feat.float(), dim=-1) @ \
+                nn.functional.normalize(video_feat.float(), dim=-1).T
+        if "vtm" in terms:
+            gen = generator if generator is not None else _batch_generator(batch)
+            neg = sample_negatives(vis.shape[0], gen, sim if c.vtm_negatives == "hard" else None)
+            neg_joint = self.encoder(torch.cat([vis[neg.to(vis.device)], text], 1), joint_keep)
+            joint_pool_keep = None if c.pool_text_padding else joint_keep
+            out["loss_vtm"] = vtm_loss(self.vtm_head(_mean_pool(joint, joint_pool_keep)),
+                                       self.vtm_head(_mean_pool(neg_joint, joint_pool_keep)))
+        return out
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _batch_generator(batch: Mapping) -> torch.Generator:
+    """A generator seeded by the batch (its ``seed``, else its keys): reproducible, no global RNG."""
+    seed = batch.get("seed")
+    if seed is None:
+        seed = zlib.crc32("\0".join(map(str, batch.get("keys", []))).encode())
+    return torch.Generator().manual_seed(int(seed))
