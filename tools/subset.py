@@ -64,6 +64,13 @@ def subset_name(fraction: float) -> str:
     return f"subset-{float(fraction)!r}.parquet"
 
 
+def eligible(frame, include_dropped: bool = False):
+    """The rows subsets draw from: all of them, or those without a ``drop_reason``."""
+    if include_dropped or "drop_reason" not in frame.columns:
+        return frame.reset_index(drop=True)
+    return frame[frame["drop_reason"].isna()].reset_index(drop=True)
+
+
 def select(frame, fractions: Iterable[float], salt: str, include_dropped: bool = False) -> dict:
     """The rows of each p-subset of ``frame`` (a DataFrame with ``videoid``).
 
@@ -76,9 +83,7 @@ def select(frame, fractions: Iterable[float], salt: str, include_dropped: bool =
     Returns:
         {fraction: DataFrame}, each in the input's row order.
     """
-    pool = frame
-    if not include_dropped and "drop_reason" in frame.columns:
-        pool = frame[frame["drop_reason"].isna()]
+    pool = eligible(frame, include_dropped)
     h = unit_hash(pool["videoid"].astype(str), salt)
     return {p: pool[h < p].reset_index(drop=True) for p in fractions}
 
@@ -93,22 +98,25 @@ def _ks(sample: np.ndarray, full: np.ndarray) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def _stats(frame) -> dict[str, np.ndarray]:
-    duration = frame["duration_s"].astype("float64").to_numpy() if "duration_s" in frame else np.full(len(frame), np.nan)
-    words = frame["caption"].astype("string").str.split().str.len().astype("float64").to_numpy()
-    return {"duration": duration, "words": words}
+def report_rows(pool, h: np.ndarray, fractions: Iterable[float]) -> list[dict]:
+    """Per fraction: count, share, total hours, and KS statistic/p-value of duration and words.
 
+    Args:
+        pool: the eligible rows (see `eligible`), with ``caption`` and ``duration_s``.
+        h: `unit_hash` of ``pool["videoid"]``.
+        fractions: values in (0, 1].
+    """
+    from tools.clean.rules import word_counts
 
-def report_rows(subsets: dict, full) -> list[dict]:
-    """Per fraction: count, total hours, and KS statistic/p-value of duration and words vs ``full``."""
-    reference = _stats(full)
+    duration = pool["duration_s"].astype("float64").to_numpy() if "duration_s" in pool else np.full(len(pool), np.nan)
+    words = word_counts(pool["caption"]).astype(np.float64)
     rows = []
-    for p, frame in subsets.items():
-        stats = _stats(frame)
-        d_stat, d_p = _ks(stats["duration"], reference["duration"])
-        w_stat, w_p = _ks(stats["words"], reference["words"])
-        rows.append({"fraction": p, "rows": len(frame), "share": len(frame) / max(len(full), 1),
-                     "hours": float(np.nansum(stats["duration"]) / 3600),
+    for p in fractions:
+        member = h < p
+        d_stat, d_p = _ks(duration[member], duration)
+        w_stat, w_p = _ks(words[member], words)
+        rows.append({"fraction": p, "rows": int(member.sum()), "share": float(member.mean()) if len(h) else 0.0,
+                     "hours": float(np.nansum(duration[member]) / 3600),
                      "duration_ks": d_stat, "duration_p": d_p, "words_ks": w_stat, "words_p": w_p})
     return rows
 
@@ -152,16 +160,16 @@ def subset_file(source: Path, out: Path, fractions: Iterable[float] = DEFAULT_FR
     for column in ("videoid", "caption"):
         if column not in frame.columns:
             raise ValueError(f"{source} has no {column!r} column; expected `vtp clean` output")
-    subsets = select(frame, fractions, salt, include_dropped)
-    full = select(frame, [1.0], salt, include_dropped)[1.0]
+    pool = eligible(frame, include_dropped)
+    h = unit_hash(pool["videoid"].astype(str), salt)
     out.mkdir(parents=True, exist_ok=True)
-    for p, part in subsets.items():
+    for p in fractions:
         tmp = out / f".{subset_name(p)}.tmp"
-        part.to_parquet(tmp, index=False)
-        tmp.replace(out / subset_name(p))
-    rows = report_rows(subsets, full)
-    write_report(rows, source, salt, len(full), out)
-    return {"out": str(out), "eligible_rows": len(full), "salt": salt,
+        pool[h < p].to_parquet(tmp, index=False)
+        tmp.replace(out / subset_name(p))  # a reader never sees a half-written subset
+    rows = report_rows(pool, h, fractions)
+    write_report(rows, source, salt, len(pool), out)
+    return {"out": str(out), "eligible_rows": len(pool), "salt": salt,
             "subsets": pd.DataFrame(rows).round(4).to_dict("records")}
 
 

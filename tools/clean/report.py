@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from tools.clean.core import DROP_REASONS, CleanConfig, CleanResult
-from tools.clean.rules import RULES
+from tools.clean.rules import RULES, word_counts
 
 EXAMPLES = 3
 
@@ -93,8 +93,8 @@ def plot_lengths(result: CleanResult, out: Path) -> Path:
     from matplotlib.figure import Figure  # the object API needs no global pyplot state
 
     frame = result.frame
-    raw = frame["caption_raw"].str.split().str.len().fillna(0).to_numpy()
-    kept = frame.loc[frame["drop_reason"].isna(), "caption"].str.split().str.len().to_numpy()
+    raw = word_counts(frame["caption_raw"])
+    kept = word_counts(frame["caption"])[frame["drop_reason"].isna().to_numpy()]
     top = int(np.percentile(raw, 99.5)) + 2 if len(raw) else 2
     bins = np.arange(0, top + 1) - 0.5
     fig = Figure(figsize=(7, 4), dpi=100)

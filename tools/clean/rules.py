@@ -148,3 +148,18 @@ def clean_captions(texts: list[str]) -> tuple[list[str], np.ndarray]:
         cleaned_text, masks[i] = clean_caption(text)
         cleaned.append(cleaned_text)
     return cleaned, masks
+
+
+def word_counts(texts) -> np.ndarray:
+    """Words (runs of non-space characters) per string, vectorised in Arrow; null counts 0.
+
+    Args:
+        texts: a list, pandas Series or Arrow array of strings.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(texts, pa.Array | pa.ChunkedArray):
+        texts = pa.array(texts, type=pa.string(), from_pandas=True)
+    counts = pc.fill_null(pc.count_substring_regex(texts, r"\S+"), 0)
+    return counts.to_numpy(zero_copy_only=False).astype(np.int64)
