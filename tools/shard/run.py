@@ -9,11 +9,14 @@ earlier run was killed at.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import multiprocessing
 import os
 import shutil
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -27,7 +30,13 @@ from tqdm import tqdm
 from tools.shard.inputs import WorkItem
 from tools.shard.transcode import TranscodeOptions
 from tools.shard.worker import Result, process
-from tools.shard.writers import clear_group, finished_groups, write_group, write_mds_index
+from tools.shard.writers import (
+    clear_group,
+    clear_temporaries,
+    finished_groups,
+    write_group,
+    write_mds_index,
+)
 
 FORMATS = {"mds": ("mds",), "wds": ("wds",), "both": ("mds", "wds")}
 MANIFEST_SCHEMA = pa.schema([
@@ -112,14 +121,21 @@ def _row(result: Result, shard: str, nbytes: int) -> dict:
 
 
 def _results(groups: dict[str, list[WorkItem]], config: ShardConfig) -> Iterator[Result]:
-    """Results in input order; ``workers`` processes transcode ahead of the writer."""
+    """Results in input order. At most two per worker are in flight, so memory stays bounded
+    and the pool never runs far ahead of the writer (a kill loses little finished work)."""
     items = [item for group in groups.values() for item in group]
     work = partial(process, options=config.transcode, tmp_root=str(config.out / "tmp"))
     (config.out / "tmp").mkdir(parents=True, exist_ok=True)
     # spawn: the parent may hold DALI or torch threads, which a forked child must not inherit.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-        yield from pool.map(work, items, chunksize=1)
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= 2 * config.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _write(name: str, results: list[Result], config: ShardConfig) -> list[dict]:
@@ -161,9 +177,12 @@ def shard(items: list[WorkItem], config: ShardConfig) -> dict:
     groups = plan_groups(mine, config)
     done = finished_groups(config.out)
     todo = {name: group for name, group in groups.items() if name not in done}
+    clear_temporaries(config.out)
     for name in todo:
         clear_group(config.out, name)
     resumed = sum(len(groups[n]) for n in groups if n in done)
+    if "mds" in FORMATS[config.format]:  # streaming imports torch: seconds, better spent in parallel
+        threading.Thread(target=importlib.import_module, args=("streaming",), daemon=True).start()
     with tqdm(total=len(mine), initial=resumed, desc="shard", unit="video",
               disable=not config.progress) as bar:
         _run_groups(todo, config, bar)

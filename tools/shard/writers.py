@@ -128,6 +128,15 @@ def clear_group(out: Path, name: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def clear_temporaries(out: Path) -> None:
+    """Removes temp files and folders a killed run left (they are never part of a result)."""
+    for leftover in [*out.glob("mds/.tmp-*"), *out.glob("wds/.tmp-*"), *out.glob("mds/.index-tmp")]:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def write_mds_index(mds_dir: Path, groups: list[str]) -> int:
     """Writes ``mds_dir/index.json`` over the given group folders; returns the shard count.
 
