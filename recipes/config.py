@@ -153,6 +153,8 @@ class CallbacksConfig:
         lr_monitor: log the learning rate of every parameter group.
         memory_monitor: log GPU memory (ignored on CPU).
         runtime_estimator: log the estimated time to finish.
+        batch_log: a jsonl path (``{rank}``, ``{run_name}`` filled in) recording each batch's
+            sample keys and losses per rank; None for none.
     """
 
     speed_monitor: bool = True
@@ -161,6 +163,7 @@ class CallbacksConfig:
     lr_monitor: bool = True
     memory_monitor: bool = True
     runtime_estimator: bool = False
+    batch_log: str | None = None
 
     def __post_init__(self) -> None:
         if self.speed_window < 1:

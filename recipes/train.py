@@ -21,6 +21,7 @@ from composer.utils import dist
 
 from model import UnifiedMAE, flops_per_batch
 from pipeline import DataConfig, build_dataspec
+from recipes.callbacks import BatchLog
 from recipes.composer_model import VTPComposerModel
 from recipes.config import RecipeConfig, RecipeError, load_recipe
 from recipes.optim import build_optimizer, build_scheduler
@@ -119,6 +120,8 @@ def _callbacks(recipe: RecipeConfig, device: str) -> list[Callback]:
         out.append(MemoryMonitor())
     if cb.runtime_estimator:
         out.append(RuntimeEstimator())
+    if cb.batch_log:
+        out.append(BatchLog(cb.batch_log))
     return out
 
 
