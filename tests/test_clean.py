@@ -3,6 +3,7 @@ or drop of its kind, nothing else is touched, and the command line writes what Â
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import defaultdict
@@ -209,7 +210,10 @@ def test_cli_writes_table_report_and_plot(dataset, tmp_path):
     for name in (*RULE_NAMES, "non_english", "empty", "too_short", "duplicate"):
         assert f"| {name} |" in report, name
     assert (tmp_path / "caption_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert '"rows_per_second"' in result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == CONFIG.num_clips and summary["repeated_videoids"] == 0
+    assert summary["kept"] + sum(summary["dropped"].values()) == summary["rows"]
+    assert summary["rows_per_second"] > 0
 
 
 @pytest.mark.parametrize("args", [("missing.csv",), ("notes.txt",), ("results.csv", "--min-words", "0"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -86,20 +87,19 @@ def _chunks(texts: list[str], config: CleanConfig):
 
 
 def _run_chunks(texts: list[str], config: CleanConfig) -> list[tuple]:
-    bar = tqdm(total=len(texts), desc="clean", unit="row", disable=not config.progress)
-    jobs = _chunks(texts, config)
+    """`_clean_chunk` over all chunks, in order, in a process pool when there is more than one."""
+    parallel = config.workers > 1 and len(texts) > config.chunk_rows
     parts = []
-    if config.workers == 1 or len(texts) <= config.chunk_rows:
-        results = map(_clean_chunk, jobs)
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(texts), desc="clean", unit="row", disable=not config.progress))
+        if parallel:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=config.workers))
+            results = pool.map(_clean_chunk, _chunks(texts, config))
+        else:
+            results = map(_clean_chunk, _chunks(texts, config))
         for part in results:
             parts.append(part)
             bar.update(len(part[0]))
-    else:
-        with ProcessPoolExecutor(max_workers=config.workers) as pool:
-            for part in pool.map(_clean_chunk, jobs):
-                parts.append(part)
-                bar.update(len(part[0]))
-    bar.close()
     return parts
 
 
@@ -154,6 +154,18 @@ def clean_frame(frame: pd.DataFrame, config: CleanConfig) -> CleanResult:
         lang_prob`` first (the caption column renamed ``caption_raw``), then the other input
         columns, plus counts per rule and per drop reason.
     """
+    _check_columns(frame, config)
+    start = time.perf_counter()
+    raw = frame[config.caption_column].astype("string").fillna("")
+    parts = _run_chunks(raw.tolist(), config)
+    masks = _concat(parts, 1, np.uint32)
+    out = _assemble(frame, raw, parts, config)
+    rule_counts = {name: int(((masks >> b) & 1).sum()) for b, name in enumerate(RULE_NAMES)}
+    drop_counts = {r: int((out["drop_reason"] == r).sum()) for r in DROP_REASONS}
+    return CleanResult(out, masks, rule_counts, drop_counts, time.perf_counter() - start)
+
+
+def _check_columns(frame: pd.DataFrame, config: CleanConfig) -> None:
     clash = sorted(set(ADDED_COLUMNS) & set(frame.columns) - {config.caption_column, "videoid"})
     if clash:
         raise ValueError(f"input already has output column(s) {clash}; is it already cleaned? "
@@ -161,13 +173,12 @@ def clean_frame(frame: pd.DataFrame, config: CleanConfig) -> CleanResult:
     for name in ("videoid", config.caption_column):
         if name not in frame.columns:
             raise ValueError(f"input has no {name!r} column (columns: {list(frame.columns)})")
-    start = time.perf_counter()
-    raw = frame[config.caption_column].astype("string").fillna("")
-    parts = _run_chunks(raw.tolist(), config)
+
+
+def _assemble(frame: pd.DataFrame, raw: pd.Series, parts: list[tuple], config: CleanConfig) -> pd.DataFrame:
+    """The output table from the chunk results: new columns first, then the input's."""
     cleaned = pd.Series([t for p in parts for t in p[0]], index=frame.index, dtype="string")
-    masks, words = _concat(parts, 1, np.uint32), _concat(parts, 2, np.int32)
-    probs, foreign = _concat(parts, 4, np.float64), _concat(parts, 5, bool)
-    langs = [x for p in parts for x in p[3]]
+    words, foreign = _concat(parts, 2, np.int32), _concat(parts, 5, bool)
     out = pd.DataFrame({"videoid": frame["videoid"].astype("string"), "caption_raw": raw,
                         "caption": cleaned}, index=frame.index)
     out["drop_reason"] = _drop_reasons(words, foreign, config, frame.index)
@@ -177,11 +188,8 @@ def clean_frame(frame: pd.DataFrame, config: CleanConfig) -> CleanResult:
         # The first kept row of each group stays; NA rows are masked out by ``grouped``.
         repeat = grouped & out["dup_group"].where(grouped).duplicated(keep="first")
         out.loc[repeat, "drop_reason"] = "duplicate"
-    out["rules"] = rule_names(masks)
-    out["lang"] = pd.Series(langs, index=frame.index, dtype="string")
-    out["lang_prob"] = probs
+    out["rules"] = rule_names(_concat(parts, 1, np.uint32))
+    out["lang"] = pd.Series([x for p in parts for x in p[3]], index=frame.index, dtype="string")
+    out["lang_prob"] = _concat(parts, 4, np.float64)
     rest = frame.drop(columns=["videoid", config.caption_column])
-    out = pd.concat([out, rest], axis=1).reset_index(drop=True)
-    rule_counts = {name: int(((masks >> b) & 1).sum()) for b, name in enumerate(RULE_NAMES)}
-    drop_counts = {r: int((out["drop_reason"] == r).sum()) for r in DROP_REASONS}
-    return CleanResult(out, masks, rule_counts, drop_counts, time.perf_counter() - start)
+    return pd.concat([out, rest], axis=1).reset_index(drop=True)

@@ -80,6 +80,8 @@ def write_report(result: CleanResult, config: CleanConfig, source: Path, out: Pa
         f"non-English when another language wins with p >= {lang.threshold}",
         f"- speed: {result.rows_per_second:,.0f} rows/s ({result.seconds:.1f} s, {config.workers} worker(s))",
         f"- rows without a parseable duration: {int(frame['duration_s'].isna().sum()) if 'duration_s' in frame else 'no duration column'}",
+        f"- videoids: {int(frame['videoid'].duplicated().sum())} repeated, {int(frame['videoid'].isna().sum())} missing "
+        "(kept as they are; subsets and shards key on videoid)",
         "", "![caption length before and after](caption_length.png)", "",
     ]
     lines += _rule_section(result) + [""] + _drop_section(result) + [""] + _dup_section(result)
