@@ -38,6 +38,8 @@ class LoadReport:
         matched: model keys that received a tensor.
         skipped: file keys not loaded -> why (shape mismatch, unexpected, not a parameter).
         missing: model keys in the loader's scope that the file lacks (left as initialised).
+        ignored: file keys left out by design (buffers such as BERT's ``position_ids``);
+            unlike ``skipped`` they do not fail ``strict``.
         notes: anything else worth knowing (e.g. a truncated position table).
     """
 
@@ -45,6 +47,7 @@ class LoadReport:
     matched: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -53,9 +56,10 @@ class LoadReport:
 
     def summary(self) -> str:
         lines = [f"{self.source}: {len(self.matched)} matched, {len(self.skipped)} skipped, "
-                 f"{len(self.missing)} missing"]
+                 f"{len(self.missing)} missing, {len(self.ignored)} ignored"]
         lines += [f"  skipped {k}: {why}" for k, why in sorted(self.skipped.items())]
         lines += [f"  missing {k}" for k in self.missing]
+        lines += [f"  ignored {k}: {why}" for k, why in sorted(self.ignored.items())]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -165,8 +169,11 @@ def load_bert_embeddings(model: UnifiedMAE, model_dir: str | Path, *,
         if not found:
             continue
         name, target = found.group(1), "encoder.text_embed." + found.group(1)
+        if name == "position_ids":
+            report.ignored[key] = "a buffer (0..L-1), not a parameter"
+            continue
         if name not in BERT_NAMES:
-            report.skipped[key] = "not a parameter of the embedding module (buffer or extra)"
+            report.skipped[key] = "unexpected: not a parameter of the embedding module"
             continue
         rows = own[target].shape[0]
         if name == "position_embeddings.weight" and value.shape[0] > rows and \
