@@ -124,8 +124,11 @@ def _to_torch(outputs, device: str) -> torch.Tensor:
     from nvidia.dali.plugin.pytorch import feed_ndarray
 
     dense = outputs.as_tensor()
-    target = torch.empty(dense.shape(), dtype=torch.float32,
-                         device="cuda" if device == "gpu" else "cpu")
+    if device == "gpu":
+        target = torch.empty(dense.shape(), dtype=torch.float32, device="cuda")
+    else:
+        # Written straight into shared memory, so a DataLoader worker hands it over uncopied.
+        target = torch.empty(dense.shape(), dtype=torch.float32).share_memory_()
     feed_ndarray(dense, target)
     return target
 

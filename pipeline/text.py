@@ -92,6 +92,9 @@ class TextEncoder:
 
     def __init__(self, tokenizer_path: str | None, max_length: int, ratio: float, mode: str):
         self.tokenizer = load_tokenizer(tokenizer_path)
+        # Both are slow properties on fast tokenizers; read them once.
+        self.special_ids = torch.tensor(sorted(self.tokenizer.all_special_ids))
+        self.vocab_size = len(self.tokenizer)
         self.max_length = max_length
         self.ratio = ratio
         self.mode = mode
@@ -104,11 +107,8 @@ class TextEncoder:
             generator: a torch.Generator (CPU: tokens are made on the CPU).
         """
         text_ids, text_mask = tokenize(self.tokenizer, captions, self.max_length)
-        special = torch.zeros_like(text_ids, dtype=torch.bool)
-        for token_id in self.tokenizer.all_special_ids:
-            special |= text_ids == token_id
+        special = torch.isin(text_ids, self.special_ids)
         mlm_ids, mlm_labels = mlm_mask(text_ids, special, self.ratio, self.mode,
-                                       self.tokenizer.mask_token_id, len(self.tokenizer),
-                                       generator)
+                                       self.tokenizer.mask_token_id, self.vocab_size, generator)
         return {"text_ids": text_ids, "text_mask": text_mask, "mlm_ids": mlm_ids,
                 "mlm_labels": mlm_labels}

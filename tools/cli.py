@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "subset": ("tools.subset", "nested deterministic subsets by hash(salt, videoid) < p, with a report"),
     "shard": ("tools.shard", "transcode, check and write videos into MDS / WebDataset shards"),
     "merge": ("tools.merge", "join the parts of a multi-machine `vtp shard` run"),
+    "show-batch": ("tools.show_batch", "PNG of one training batch as the model sees it + mask stats"),
+    "bench": ("tools.bench_pipeline", "measure the data pipeline against the ffmpeg decode limit"),
     "train": ("tools.train_cmd", "train from a YAML recipe with section.key=value overrides"),
 }
 
