@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["synth"]
+BENCHMARKS = ["synth", "clean"]
 
 
 def machine() -> str:
