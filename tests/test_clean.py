@@ -248,3 +248,14 @@ def test_short_english_captions_are_not_called_foreign(identifier, text):
 @pytest.mark.parametrize("text", SHORT_FOREIGN)
 def test_short_foreign_captions_are_called_foreign(identifier, text):
     assert identifier.is_foreign(*identifier.identify(text))
+
+
+def test_length_histograms_count_every_row(dataset):
+    from tools.clean.report import length_histograms
+
+    frame = read_webvid(dataset / "results.csv")
+    frame.loc[0, "name"] = "word " * 500  # one very long caption lands in the last bar
+    result = clean_frame(frame, CleanConfig(workers=1, progress=False))
+    counts, raw, kept = length_histograms(result)
+    assert raw.sum() == len(frame) and kept.sum() == result.frame["drop_reason"].isna().sum()
+    assert raw[-1] >= 1 and raw[0] == result.drop_counts["empty"]

@@ -90,20 +90,31 @@ def write_report(result: CleanResult, config: CleanConfig, source: Path, out: Pa
     return path
 
 
-def plot_lengths(result: CleanResult, out: Path) -> Path:
-    """Writes ``out/caption_length.png``: words per caption, raw vs cleaned-and-kept."""
-    from matplotlib.figure import Figure  # the object API needs no global pyplot state
+def length_histograms(result: CleanResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Words per caption as (counts 0..top, rows per count raw, rows per count kept).
 
+    The last count ``top`` (99.5th percentile + 2) also holds every longer caption, so each
+    histogram sums to its number of rows.
+    """
     frame = result.frame
     raw = word_counts(frame["caption_raw"])
     kept = word_counts(frame["caption"])[frame["drop_reason"].isna().to_numpy()]
     top = int(np.percentile(raw, 99.5)) + 2 if len(raw) else 2
-    bins = np.arange(0, top + 1) - 0.5
+    counts = np.arange(top + 1)
+    return counts, np.bincount(np.minimum(raw, top), minlength=top + 1), \
+        np.bincount(np.minimum(kept, top), minlength=top + 1)
+
+
+def plot_lengths(result: CleanResult, out: Path) -> Path:
+    """Writes ``out/caption_length.png``: words per caption, raw vs cleaned-and-kept."""
+    from matplotlib.figure import Figure  # the object API needs no global pyplot state
+
+    counts, raw, kept = length_histograms(result)
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
-    ax.hist(np.minimum(raw, top), bins=bins, alpha=0.5, label=f"raw, all rows (n={len(raw)})")
-    ax.hist(np.minimum(kept, top), bins=bins, alpha=0.5, label=f"cleaned, kept rows (n={len(kept)})")
-    ax.set_xlabel(f"words per caption (last bin: {top} or more)")
+    ax.bar(counts, raw, width=1.0, alpha=0.5, label=f"raw, all rows (n={raw.sum()})")
+    ax.bar(counts, kept, width=1.0, alpha=0.5, label=f"cleaned, kept rows (n={kept.sum()})")
+    ax.set_xlabel(f"words per caption (last bar: {counts[-1]} or more)")
     ax.set_ylabel("rows")
     ax.set_title("Caption length before and after cleaning")
     ax.legend()
