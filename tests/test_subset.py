@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tools.subset import parse_fractions, select, subset_name, unit_hash
+from tools.subset import eligible, parse_fractions, report_rows, select, subset_name, unit_hash
 
 VTP = str(Path(sys.executable).parent / "vtp")
 FRACTIONS = (0.01, 0.1, 0.5, 1.0)
@@ -128,3 +128,18 @@ def test_cli_bad_fractions_are_a_usage_error(tmp_path, fractions):
 def test_cli_missing_input_is_a_usage_error(tmp_path):
     result = _vtp("subset", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_report_rows_show_matching_distributions():
+    pool = eligible(_table(8000))
+    rows = report_rows(pool, unit_hash(pool["videoid"], "a"), FRACTIONS)
+    assert [r["rows"] for r in rows] == [len(v) for v in select(pool, FRACTIONS, "a").values()]
+    assert all(r["matches"] for r in rows), rows
+    assert rows[-1]["duration_ks"] == 0.0 and abs(rows[-1]["hours"] - pool["duration_s"].sum() / 3600) < 1e-9
+
+
+def test_report_rows_flag_a_biased_subset():
+    pool = eligible(_table(4000))
+    biased = (pool["duration_s"] > 30).to_numpy()  # a "subset" that is all long clips
+    rows = report_rows(pool, np.where(biased, 0.0, 0.99), [0.5])
+    assert rows[0]["rows"] == biased.sum() and not rows[0]["matches"]

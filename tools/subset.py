@@ -21,6 +21,7 @@ import numpy as np
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 DEFAULT_SALT = "vtp"
+MATCH_P = 0.01  # KS p-value under which a subset's distribution is reported as different
 
 
 def unit_hash(videoids: Iterable[str], salt: str) -> np.ndarray:
@@ -117,7 +118,9 @@ def report_rows(pool, h: np.ndarray, fractions: Iterable[float]) -> list[dict]:
         w_stat, w_p = _ks(words[member], words)
         rows.append({"fraction": p, "rows": int(member.sum()), "share": float(member.mean()) if len(h) else 0.0,
                      "hours": float(np.nansum(duration[member]) / 3600),
-                     "duration_ks": d_stat, "duration_p": d_p, "words_ks": w_stat, "words_p": w_p})
+                     "duration_ks": d_stat, "duration_p": d_p, "words_ks": w_stat, "words_p": w_p,
+                     # NaN (no durations) compares False: unknown is not a match.
+                     "matches": bool(d_p >= MATCH_P and w_p >= MATCH_P)})
     return rows
 
 
@@ -128,13 +131,14 @@ def write_report(rows: list[dict], source: Path, salt: str, pool_rows: int, out:
         f"- input: `{source}`; salt `{salt}`; eligible rows (not dropped): {pool_rows}",
         "- membership: blake2b(\"{salt}:{videoid}\") -> [0, 1) < p, so subsets are nested",
         "- KS: two-sample Kolmogorov-Smirnov of the subset against all eligible rows; a large "
-        "p-value means no evidence that the distributions differ", "",
-        "| subset | rows | share | hours | duration KS (p) | caption words KS (p) |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"p-value means no evidence that the distributions differ; `matches` when both p >= {MATCH_P}", "",
+        "| subset | rows | share | hours | duration KS (p) | caption words KS (p) | matches |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(f"| {subset_name(r['fraction'])} | {r['rows']} | {r['share']:.2%} | {r['hours']:.2f} "
-                     f"| {r['duration_ks']:.3f} ({r['duration_p']:.3g}) | {r['words_ks']:.3f} ({r['words_p']:.3g}) |")
+                     f"| {r['duration_ks']:.3f} ({r['duration_p']:.3g}) | {r['words_ks']:.3f} ({r['words_p']:.3g}) "
+                     f"| {'yes' if r['matches'] else 'NO'} |")
     path = out / "subset_report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
