@@ -143,3 +143,20 @@ def test_report_rows_flag_a_biased_subset():
     biased = (pool["duration_s"] > 30).to_numpy()  # a "subset" that is all long clips
     rows = report_rows(pool, np.where(biased, 0.0, 0.99), [0.5])
     assert rows[0]["rows"] == biased.sum() and not rows[0]["matches"]
+
+
+def test_subsets_of_a_cleaned_synthetic_dataset(tmp_path):
+    from tools.clean import CleanConfig, clean_file
+    from tools.subset import subset_file
+    from tools.synth.dataset import SynthConfig, plan, write_tables
+
+    config = SynthConfig(num_clips=600, num_test=0, seed=4, defect_rate=0.3, workers=1)
+    write_tables(plan(config), config, tmp_path)
+    clean_file(tmp_path / "results.csv", tmp_path / "clean", CleanConfig(workers=1, progress=False))
+    cleaned = pq.read_table(tmp_path / "clean" / "captions.parquet").to_pandas()
+    summary = subset_file(tmp_path / "clean" / "captions.parquet", tmp_path / "sub", (0.1, 1.0), "x")
+    full = pq.read_table(tmp_path / "sub" / subset_name(1.0)).to_pandas()
+    assert summary["eligible_rows"] == len(full) == cleaned["drop_reason"].isna().sum() < 600
+    assert full["videoid"].tolist() == cleaned.loc[cleaned["drop_reason"].isna(), "videoid"].tolist()
+    hours = summary["subsets"][1]["hours"]
+    assert abs(hours - full["duration_s"].sum() / 3600) < 1e-3 and hours > 0
