@@ -259,3 +259,11 @@ def test_length_histograms_count_every_row(dataset):
     counts, raw, kept = length_histograms(result)
     assert raw.sum() == len(frame) and kept.sum() == result.frame["drop_reason"].isna().sum()
     assert raw[-1] >= 1 and raw[0] == result.drop_counts["empty"]
+
+
+def test_compressed_csv_reads_like_plain(dataset, tmp_path):
+    import gzip
+
+    (tmp_path / "results.csv.gz").write_bytes(gzip.compress((dataset / "results.csv").read_bytes()))
+    plain, packed = read_webvid(dataset / "results.csv"), read_webvid(tmp_path / "results.csv.gz")
+    assert packed.equals(plain) and len(packed) == CONFIG.num_clips

@@ -24,7 +24,7 @@ def read_table(path: Path) -> pa.Table:
     """Reads ``path`` (.csv or .parquet) with ``videoid`` and the other WebVid text columns as strings.
 
     Args:
-        path: a WebVid CSV or a parquet file.
+        path: a WebVid CSV (optionally .gz, .bz2 or .zst compressed) or a parquet file.
 
     Raises:
         ValueError: unknown extension.
@@ -33,20 +33,20 @@ def read_table(path: Path) -> pa.Table:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst")):  # Arrow decompresses by extension
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in TEXT_COLUMNS})
         # Alt text can hold quoted newlines.
         parse = pacsv.ParseOptions(newlines_in_values=True)
         return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
-    if suffix == ".parquet":
+    if name.endswith(".parquet"):
         table = pq.read_table(path)
         for name in TEXT_COLUMNS:
             if name in table.column_names and table.schema.field(name).type != pa.string():
                 index = table.column_names.index(name)
                 table = table.set_column(index, name, table.column(name).cast(pa.string()))
         return table
-    raise ValueError(f"expected a .csv or .parquet file, got {path.name!r}")
+    raise ValueError(f"expected a .csv, .csv.gz or .parquet file, got {path.name!r}")
 
 
 def parse_duration(values: pd.Series) -> pd.Series:
