@@ -114,6 +114,8 @@ class ModelConfig:
         weights = (self.mvm_weight, self.mlm_weight, self.vtc_weight, self.vtm_weight)
         if min(weights) < 0:
             yield f"loss weights must be >= 0, got {weights}"
+        elif not self.active_terms:
+            yield "no loss term is active (every weight is 0, or only text terms without text)"
 
     @property
     def grid(self) -> tuple[int, int, int]:

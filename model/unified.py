@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -123,13 +124,16 @@ class UnifiedMAE(nn.Module):
         self.decoder = VideoDecoder(c)
         nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
-        if c.use_text:
+        # Heads exist only for active terms, so DDP never meets an unused parameter.
+        if "mlm" in c.active_terms:
             self.mlm_head = nn.Linear(c.width, c.vocab_size)
-            self.vtm_head = nn.Linear(c.width, 2)
             self.mlm_head.apply(init_weights)
+        if "vtm" in c.active_terms:
+            self.vtm_head = nn.Linear(c.width, 2)
             self.vtm_head.apply(init_weights)
+        if c.use_text:
             scale = torch.tensor(1.0 / c.vtc_temperature).log()
-            if c.vtc_learnable_temperature:
+            if c.vtc_learnable_temperature and "vtc" in c.active_terms:
                 self.log_logit_scale = nn.Parameter(scale)
             else:
                 self.register_buffer("log_logit_scale", scale)
@@ -195,61 +199,70 @@ class UnifiedMAE(nn.Module):
 
         Returns:
             ``loss`` (weighted total), ``loss_<term>`` for each active term (mvm, mlm, vtc,
-            vtm), ``mvm_pred`` (B, N_mask, tube_dim) and ``logit_scale`` (detached).
+            vtm), ``mvm_pred`` (B, N_mask, tube_dim) and, with text, ``logit_scale``.
         """
-        c, terms = self.config, self.config.active_terms
+        c = self.config
         video, mask = batch["video"], batch["video_mask"]
         self._check_video(video, mask)
         vis_idx, mask_idx = visible_and_masked_index(mask)
         vis = _gather_tokens(self.encoder.embed_video(video), vis_idx)
-        nv = vis.shape[1]
-        out: dict[str, torch.Tensor] = {}
-        if not c.use_text:
-            out["mvm_pred"] = self.decode(self.encoder(vis), vis_idx, mask_idx)
+        if c.use_text:
+            out = self._video_text_terms(vis, vis_idx, mask_idx, batch, generator)
         else:
-            text = self.encoder.embed_text(batch["mlm_ids"])
-            text_keep = batch["text_mask"]
-            joint_keep = torch.cat([torch.ones_like(vis_idx), text_keep.to(vis_idx.dtype)], 1)
-            joint = self.encoder(torch.cat([vis, text], 1), joint_keep)
-            if "mvm" in terms:
-                out["mvm_pred"] = self.decode(joint[:, :nv], vis_idx, mask_idx)
-            if "mlm" in terms:
-                labels = batch["mlm_labels"]
-                picked = labels != -100  # the head runs on selected positions only
-                out["loss_mlm"] = mlm_loss(self.mlm_head(joint[:, nv:][picked]), labels[picked])
-            out.update(self._contrast(vis, text, text_keep, joint, joint_keep, batch, generator))
+            out = {"mvm_pred": self.decode(self.encoder(vis), vis_idx, mask_idx)}
         if "mvm_pred" in out:
             out["loss_mvm"] = mvm_loss(out["mvm_pred"], self.video_target(video), mask)
         weights = {"mvm": c.mvm_weight, "mlm": c.mlm_weight, "vtc": c.vtc_weight,
                    "vtm": c.vtm_weight}
-        out["loss"] = sum(weights[t] * out[f"loss_{t}"] for t in terms)
+        out["loss"] = sum(weights[t] * out[f"loss_{t}"] for t in c.active_terms)
         return out
 
-    def _contrast(self, vis, text, text_keep, joint, joint_keep, batch, generator):
-        """VTC (passes 2 and 3) and VTM (pass 4) losses."""
+    def _video_text_terms(self, vis, vis_idx, mask_idx, batch, generator) -> dict:
+        """Pass 1 (joint) for MVM and MLM, then VTC (passes 2, 3) and VTM (pass 4)."""
         c, terms, out = self.config, self.config.active_terms, {}
-        pool_keep = None if c.pool_text_padding else text_keep
-        sim = None
+        text, text_keep = self.encoder.embed_text(batch["mlm_ids"]), batch["text_mask"]
+        joint_keep = torch.cat([torch.ones_like(vis_idx), text_keep.to(vis_idx.dtype)], 1)
+        joint, nv = None, vis.shape[1]
+        if {"mvm", "mlm", "vtm"} & set(terms):
+            joint = self.encoder(torch.cat([vis, text], 1), joint_keep)
+        if "mvm" in terms:
+            out["mvm_pred"] = self.decode(joint[:, :nv], vis_idx, mask_idx)
+        if "mlm" in terms:
+            labels = batch["mlm_labels"]
+            picked = labels != -100  # the 30k-way head runs on selected positions only
+            out["loss_mlm"] = mlm_loss(self.mlm_head(joint[:, nv:][picked]), labels[picked])
+        similarity = None
+        if "vtc" in terms or ("vtm" in terms and c.vtm_negatives == "hard"):
+            similarity = self._vtc(vis, text, text_keep, out)
+        if "vtm" in terms:
+            out["loss_vtm"] = self._vtm(vis, text, joint, joint_keep, similarity, batch, generator)
+        return out
+
+    def _vtc(self, vis, text, text_keep, out: dict) -> torch.Tensor:
+        """Video-only and text-only passes; sets ``loss_vtc``; returns the scaled similarity."""
+        c = self.config
+        video = self.encoder(vis).mean(dim=1)
+        text = _mean_pool(self.encoder(text, text_keep), None if c.pool_text_padding else text_keep)
         scale = self.logit_scale()
         out["logit_scale"] = scale.detach()
-        if "vtc" in terms or ("vtm" in terms and c.vtm_negatives == "hard"):
-            video_feat = self.encoder(vis).mean(dim=1)
-            text_feat = _mean_pool(self.encoder(text, text_keep), pool_keep)
-            if "vtc" in terms:
-                rank, world = _dist_rank_world() if c.vtc_gather else (0, 1)
-                out["loss_vtc"] = vtc_loss(video_feat, text_feat, scale, gather=c.vtc_gather,
-                                           gather_with_grad=c.vtc_gather_with_grad,
-                                           rank=rank, world_size=world)
-            sim = scale * nn.functional.normalize(text_feat.float(), dim=-1) @ \
-                nn.functional.normalize(video_feat.float(), dim=-1).T
-        if "vtm" in terms:
-            gen = generator if generator is not None else _batch_generator(batch)
-            neg = sample_negatives(vis.shape[0], gen, sim if c.vtm_negatives == "hard" else None)
-            neg_joint = self.encoder(torch.cat([vis[neg.to(vis.device)], text], 1), joint_keep)
-            joint_pool_keep = None if c.pool_text_padding else joint_keep
-            out["loss_vtm"] = vtm_loss(self.vtm_head(_mean_pool(joint, joint_pool_keep)),
-                                       self.vtm_head(_mean_pool(neg_joint, joint_pool_keep)))
-        return out
+        if "vtc" in c.active_terms:
+            rank, world = _dist_rank_world() if c.vtc_gather else (0, 1)
+            out["loss_vtc"] = vtc_loss(video, text, scale, gather=c.vtc_gather,
+                                       gather_with_grad=c.vtc_gather_with_grad, rank=rank,
+                                       world_size=world)
+        with torch.no_grad():
+            return scale * F.normalize(text.float(), dim=-1) @ F.normalize(video.float(), dim=-1).T
+
+    def _vtm(self, vis, text, joint, joint_keep, similarity, batch, generator) -> torch.Tensor:
+        """Matched pairs reuse the joint pass; mismatched ones pair text i with video j != i."""
+        c = self.config
+        gen = generator if generator is not None else _batch_generator(batch)
+        hard = similarity if c.vtm_negatives == "hard" else None
+        neg = sample_negatives(vis.shape[0], gen, hard).to(vis.device)
+        neg_joint = self.encoder(torch.cat([vis[neg], text], 1), joint_keep)
+        keep = None if c.pool_text_padding else joint_keep
+        return vtm_loss(self.vtm_head(_mean_pool(joint, keep)),
+                        self.vtm_head(_mean_pool(neg_joint, keep)))
 
 
 def _dist_rank_world() -> tuple[int, int]:

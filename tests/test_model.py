@@ -57,8 +57,11 @@ def test_forward_shapes_and_every_term():
 def test_loss_weights_scale_and_switch_terms_off():
     config = tiny(mlm_weight=2.0, vtc_weight=0.0, vtm_weight=0.5)
     torch.manual_seed(0)
-    out = UnifiedMAE(config)(random_batch(config, 4, seed=2))
+    model = UnifiedMAE(config)
+    out = model(random_batch(config, 4, seed=2))
     assert "loss_vtc" not in out and config.active_terms == ("mvm", "mlm", "vtm")
+    no_heads = UnifiedMAE(tiny(mlm_weight=0.0, vtm_weight=0.0))
+    assert not hasattr(no_heads, "mlm_head") and not hasattr(no_heads, "vtm_head")
     want = out["loss_mvm"] + 2.0 * out["loss_mlm"] + 0.5 * out["loss_vtm"]
     assert torch.allclose(out["loss"], want)
 
@@ -164,6 +167,8 @@ def test_config_presets_and_validation():
         model_config("tiny", num_frames=7)
     with pytest.raises(ValueError, match="unknown model size"):
         model_config("huge")
+    with pytest.raises(ValueError, match="no loss term is active"):
+        model_config("tiny", use_text=False, mvm_weight=0.0)
 
 
 def test_patchify_round_trip_and_target_normalisation():
