@@ -160,3 +160,13 @@ def test_subsets_of_a_cleaned_synthetic_dataset(tmp_path):
     assert full["videoid"].tolist() == cleaned.loc[cleaned["drop_reason"].isna(), "videoid"].tolist()
     hours = summary["subsets"][1]["hours"]
     assert abs(hours - full["duration_s"].sum() / 3600) < 1e-3 and hours > 0
+
+
+def test_hash_follows_the_documented_formula():
+    # Pinned so that a refactor can never silently reshuffle everyone's subsets.
+    import hashlib
+
+    digest = hashlib.blake2b(b"vtp:1066", digest_size=8).digest()
+    expected = (int.from_bytes(digest, "big") >> 11) / 2**53
+    assert unit_hash(["1066"], "vtp")[0] == expected
+    assert unit_hash(["1066"], "vtp")[0] == pytest.approx(0.84059004, abs=1e-8)
