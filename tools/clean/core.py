@@ -29,7 +29,7 @@ class CleanConfig:
     min_words: int = 2
     drop_duplicates: bool = False
     language: LanguageConfig = field(default_factory=LanguageConfig)
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     chunk_rows: int = 20_000  # a chunk is one task: big enough to amortise the model load
     progress: bool = True
 
