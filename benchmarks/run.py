@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["synth", "clean", "model"]
+BENCHMARKS = ["synth", "clean", "shard", "model"]
 
 
 def machine() -> str:
