@@ -48,6 +48,8 @@ class ModelConfig:
         vtc_gather_with_grad: send gradients through the all-gather (else local only).
         vtm_negatives: "random" in-batch negatives as released, or "hard" ones sampled from
             the VTC similarity.
+        activation_checkpointing: recompute encoder blocks in backward (less memory, ~1/3
+            more compute).
     """
 
     image_size: int = 224
@@ -84,6 +86,7 @@ class ModelConfig:
     vtc_gather: bool = False
     vtc_gather_with_grad: bool = False
     vtm_negatives: Literal["random", "hard"] = "random"
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self.tubelet = tuple(int(v) for v in self.tubelet)

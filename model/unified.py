@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 from .layers import Block, init_weights, sinusoid_table
@@ -33,11 +34,9 @@ def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _key_mask(keep: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, S) keep-mask -> SDPA bool mask (B, 1, 1, S); None when nothing is padded (flash)."""
-    if keep is None or bool(keep.all()):
-        return None
-    return keep.bool()[:, None, None, :]
+def _padding_or_none(keep: torch.Tensor) -> torch.Tensor | None:
+    """``keep`` if it hides anything, else None so SDPA can use its unmasked (flash) kernel."""
+    return None if bool(keep.all()) else keep
 
 
 def _mean_pool(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -64,6 +63,7 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(
             Block(c.width, c.num_heads, c.mlp_ratio, c.ln_eps) for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.width, eps=c.ln_eps)
+        self.activation_checkpointing = c.activation_checkpointing
         self.blocks.apply(init_weights)
 
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
@@ -81,9 +81,12 @@ class Encoder(nn.Module):
             x: (B, S, D) embedded tokens.
             keep: optional (B, S) mask, nonzero on tokens that may be attended to.
         """
-        attn_mask = _key_mask(keep)
+        attn_mask = None if keep is None else keep.bool()[:, None, None, :]
         for block in self.blocks:
-            x = block(x, attn_mask)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, attn_mask)
         return self.norm(x)
 
 
@@ -175,7 +178,7 @@ class UnifiedMAE(nn.Module):
 
     def encode_text(self, ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Text ids and attention mask -> (B, D) mean of the encoder output (text-only pass)."""
-        out = self.encoder(self.encoder.embed_text(ids), text_mask)
+        out = self.encoder(self.encoder.embed_text(ids), _padding_or_none(text_mask))
         return _mean_pool(out, None if self.config.pool_text_padding else text_mask)
 
     # -- training --------------------------------------------------------------------------
@@ -222,6 +225,8 @@ class UnifiedMAE(nn.Module):
         c, terms, out = self.config, self.config.active_terms, {}
         text, text_keep = self.encoder.embed_text(batch["mlm_ids"]), batch["text_mask"]
         joint_keep = torch.cat([torch.ones_like(vis_idx), text_keep.to(vis_idx.dtype)], 1)
+        if _padding_or_none(text_keep) is None:  # one host sync per step, not one per pass
+            text_keep = joint_keep = None
         joint, nv = None, vis.shape[1]
         if {"mvm", "mlm", "vtm"} & set(terms):
             joint = self.encoder(torch.cat([vis, text], 1), joint_keep)

@@ -259,3 +259,16 @@ def test_overfitting_eight_clips_drives_every_loss_down(single_thread):
     assert last["mlm"] < 0.1 * first["mlm"], (first, last)
     assert last["vtc"] < 0.1 * first["vtc"], (first, last)
     assert last["vtm"] < 0.5 * first["vtm"], (first, last)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    batch = random_batch(tiny(), 3, seed=9)
+    grads = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = UnifiedMAE(tiny(activation_checkpointing=flag))
+        out = model(batch)
+        out["loss"].backward()
+        grads.append((out["loss"].detach(), model.encoder.blocks[0].mlp.fc1.weight.grad))
+    assert torch.allclose(grads[0][0], grads[1][0])
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
