@@ -17,9 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from train_fixtures import train_shards  # noqa: F401  (session fixture)
 
 import recipes
+from model import flops_per_batch
+from model.synthetic import random_batch
+from recipes.config import load_recipe
+from recipes.train import build_model
 
 TINY = Path(recipes.__file__).parent / "tiny-synthetic.yaml"
 COMPOSER = Path(sys.executable).parent / "composer"
@@ -92,6 +97,11 @@ def test_tiny_recipe_trains_with_finite_falling_losses(straight_run):
     for term in ("mlm", "mvm"):
         values = [b["loss"][term] for b in batches]
         assert sum(values[-3:]) < sum(values[:3]), f"{term} did not fall: {values}"
+    # warm-up over 2 batches, then cosine to min_lr 1e-5. Composer 0.32 steps the scheduler
+    # before it advances the batch counter, so step k uses lr(k-2): steps 1 and 2 both use 0.
+    lr = [b["lr"] for b in batches]
+    assert lr[:4] == [0.0, 0.0, pytest.approx(5e-4), pytest.approx(1e-3)], lr
+    assert all(a > b >= 1e-5 for a, b in zip(lr[3:], lr[4:], strict=False)), lr
     epoch = [k for b in batches[:4] for k in b["keys"]]
     assert len(epoch) == len(set(epoch)) == 16, "one epoch visits each clip once"
     checkpoints = {p.name for p in (work / "ckpt").iterdir()}
@@ -115,6 +125,7 @@ def test_autoresume_after_kill_continues_the_same_run(straight_run, tmp_path, tr
     assert [b["batch"] for b in after] == list(range(resumed_from + 1, 9))
     for got, want in zip(after, reference[resumed_from:], strict=True):
         assert got["keys"] == want["keys"], f"batch {got['batch']}: the data stream moved"
+        assert got["lr"] == pytest.approx(want["lr"], rel=1e-9)
         for term, value in want["loss"].items():
             assert got["loss"][term] == pytest.approx(value, rel=1e-5, abs=1e-6), (
                 f"batch {got['batch']} {term}: {got['loss'][term]} != {value}")
@@ -142,3 +153,28 @@ def test_two_cpu_processes_then_resume_in_one(tmp_path, train_shards):  # noqa: 
     assert [b["batch"] for b in batches] == [5, 6], "did not continue from the 2-process step"
     assert all(len(b["keys"]) == 4 for b in batches)
     assert all(math.isfinite(v) for b in batches for v in b["loss"].values())
+
+
+@pytest.mark.parametrize("recipe, terms", [
+    ("tiny-synthetic.yaml", ("mvm", "mlm", "vtc", "vtm")),
+    ("videomae-vitb.yaml", ("mvm",)),
+])
+def test_composer_adapter_losses_metrics_and_flops(recipe, terms):
+    cfg = load_recipe(TINY.parent / recipe, ["model.size=tiny"])
+    model = build_model(cfg)
+    batch = random_batch(cfg.model, 4, text_len=16, seed=1)
+    out = model(batch)
+    loss = model.loss(out, batch)
+    assert set(loss) == {"total", *terms} and loss["total"] is out["loss"]
+    assert torch.allclose(sum(loss[t] for t in terms), loss["total"])  # weights are 1
+    assert model.eval_forward(batch, out) is out, "train metrics must not cost a second pass"
+    metrics = {k: m.clone() for k, m in model.get_metrics(is_train=True).items()}
+    assert set(metrics) == {f"loss_{t}" for t in terms}
+    second = model(random_batch(cfg.model, 4, text_len=16, seed=2))
+    for outputs in (out, second):
+        for metric in metrics.values():
+            model.update_metric(batch, outputs, metric)
+    for t in terms:
+        mean = (out[f"loss_{t}"] + second[f"loss_{t}"]) / 2
+        assert metrics[f"loss_{t}"].compute() == pytest.approx(float(mean), rel=1e-5)
+    assert model.flops_per_batch(batch) == flops_per_batch(cfg.model, batch) > 0
