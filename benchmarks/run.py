@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["synth", "clean", "shard", "model"]
+BENCHMARKS = ["synth", "clean", "shard", "pipeline", "model"]
 
 
 def machine() -> str:

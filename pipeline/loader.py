@@ -128,7 +128,7 @@ def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True):
     return torch.utils.data.DataLoader(
         build_source(cfg, clean_shared_memory), batch_size=cfg.batch_size,
         collate_fn=BatchBuilder(cfg), num_workers=workers, drop_last=cfg.drop_last,
-        prefetch_factor=cfg.prefetch if workers else None, persistent_workers=False)
+        prefetch_factor=cfg.prefetch if workers else None, persistent_workers=workers > 0)
 
 
 def split_batch(batch: dict, microbatch_size: int | float) -> list[dict]:
