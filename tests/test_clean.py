@@ -18,7 +18,7 @@ import pytest
 from tools.clean import CleanConfig, clean_frame
 from tools.clean.rules import RULE_NAMES, clean_caption
 from tools.synth.dataset import CAPTION_DEFECTS, SynthConfig, plan, write_tables
-from tools.webvid import parse_duration, read_webvid
+from tools.webvid import InputError, parse_duration, read_webvid
 
 VTP = str(Path(sys.executable).parent / "vtp")
 # 2,500 rows at rate 0.3: ~80 rows of each of the 9 caption defect kinds, in about a second.
@@ -177,7 +177,7 @@ def test_short_empty_and_foreign_drops():
 
 def test_an_already_cleaned_table_is_refused():
     frame = pd.DataFrame({"videoid": ["1"], "name": ["a cat"], "caption": ["a cat"]})
-    with pytest.raises(ValueError, match="already has output column"):
+    with pytest.raises(InputError, match="already has output column"):
         clean_frame(frame, CleanConfig(workers=1, progress=False))
 
 
@@ -273,3 +273,14 @@ def test_parallel_and_serial_runs_agree(dataset, cleaned):
     serial = clean_frame(read_webvid(dataset / "results.csv"), CleanConfig(workers=1, progress=False)).frame
     # The fixture came out of a merge, which turns string columns into object ones.
     pd.testing.assert_frame_equal(serial, cleaned[serial.columns], check_dtype=False)
+
+
+@pytest.mark.parametrize(("name", "body"), [("bad.csv", b"videoid,name\n1,a cat,runs,far\n"),
+                                            ("bad.parquet", b"not a parquet file"),
+                                            ("nocaption.csv", b"videoid,title\n1,a cat runs\n")])
+def test_cli_unreadable_tables_are_usage_errors(tmp_path, name, body):
+    (tmp_path / name).write_bytes(body)
+    result = _vtp("clean", str(tmp_path / name), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert name in result.stderr or "'name'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -156,14 +156,13 @@ def subset_file(source: Path, out: Path, fractions: Iterable[float] = DEFAULT_FR
         include_dropped: keep rows whose ``drop_reason`` is set.
     """
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    if not Path(source).exists():
-        raise FileNotFoundError(f"no such file: {source}")
-    frame = pq.read_table(source).to_pandas()
+    from tools.webvid import InputError, read_table
+
+    frame = read_table(source).to_pandas()
     for column in ("videoid", "caption"):
         if column not in frame.columns:
-            raise ValueError(f"{source} has no {column!r} column; expected `vtp clean` output")
+            raise InputError(f"{source} has no {column!r} column; expected `vtp clean` output")
     pool = eligible(frame, include_dropped)
     h = unit_hash(pool["videoid"].astype(str), salt)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,11 +188,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
+    from tools.webvid import InputError
 
     try:
         fractions = parse_fractions(args.fractions)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    try:
         summary = subset_file(args.input, args.out, fractions, args.salt, args.include_dropped)
-    except (ValueError, FileNotFoundError) as err:
+    except (InputError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
     print(json.dumps(summary, indent=2))
     return 0

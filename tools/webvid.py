@@ -14,6 +14,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+
+class InputError(ValueError):
+    """The input table cannot be used: unknown format, unparseable, or missing columns."""
+
+
 # Read as text whatever they look like: ids are opaque keys (leading zeros matter) and
 # captions such as "2020" must not become numbers.
 TEXT_COLUMNS = ("videoid", "page_dir", "name", "contentUrl", "duration")
@@ -27,7 +32,7 @@ def read_table(path: Path) -> pa.Table:
         path: a WebVid CSV (optionally .gz, .bz2 or .zst compressed) or a parquet file.
 
     Raises:
-        ValueError: unknown extension.
+        InputError: unknown extension or a file Arrow cannot parse.
         FileNotFoundError: ``path`` does not exist.
     """
     path = Path(path)
@@ -38,15 +43,21 @@ def read_table(path: Path) -> pa.Table:
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in TEXT_COLUMNS})
         # Alt text can hold quoted newlines.
         parse = pacsv.ParseOptions(newlines_in_values=True)
-        return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
+        try:
+            return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
+        except pa.ArrowInvalid as err:
+            raise InputError(f"cannot parse {path} as CSV: {err}") from err
     if name.endswith(".parquet"):
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except pa.ArrowInvalid as err:
+            raise InputError(f"cannot read {path} as parquet: {err}") from err
         for name in TEXT_COLUMNS:
             if name in table.column_names and table.schema.field(name).type != pa.string():
                 index = table.column_names.index(name)
                 table = table.set_column(index, name, table.column(name).cast(pa.string()))
         return table
-    raise ValueError(f"expected a .csv, .csv.gz or .parquet file, got {path.name!r}")
+    raise InputError(f"expected a .csv, .csv.gz or .parquet file, got {path.name!r}")
 
 
 def parse_duration(values: pd.Series) -> pd.Series:

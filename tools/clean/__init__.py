@@ -32,7 +32,8 @@ def clean_file(source: Path, out: Path, config: CleanConfig | None = None) -> di
         config: rules, drops and parallelism (defaults: `CleanConfig()`).
 
     Raises:
-        ValueError: the input is not a table this command can read.
+        tools.webvid.InputError: the input is not a table this command can read.
+        FileNotFoundError: ``source`` does not exist.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -92,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
+    from tools.webvid import InputError
 
     if not 0.0 < args.lang_threshold <= 1.0:
         raise UsageError(f"--lang-threshold must be in (0, 1], got {args.lang_threshold}")
@@ -99,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
         config = CleanConfig(caption_column=args.caption_column, min_words=args.min_words,
                              drop_duplicates=args.drop_duplicates, workers=args.workers,
                              chunk_rows=args.chunk_rows)
-        config = replace(config, language=replace(config.language, threshold=args.lang_threshold))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    config = replace(config, language=replace(config.language, threshold=args.lang_threshold))
+    try:
         summary = clean_file(args.input, args.out, config)
-    except (ValueError, FileNotFoundError) as err:
+    except (InputError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
     print(json.dumps(summary, indent=2))
     return 0

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from tools.clean.language import LanguageConfig, LanguageIdentifier
 from tools.clean.rules import RULE_NAMES, clean_captions
+from tools.webvid import InputError
 
 DROP_REASONS = ("empty", "too_short", "non_english", "duplicate")
 OUTPUT_COLUMNS = ("videoid", "caption_raw", "caption", "drop_reason", "dup_group")
@@ -168,11 +169,11 @@ def clean_frame(frame: pd.DataFrame, config: CleanConfig) -> CleanResult:
 def _check_columns(frame: pd.DataFrame, config: CleanConfig) -> None:
     clash = sorted(set(ADDED_COLUMNS) & set(frame.columns) - {config.caption_column, "videoid"})
     if clash:
-        raise ValueError(f"input already has output column(s) {clash}; is it already cleaned? "
+        raise InputError(f"input already has output column(s) {clash}; is it already cleaned? "
                          "Pass the original table, or rename those columns")
     for name in ("videoid", config.caption_column):
         if name not in frame.columns:
-            raise ValueError(f"input has no {name!r} column (columns: {list(frame.columns)})")
+            raise InputError(f"input has no {name!r} column (columns: {list(frame.columns)})")
 
 
 def _assemble(frame: pd.DataFrame, raw: pd.Series, parts: list[tuple], config: CleanConfig) -> pd.DataFrame:
