@@ -120,14 +120,15 @@ class UnifiedMAE(nn.Module):
         super().__init__()
         c = self.config = config
         self.encoder = Encoder(c)
-        self.encoder_to_decoder = nn.Linear(c.width, c.decoder_width, bias=False)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_width))
-        self.register_buffer("decoder_pos_embed", sinusoid_table(c.num_tokens, c.decoder_width),
-                             persistent=False)
-        self.decoder = VideoDecoder(c)
-        nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
-        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
         # Heads exist only for active terms, so DDP never meets an unused parameter.
+        if "mvm" in c.active_terms:
+            self.encoder_to_decoder = nn.Linear(c.width, c.decoder_width, bias=False)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_width))
+            self.register_buffer("decoder_pos_embed",
+                                 sinusoid_table(c.num_tokens, c.decoder_width), persistent=False)
+            self.decoder = VideoDecoder(c)
+            nn.init.xavier_uniform_(self.encoder_to_decoder.weight)
+            nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
         if "mlm" in c.active_terms:
             self.mlm_head = nn.Linear(c.width, c.vocab_size)
             self.mlm_head.apply(init_weights)
