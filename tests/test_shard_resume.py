@@ -17,7 +17,9 @@ import pytest
 
 from tools.merge import MergeError, merge
 from tools.shard import ShardConfig, TranscodeOptions, load_items, shard
-from tools.shard.run import SettingsMismatch
+from tools.shard.inputs import WorkItem
+from tools.shard.run import SettingsMismatch, results_in_order
+from tools.shard.worker import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {"short_side": 64, "max_seconds": 2.0}
@@ -150,7 +152,10 @@ def parts(small, synth_dir, tmp_path_factory) -> list[Path]:
 def test_parts_partition_the_input_and_merge_joins_them(parts, reference, tmp_path):
     keys = [{r["key"] for r in _manifest(p)} for p in parts]
     assert keys[0] and keys[1] and not keys[0] & keys[1]
-    summary = merge(parts, tmp_path / "merged")
+    from tools.cli import main
+
+    assert main(["merge", *map(str, parts), "--out", str(tmp_path / "merged")]) == 0
+    summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
     assert summary["complete"] and summary["inputs"] == reference[1]["inputs"]
     assert summary["ok"] == reference[1]["ok"]
     merged = tmp_path / "merged"
@@ -181,3 +186,19 @@ def test_merge_refuses_a_key_in_two_parts(parts, tmp_path):
                    copy / "manifest.parquet")
     with pytest.raises(MergeError, match="more than once"):
         merge([parts[0], copy], tmp_path / "d")
+
+
+def _segfault_on_bad(item: WorkItem) -> Result:
+    """A stand-in for a decoder that crashes on one input (module level: spawned workers import it)."""
+    if item.key == "bad":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return Result(item.key, item.caption, "ok")
+
+
+def test_a_crashing_worker_fails_only_its_sample():
+    keys = ["a", "b", "bad", "c", "d", "e", "f"]
+    items = [WorkItem(key=k, caption=k, source=k) for k in keys]
+    results = list(results_in_order(items, _segfault_on_bad, workers=2))
+    assert [r.key for r in results] == keys
+    assert [r.status for r in results] == ["failed" if k == "bad" else "ok" for k in keys]
+    assert results[2].reason.startswith("worker crashed")

@@ -17,8 +17,9 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -120,22 +121,50 @@ def _row(result: Result, shard: str, nbytes: int) -> dict:
             "frames": result.meta.get("frames", 0), "source": result.meta.get("source", "")}
 
 
-def _results(groups: dict[str, list[WorkItem]], config: ShardConfig) -> Iterator[Result]:
+def _pool_results(items: list[WorkItem], work: Callable, workers: int) -> Iterator[Result]:
     """Results in input order. At most two per worker are in flight, so memory stays bounded
     and the pool never runs far ahead of the writer (a kill loses little finished work)."""
-    items = [item for group in groups.values() for item in group]
-    work = partial(process, options=config.transcode, tmp_root=str(config.out / "tmp"))
-    (config.out / "tmp").mkdir(parents=True, exist_ok=True)
     # spawn: the parent may hold DALI or torch threads, which a forked child must not inherit.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
         pending: deque = deque()
         for item in items:
             pending.append(pool.submit(work, item))
-            if len(pending) >= 2 * config.workers:
+            if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def _isolated(item: WorkItem, work: Callable) -> Result:
+    """Runs one item alone, so that a crash (a decoder's segfault) is pinned on that item."""
+    try:
+        return next(_pool_results([item], work, 1))
+    except BrokenProcessPool:
+        return Result(item.key, item.caption, "failed",
+                      reason="worker crashed: the process died while transcoding or checking")
+
+
+def results_in_order(items: list[WorkItem], work: Callable, workers: int) -> Iterator[Result]:
+    """``work(item)`` for every item, in order, on ``workers`` processes; a crashed worker
+    fails only the sample it was on, and the run goes on with a fresh pool."""
+    done = 0
+    while done < len(items):
+        try:
+            for result in _pool_results(items[done:], work, workers):
+                done += 1
+                yield result
+        except BrokenProcessPool:
+            # Any in-flight item may be the culprit: the next one in order runs alone.
+            yield _isolated(items[done], work)
+            done += 1
+
+
+def _results(groups: dict[str, list[WorkItem]], config: ShardConfig) -> Iterator[Result]:
+    items = [item for group in groups.values() for item in group]
+    (config.out / "tmp").mkdir(parents=True, exist_ok=True)
+    work = partial(process, options=config.transcode, tmp_root=str(config.out / "tmp"))
+    return results_in_order(items, work, config.workers)
 
 
 def _write(name: str, results: list[Result], config: ShardConfig) -> list[dict]:
