@@ -24,7 +24,7 @@ from model.config import MODEL_SIZES, ModelConfig
 from pipeline.config import DataConfig
 from recipes.fields import RecipeError, apply_override, build
 
-__all__ = ["RecipeConfig", "RecipeError", "load_recipe", "recipe_from_dict"]
+__all__ = ["RecipeConfig", "RecipeError", "load_recipe", "recipe_from_dict", "shipped_recipes"]
 
 # data field -> the model field (or other key) it is derived from.
 DERIVED_DATA_KEYS = {
@@ -36,6 +36,7 @@ DERIVED_DATA_KEYS = {
     "batch_size": "trainer.global_batch_size (divided by the number of processes)",
     "seed": "the top-level seed",
 }
+RECIPE_DIR = Path(__file__).parent
 TIME_RE = re.compile(r"^\d+(\.\d+)?(ep|ba|sp|tok|dur)$")
 
 
@@ -214,6 +215,8 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.trainer.autoresume and not self.run_name:
             raise ValueError("trainer.autoresume needs a run_name (the checkpoint folder is keyed by it)")
+        if self.data.device == "gpu" and self.trainer.device == "cpu":
+            raise ValueError("data.device=gpu (DALI mixed decoding) needs trainer.device gpu or auto")
         if self.data.text_max_length > self.model.max_text_len:
             raise ValueError(
                 f"data.text_max_length={self.data.text_max_length} exceeds the model's position "
@@ -263,15 +266,13 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read a YAML recipe, apply ``section.key=value`` overrides and validate everything.
 
     Args:
-        path: the recipe file.
+        path: the recipe file, or the bare name of a shipped one (``tiny-synthetic``).
         overrides: dotted overrides, values parsed as YAML (``seed=3``, ``data.path=/x``).
 
     Raises:
         RecipeError: a missing file, bad YAML, an unknown key or a bad value, named.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist")
+    path = _resolve(Path(path))
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -281,6 +282,20 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for override in overrides:
         apply_override(raw, override)
     return recipe_from_dict(raw)
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes that ship inside this package (``vtp train NAME`` finds them)."""
+    return sorted(p.name for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _resolve(path: Path) -> Path:
+    if path.is_file():
+        return path
+    shipped = RECIPE_DIR / (path.name if path.suffix else f"{path.name}.yaml")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise RecipeError(f"recipe {path} does not exist; shipped recipes: {', '.join(shipped_recipes())}")
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> RecipeConfig:

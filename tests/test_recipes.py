@@ -92,24 +92,31 @@ def test_overrides_apply_with_yaml_types():
     ("optimizer.betas=[0.9]", "expected 2 values"),
     ("model.size=huge", "model.size: 'huge' is not one of"),
     ("model.num_heads=5", "not divisible by num_heads=5"),
-    ("data.tubelet=[2, 4, 4]", "data.tubelet is derived from model.tubelet"),
+    ("data.tubelet=[2,4,4]", "data.tubelet is derived from model.tubelet"),
     ("data.batch_size=3", "derived from trainer.global_batch_size"),
     ("scheduler.t_warmup=80ba", "t_warmup=80ba is not shorter than trainer.max_duration=60ba"),
     ("run_name=null", "autoresume needs a run_name"),
     ("trainer.save_folder=null", "autoresume needs trainer.save_folder"),
     ("data.text_max_length=64", "exceeds the model's position table"),
+    ("data.device=gpu trainer.device=cpu", "data.device=gpu (DALI mixed decoding) needs"),
     ("seed", "not of the form section.key=value"),
     ("trainer.autoresume.x=1", "'trainer.autoresume' is not a section"),
 ])
 def test_bad_values_fail_with_clear_messages(override, message):
     with pytest.raises(RecipeError, match=_escape(message)):
-        load_recipe(TINY, [override])
+        load_recipe(TINY, override.split(" "))
 
 
 def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_shipped_recipes_resolve_by_name_and_missing_ones_are_listed(tmp_path):
+    assert load_recipe("tiny-synthetic").run_name == "tiny-synthetic"
+    with pytest.raises(RecipeError, match="does not exist; shipped recipes: .*tiny-synthetic.yaml"):
+        load_recipe(tmp_path / "nope.yaml")
 
 
 def test_variables_are_substituted(tmp_path):
