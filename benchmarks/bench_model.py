@@ -120,14 +120,14 @@ def _peak_flops(name: str) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def gpu_section(steps: int = 10, warmup: int = 3) -> str:
-    """Samples/s and MFU per size in bf16 autocast (full AdamW step), plus the masking ratio."""
+def gpu_section(cases: list[tuple[str, int]] = GPU_CASES, steps: int = 10, warmup: int = 3) -> str:
+    """Samples/s and MFU per (size, batch) in bf16 autocast (full AdamW step), masked and not."""
     if not torch.cuda.is_available():
         return "### GPU\n\nSkipped: no CUDA device on this machine.\n"
     name = torch.cuda.get_device_name()
     peak = _peak_flops(name)
     rows = []
-    for size, batch in GPU_CASES:
+    for size, batch in cases:
         for ratio, b in ((0.9, batch), (0.0, max(batch // 8, 1))):
             torch.cuda.reset_peak_memory_stats()
             r = time_steps(size, ratio, b, warmup=warmup, steps=steps, device="cuda", bf16=True,
@@ -155,6 +155,9 @@ def run(work: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gpu", action="store_true", help="GPU throughput and MFU only")
+    parser.add_argument("--cases", default=",".join(f"{s}:{b}" for s, b in GPU_CASES),
+                        help="GPU sizes and batches, e.g. base:32,large:8")
+    parser.add_argument("--steps", type=int, default=10, help="timed GPU steps per case")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--one", nargs=5, metavar=("SIZE", "RATIO", "BATCH", "WARMUP", "STEPS"),
                         help=argparse.SUPPRESS)
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(time_steps(size, float(ratio), int(batch), warmup=int(warmup),
                                     steps=int(steps))))
     elif args.gpu:
-        print(gpu_section())
+        cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
+        print(gpu_section(cases, steps=args.steps))
     else:
         print(run(ROOT / "benchmarks" / "work" / "model"))
     return 0
