@@ -117,3 +117,13 @@ def test_composer_trainer_microbatches_and_resumes_the_data_stream_exactly(pipel
                               load_path=str(tmp_path / "ckpt" / "ep0-ba2-rank0.pt"))
     assert trainer.state.dataset_resumption["train"] is True
     assert resumed.keys == whole.keys[2:]
+
+
+def test_wds_resume_skips_exactly_the_consumed_samples(pipeline_shards):
+    shards = pipeline_shards["vp9"]
+    full = _keys(build_dataloader(_config(shards, format="wds")))
+    resumed = build_dataloader(_config(shards, format="wds"))
+    resumed.dataset.load_state_dict(resumed.dataset.state_dict(num_samples=4,
+                                                                from_beginning=True))
+    assert _keys(resumed) == full[2:]
+    assert _keys(resumed) == full, "the skip applies once; the next epoch starts at the top"

@@ -1,0 +1,49 @@
+"""`vtp show-batch` and `vtp bench pipeline` on small shards; the limit's frame accounting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools.bench_pipeline import frames_to_decode
+from tools.cli import main
+
+
+def test_frames_to_decode_counts_from_the_previous_key_frame():
+    assert frames_to_decode([0, 4, 8], list(range(20))) == 3  # intra-only: just the frames
+    assert frames_to_decode([4, 8], [0, 32]) == 9  # 0..8
+    assert frames_to_decode([33, 40, 40], [0, 32]) == 9  # 32..40, a repeat costs nothing
+    assert frames_to_decode([10, 40], [0, 32]) == 11 + 9
+
+
+def test_show_batch_writes_png_and_mask_stats(pipeline_shards, tmp_path, capsys):
+    assert main(["show-batch", str(pipeline_shards["vp9"].root), "--out", str(tmp_path),
+                 "--batch-size", "2"]) == 0
+    assert (tmp_path / "batch.png").stat().st_size > 10_000
+    stats = json.loads((tmp_path / "mask_stats.json").read_text())
+    assert len(stats["samples"]) == 2
+    grid = stats["config"]["grid"]
+    cells = grid[1] * grid[2]
+    for sample in stats["samples"]:
+        assert sample["is_tube"] is True
+        assert abs(sample["video_mask_ratio"] - round(0.9 * cells) / cells) < 1e-3
+        assert 0.5 < sample["text_mask_ratio"] <= 1.0
+    assert "batch.png" in capsys.readouterr().out
+
+
+def test_bench_pipeline_prints_rate_limit_and_ratio(pipeline_shards, capsys):
+    assert main(["bench", "pipeline", str(pipeline_shards["mjpeg"].root), "--epochs", "2",
+                 "--batch-size", "2", "--image-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "samples/s" in out and "limit: ffmpeg" in out
+    ratio = float(out.split("ratio: ")[1].split()[0])
+    assert ratio > 0
+
+
+def test_show_batch_on_h264_with_cpu_is_a_usage_error(pipeline_shards, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["show-batch", str(pipeline_shards["h264"].root), "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "h264" in err and "vtp shard --codec vp9" in err
