@@ -190,3 +190,27 @@ def test_video2dataset_tars_with_a_failed_download(synth_dir, ground_truth, tmp_
     assert "no mp4 in tar" in manifest["999"]["reason"]
     assert "failed_to_download: HTTP 404" in manifest["999"]["reason"]
     assert all(manifest[g["videoid"]]["frames"] == g["num_frames"] for g in good)
+
+
+def test_command_reads_only_the_named_local_file_as_its_container(tmp_path):
+    from tools.shard.transcode import build_command
+
+    command = build_command(Path("rel/-i.mp4"), tmp_path / "a:b.mp4", TranscodeOptions())
+    before_input = command[: command.index("-i")]
+    assert command[command.index("-i") + 1] == f"file:{Path('rel/-i.mp4').absolute()}"
+    assert before_input[before_input.index("-f") + 1] == "mov"
+    assert before_input[before_input.index("-protocol_whitelist") + 1] == "file"
+    assert command[-1] == f"file:{tmp_path / 'a:b.mp4'}"
+
+
+def test_window_fps_and_short_side_are_applied(ground_truth, synth_dir, tmp_path):
+    from tools.shard.check import check_output
+    from tools.shard.transcode import transcode
+
+    clip = next(g for g in ground_truth if g["split"] == "train" and g["file_defect"] is None
+                and g["num_frames"] >= 4 * g["fps"])
+    options = TranscodeOptions(fps=8, start=1.0, max_seconds=2.0, short_side=64, crf=30)
+    transcode(synth_dir / clip["path"], tmp_path / "out.mp4", options)
+    meta = check_output(tmp_path / "out.mp4", "h264")
+    assert (meta["frames"], meta["fps"], meta["height"]) == (16, 8.0, 64)
+    assert meta["width"] == round(64 * clip["width"] / clip["height"] / 2) * 2

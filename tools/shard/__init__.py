@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, default=0.0, help="clip window start, seconds")
     parser.add_argument("--max-seconds", type=float, default=None, help="clip window length, seconds")
     parser.add_argument("--gop", type=int, default=32, help="key frame interval in frames")
+    parser.add_argument("--preset", default="veryfast", help="x264 preset (h264 only)")
+    parser.add_argument("--crf", type=int, default=None, help="constant quality for h264/vp9")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="parallel processes (default: all cores)")
     parser.add_argument("--shard-size", type=int, default=256, help="inputs per shard group (unit of resume)")
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = TranscodeOptions(
             codec=args.codec, fps=args.fps, short_side=args.short_side, start=args.start,
-            max_seconds=args.max_seconds, gop=args.gop, timeout=args.timeout)
+            max_seconds=args.max_seconds, gop=args.gop, preset=args.preset, crf=args.crf,
+            timeout=args.timeout)
         config = ShardConfig(
             out=args.out, format=args.format, transcode=options, workers=args.workers,
             shard_size=args.shard_size, num_workers=args.num_workers,

@@ -57,6 +57,8 @@ class TranscodeOptions:
         start: clip window start in seconds.
         max_seconds: clip window length in seconds; None keeps the rest of the video.
         gop: key frame interval in frames.
+        preset: x264 speed/size trade-off (h264 only).
+        crf: constant quality for h264/vp9; None keeps the codec's default (23 / 32).
         threads: threads per ffmpeg process (the process pool supplies the parallelism).
         timeout: seconds before a stuck ffmpeg is killed and the sample fails.
     """
@@ -67,6 +69,8 @@ class TranscodeOptions:
     start: float = 0.0
     max_seconds: float | None = None
     gop: int = 32
+    preset: str = "veryfast"
+    crf: int | None = None
     threads: int = 1
     timeout: float = 600.0
 
@@ -110,6 +114,15 @@ def _scaled(stream, short_side: int | None):
                          force_divisible_by=2)
 
 
+def _codec_options(options: TranscodeOptions) -> dict[str, str]:
+    chosen = dict(CODECS[options.codec].options)
+    if "preset" in chosen:
+        chosen["preset"] = options.preset
+    if options.crf is not None and "crf" in chosen:
+        chosen["crf"] = str(options.crf)
+    return chosen
+
+
 def build_command(src: Path, dst: Path, options: TranscodeOptions) -> list[str]:
     """The full ffmpeg argument list that transcodes ``src`` into ``dst``.
 
@@ -129,7 +142,7 @@ def build_command(src: Path, dst: Path, options: TranscodeOptions) -> list[str]:
     output = ffmpeg.output(
         video, f"file:{Path(dst).absolute()}", f=codec.muxer, vcodec=codec.encoder,
         pix_fmt="yuv420p", g=options.gop, threads=options.threads, an=None,
-        **dict(codec.options),
+        **_codec_options(options),
     )
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             *output.get_args()]
