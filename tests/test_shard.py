@@ -21,7 +21,7 @@ from tools.shard.inputs import InputError
 # What each broken-file kind must be reported as: the check that failed and ffmpeg's words.
 DEFECT_REASONS = {
     "missing": "missing file",
-    "zero_bytes": "empty file (0 bytes)",
+    "zero_bytes": "empty file: 0 bytes",
     "truncated": "moov atom not found",
     "not_video": "moov atom not found",
 }

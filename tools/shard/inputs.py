@@ -46,18 +46,18 @@ class InputError(ValueError):
 def check_key(key: str) -> str | None:
     """Why ``key`` cannot name a sample, or None. Keys become tar member stems, so no '/' or '.'."""
     if not key or not key.strip():
-        return "empty videoid"
+        return "unsafe videoid: empty"
     bad = [c for c in ("/", "\\", ".", "\0") if c in key]
     if bad or any(ord(c) < 32 for c in key):
-        return f"unsafe videoid {key!r}: contains {bad or 'control characters'}"
+        return f"unsafe videoid: {key!r} contains {bad or 'control characters'}"
     return None
 
 
 def _unsafe_component(part: str, field: str) -> str | None:
     if not part or part.strip() != part or "\0" in part:
-        return f"unsafe {field} {part!r}"
+        return f"unsafe {field}: {part!r}"
     if part.startswith(("/", "\\")) or any(p in ("..", ".", "") for p in part.replace("\\", "/").split("/")):
-        return f"unsafe {field} {part!r}: absolute or contains '..'"
+        return f"unsafe {field}: {part!r} is absolute or contains '..'"
     return None
 
 
@@ -127,9 +127,9 @@ def _split_member(name: str) -> tuple[str, str]:
 
 def _member_error(member: tarfile.TarInfo) -> str | None:
     if member.name.startswith("/") or ".." in member.name.split("/"):
-        return f"unsafe tar member {member.name!r}: absolute or contains '..'"
+        return f"unsafe tar member: {member.name!r} is absolute or contains '..'"
     if not member.isreg():
-        return f"tar member {member.name!r} is not a regular file"
+        return f"unsafe tar member: {member.name!r} is not a regular file"
     return None
 
 
@@ -200,7 +200,7 @@ def mark_duplicates(items: list[WorkItem]) -> list[WorkItem]:
     out = []
     for item in items:
         if item.key in seen and item.error is None:
-            item = WorkItem(item.key, item.caption, item.source, error="duplicate key (an earlier row has it)")
+            item = WorkItem(item.key, item.caption, item.source, error="duplicate key: an earlier input has it")
         seen.add(item.key)
         out.append(item)
     return out

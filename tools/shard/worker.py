@@ -40,7 +40,7 @@ def _input_file(item: WorkItem, folder: Path) -> Path:
 def _encode(item: WorkItem, options: TranscodeOptions, folder: Path) -> tuple[bytes, dict]:
     src = _input_file(item, folder)
     if src.stat().st_size == 0:
-        raise TranscodeError("empty file (0 bytes)")
+        raise TranscodeError("empty file: 0 bytes")
     dst = folder / f"output.{CODECS[options.codec].ext}"
     transcode(src, dst, options)
     meta = check_output(dst, options.codec, options.timeout)
