@@ -13,6 +13,7 @@ top-level ``seed``; setting them under ``data`` is an error that says where they
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +251,16 @@ class RecipeConfig:
     @property
     def min_lr(self) -> float:
         return self.scheduler.min_lr * self.lr_scale
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved recipe as ``{"section.key": value}`` (what the loggers record)."""
+        out: dict[str, Any] = {}
+        for section, value in dataclasses.asdict(self).items():
+            if isinstance(value, dict) and section != "variables":
+                out.update({f"{section}.{k}": v for k, v in value.items()})
+            else:
+                out[section] = value
+        return out
 
     def data_for_world(self, world_size: int) -> DataConfig:
         """The data section with the per-process batch size for ``world_size`` processes."""

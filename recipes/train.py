@@ -65,7 +65,7 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
     dist.initialize_dist(device)
     model = build_model(recipe)
     t, log = recipe.trainer, recipe.loggers
-    return Trainer(
+    trainer = Trainer(
         model=model, train_dataloader=build_dataspec(data_cfg), max_duration=t.max_duration,
         optimizers=build_optimizer(model, recipe), schedulers=build_scheduler(recipe),
         step_schedulers_every_batch=True,
@@ -79,6 +79,9 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
         precision=_precision(recipe, device),
         device_train_microbatch_size=t.device_train_microbatch_size, seed=recipe.seed,
     )
+    # every logger records the resolved recipe, overrides and derived values included
+    trainer.logger.log_hyperparameters({"recipe." + k: v for k, v in recipe.flat().items()})
+    return trainer
 
 
 def _device(recipe: RecipeConfig) -> str:

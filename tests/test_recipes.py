@@ -129,6 +129,13 @@ def test_variables_are_substituted(tmp_path):
         recipe_from_dict({**raw, "data": {"path": "${variables.nope}"}})
 
 
+def test_flat_recipe_lists_every_resolved_key():
+    flat = load_recipe(TINY, ["seed=5"]).flat()
+    assert flat["seed"] == 5 and flat["data.seed"] == 5
+    assert flat["model.tubelet"] == flat["data.tubelet"] == (2, 8, 8)
+    assert flat["optimizer.betas"] == (0.9, 0.95) and "trainer.max_duration" in flat
+
+
 def test_batch_splits_over_processes():
     r = load_recipe(TINY, ["trainer.global_batch_size=8"])
     assert r.data_for_world(2).batch_size == 4

@@ -37,7 +37,7 @@ def _overrides(shards: Path, work: Path, max_batches: int, batch: int = 4) -> li
             f"trainer.max_duration={max_batches}ba", "trainer.save_interval=3ba",
             f"trainer.save_folder={work}/ckpt", "scheduler.t_warmup=2ba",
             f"callbacks.batch_log={work}/batches-rank{{rank}}.jsonl", "callbacks.speed_window=2",
-            "loggers.console=false", "loggers.file=null", f"loggers.tensorboard={work}/tb"]
+            "loggers.console=false", f"loggers.file={work}/log-rank{{rank}}.txt", f"loggers.tensorboard={work}/tb"]
 
 
 def _command(overrides: list[str], nproc: int = 1) -> list[str]:
@@ -108,6 +108,8 @@ def test_tiny_recipe_trains_with_finite_falling_losses(straight_run):
     # saved every 3 batches and at the end; the recipe keeps the newest two
     assert checkpoints == {"ep1-ba6-rank0.pt", "ep1-ba8-rank0.pt", "latest-rank0.pt"}
     assert list((work / "tb").rglob("events.out.tfevents.*")), "no TensorBoard events written"
+    log = (work / "log-rank0.txt").read_text()
+    assert "recipe.trainer.global_batch_size: 4" in log and "loss/train/mvm" in log
 
 
 def test_autoresume_after_kill_continues_the_same_run(straight_run, tmp_path, train_shards):  # noqa: F811
