@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from pipeline.config import MEAN_255, STD_255
+from pipeline.mjpeg import jpeg_frames
 
 # DALI 2.4: the CPU decoder handles only these; H.264 and friends need NVDEC ("mixed").
 CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 GPU_CODECS = CPU_CODECS | {"h264", "hevc", "h265", "av1", "mpeg4"}
-INPUTS = ("video", "frames", "roi_start", "roi_end", "flip")
 
 
 class CodecError(ValueError):
@@ -82,29 +82,42 @@ def multiscale_crop(height: int, width: int, scales: tuple[float, ...],
 
 
 def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,
-                   device_id: int | None = None):
-    """Builds the DALI pipeline; feed it the INPUTS by name, run it, get (B, C, T, H, W) float.
+                   device_id: int | None = None, jpeg_frames: int = 0):
+    """Builds the DALI pipeline; feed it the inputs by name, run it, get (B, C, T, H, W) float.
+
+    Inputs: ``video`` (encoded clip) and ``frames`` (int32 indices); or, with ``jpeg_frames=T``,
+    ``jpeg0``..``jpeg{T-1}`` (frame t of every sample, for intra-only MJPEG); and always
+    ``roi_start``/``roi_end`` (float32 y, x crop window) and ``flip`` (int32).
 
     Args:
-        device: ``cpu`` or ``gpu`` (decoder device "mixed").
+        device: ``cpu`` or ``gpu`` (decoders on device "mixed").
         batch_size: largest batch.
         num_threads: DALI CPU threads (samples decode in parallel across them).
         image_size: output height and width.
         device_id: CUDA device for ``gpu``; ignored for ``cpu`` (DALI needs None there).
+        jpeg_frames: 0 for the video decoder; T to decode T JPEG frames per sample instead.
     """
     from nvidia.dali import fn, pipeline_def, types
+
+    decoder_device = "cpu" if device == "cpu" else "mixed"
 
     # Queue depth 1: each run is fed exactly one batch (a deeper queue waits for more feeds);
     # prefetching happens one level up, in the DataLoader workers.
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, prefetch_queue_depth=1,
                   device_id=device_id if device == "gpu" else None, exec_dynamic=True)
     def definition():
-        video = fn.external_source(name="video", dtype=types.UINT8)
-        frames = fn.external_source(name="frames", dtype=types.INT32)
+        if jpeg_frames:
+            images = [fn.decoders.image(fn.external_source(name=f"jpeg{t}", dtype=types.UINT8),
+                                        device=decoder_device, output_type=types.RGB)
+                      for t in range(jpeg_frames)]
+            clip = fn.stack(*images, axis=0, axis_name="F")
+        else:
+            video = fn.external_source(name="video", dtype=types.UINT8)
+            frames = fn.external_source(name="frames", dtype=types.INT32)
+            clip = fn.decoders.video(video, frames=frames, device=decoder_device)
         roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
         roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
         flip = fn.external_source(name="flip", dtype=types.INT32)
-        clip = fn.decoders.video(video, frames=frames, device="cpu" if device == "cpu" else "mixed")
         clip = fn.resize(clip, roi_start=roi_start, roi_end=roi_end,
                          size=[image_size, image_size], antialias=False)
         return fn.crop_mirror_normalize(clip, mirror=flip, mean=list(MEAN_255),
@@ -121,20 +134,24 @@ def _last_line(err: Exception) -> str:
 
 
 def _to_torch(outputs, device: str) -> torch.Tensor:
+    """The batch as a torch tensor. CPU: zero-copy through DLPack (the dynamic executor hands
+    out a fresh buffer per run, so the tensor stays valid after later runs); GPU: a copy
+    ordered on DALI's stream."""
+    dense = outputs.as_tensor()
+    if device != "gpu":
+        return torch.from_dlpack(dense)
     from nvidia.dali.plugin.pytorch import feed_ndarray
 
-    dense = outputs.as_tensor()
-    if device == "gpu":
-        target = torch.empty(dense.shape(), dtype=torch.float32, device="cuda")
-    else:
-        # Written straight into shared memory, so a DataLoader worker hands it over uncopied.
-        target = torch.empty(dense.shape(), dtype=torch.float32).share_memory_()
-    feed_ndarray(dense, target)
+    target = torch.empty(dense.shape(), dtype=torch.float32, device="cuda")
+    feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream())
     return target
 
 
 class VideoDecoder:
     """Runs the DALI pipeline on a batch of encoded clips; rebuilt after a failure.
+
+    Batches of MJPEG AVIs go through the JPEG-frame variant of the pipeline (see
+    pipeline/mjpeg.py); everything else, or an AVI that cannot be cut, through the video decoder.
 
     Args:
         device: ``cpu`` or ``gpu``.
@@ -149,47 +166,64 @@ class VideoDecoder:
         self.options = dict(device=device, num_threads=num_threads, image_size=image_size,
                             device_id=device_id)
         self.batch_size = batch_size
-        self._pipe = None
+        self._pipes: dict[int, object] = {}  # jpeg_frames (0: video decoder) -> pipeline
 
-    def _build(self, batch_size: int):
-        pipe = video_pipeline(batch_size=batch_size, **self.options)
+    def _build(self, batch_size: int, jpeg_frames: int):
+        pipe = video_pipeline(batch_size=batch_size, jpeg_frames=jpeg_frames, **self.options)
         pipe.build()
         return pipe
 
     def _run(self, pipe, feeds: dict[str, list]) -> torch.Tensor:
-        for name in INPUTS:
-            pipe.feed_input(name, feeds[name])
+        for name, values in feeds.items():
+            pipe.feed_input(name, values)
         (outputs,) = pipe.run()
         return _to_torch(outputs, self.options["device"])
 
-    def __call__(self, feeds: dict[str, list], keys: list[str]) -> torch.Tensor:
+    @staticmethod
+    def route(feeds: dict[str, list], codecs: list[str] | None) -> tuple[dict[str, list], int]:
+        """The feeds for the JPEG-frame pipeline when every clip is a cuttable MJPEG AVI."""
+        if not codecs or any(codec != "mjpeg" for codec in codecs):
+            return feeds, 0
+        cut = [jpeg_frames(video, frames) for video, frames in zip(feeds["video"],
+                                                                     feeds["frames"], strict=True)]
+        if any(frames is None for frames in cut):
+            return feeds, 0
+        steps = len(cut[0])
+        routed = {f"jpeg{t}": [frames[t] for frames in cut] for t in range(steps)}
+        routed.update({name: feeds[name] for name in ("roi_start", "roi_end", "flip")})
+        return routed, steps
+
+    def __call__(self, feeds: dict[str, list], keys: list[str],
+                 codecs: list[str] | None = None) -> torch.Tensor:
         """Decodes one batch.
 
         Args:
-            feeds: per-input lists (see INPUTS): uint8 bytes, int32 frame indices, float32
-                roi_start/roi_end (y, x), int32 flip.
+            feeds: per-input lists: ``video`` uint8 bytes, ``frames`` int32 indices, float32
+                ``roi_start``/``roi_end`` (y, x), int32 ``flip``.
             keys: the samples' keys, named in the error if one is corrupt.
+            codecs: the samples' codecs (MJPEG batches take the JPEG-frame route).
 
         Raises:
             CorruptSampleError: naming the keys whose video DALI could not decode.
         """
-        if self._pipe is None:
-            self._pipe = self._build(self.batch_size)
+        feeds, mode = self.route(feeds, codecs)
+        if mode not in self._pipes:
+            self._pipes[mode] = self._build(self.batch_size, mode)
         try:
-            return self._run(self._pipe, feeds)
+            return self._run(self._pipes[mode], feeds)
         except Exception as err:  # DALI raises RuntimeError, IndexError, ... for bad input
-            self._pipe = None  # DALI invalidates a pipeline after any error
-            bad = self._find_corrupt(feeds, keys)
+            del self._pipes[mode]  # DALI invalidates a pipeline after any error
+            bad = self._find_corrupt(feeds, keys, mode)
             raise CorruptSampleError.of(bad or keys, _last_line(err)) from err
 
-    def _find_corrupt(self, feeds: dict[str, list], keys: list[str]) -> list[str]:
+    def _find_corrupt(self, feeds: dict[str, list], keys: list[str], mode: int) -> list[str]:
         """Decodes the samples one by one, each in a fresh pipeline, to name the bad ones."""
         bad = []
         pipe = None
         for index, key in enumerate(keys):
-            pipe = pipe or self._build(1)
+            pipe = pipe or self._build(1, mode)
             try:
-                self._run(pipe, {name: [feeds[name][index]] for name in INPUTS})
+                self._run(pipe, {name: [values[index]] for name, values in feeds.items()})
             except Exception:
                 bad.append(key)
                 pipe = None

@@ -77,7 +77,7 @@ class BatchBuilder:
         keys = [s["key"] for s in samples]
         per_sample = [self.sample_feed(s) for s in samples]
         feeds = {name: [f[name] for f in per_sample] for name in per_sample[0]}
-        video = decoder(feeds, keys)
+        video = decoder(feeds, keys, [s["meta"]["codec"] for s in samples])
         seed = _batch_seed(self.cfg.seed, samples[0].get("epoch", 0), keys)
         generator = torch.Generator(device=video.device).manual_seed(seed)
         mask = video_mask(self.cfg.mask_kind, len(keys), self.cfg.mask_grid,

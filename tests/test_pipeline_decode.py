@@ -9,7 +9,9 @@ import pytest
 
 from pipeline import CodecError, CorruptSampleError, DataConfig, build_dataloader
 from pipeline.config import MEAN_255, STD_255
+from pipeline.decode import VideoDecoder
 from pipeline.loader import BatchBuilder
+from pipeline.mjpeg import avi_chunks, jpeg_frames
 
 
 def ffmpeg_frames(path, width: int, height: int) -> np.ndarray:
@@ -100,3 +102,22 @@ def test_corrupt_sample_in_a_worker_process_is_reported_not_hung(pipeline_shards
                      num_workers=2)
     with pytest.raises(CorruptSampleError, match=list(shards.files)[2]):
         list(build_dataloader(cfg))
+
+
+def test_mjpeg_jpeg_frame_route_matches_the_video_decoder(pipeline_shards):
+    shards = pipeline_shards["mjpeg"]
+    cfg = DataConfig(path=str(shards.root), batch_size=4, image_size=64, shuffle=False)
+    source = build_dataloader(cfg).dataset
+    samples = [{**source[i], "epoch": 0} for i in range(len(source))]
+    for sample in samples:
+        assert len(avi_chunks(sample["video"])) == sample["meta"]["frames"]
+    builder = BatchBuilder(cfg)
+    per = [builder.sample_feed(s) for s in samples]
+    feeds = {name: [f[name] for f in per] for name in per[0]}
+    assert VideoDecoder.route(feeds, ["mjpeg"] * 4)[1] == cfg.num_frames
+    assert VideoDecoder.route(feeds, ["vp9"] * 4)[1] == 0
+    decoder = VideoDecoder("cpu", 4, 2, 64)
+    keys = [s["key"] for s in samples]
+    by_jpeg, by_video = decoder(feeds, keys, ["mjpeg"] * 4), decoder(feeds, keys, None)
+    assert (by_jpeg - by_video).abs().mean() < 0.02  # normalised units: < 1 grey level
+    assert jpeg_frames(np.frombuffer(b"RIFF....WAVE", np.uint8), np.array([0])) is None

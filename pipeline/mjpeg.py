@@ -1,0 +1,62 @@
+"""MJPEG clips as separate JPEG frames: read frame i without decoding frames 0..i-1.
+
+DALI's video decoder walks forward through every frame between two requested ones (it only
+seeks for leaps over 10 frames), so a 16x4 sample of an MJPEG clip decodes ~61 frames to
+return 16. An MJPEG AVI is just a list of JPEG images; cutting out the requested ones and
+decoding them with ``fn.decoders.image`` (libjpeg-turbo on the CPU, nvJPEG on a GPU) decodes
+exactly the 16 frames.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+VIDEO_CHUNKS = (b"dc", b"db")  # '00dc' compressed / '00db' uncompressed video chunks
+
+
+def avi_chunks(data: bytes | np.ndarray) -> list[tuple[int, int]]:
+    """(offset, size) of every video frame in an AVI's ``movi`` list, in stream order.
+
+    Args:
+        data: the AVI file's bytes.
+
+    Raises:
+        ValueError: when the bytes are not a RIFF AVI with a movi list.
+    """
+    buf = memoryview(data).cast("B")
+    if bytes(buf[:4]) != b"RIFF" or bytes(buf[8:12]) != b"AVI ":
+        raise ValueError("not a RIFF AVI")
+    start = bytes(buf).find(b"movi")
+    if start < 0:
+        raise ValueError("AVI without a movi list")
+    chunks, pos, end = [], start + 4, len(buf)
+    while pos + 8 <= end:
+        fourcc = bytes(buf[pos:pos + 4])
+        size = struct.unpack_from("<I", buf, pos + 4)[0]
+        if fourcc == b"LIST":  # 'rec ' groups: step inside
+            pos += 12
+            continue
+        if fourcc == b"idx1" or pos + 8 + size > end:
+            break
+        if fourcc[2:] in VIDEO_CHUNKS:
+            chunks.append((pos + 8, size))
+        pos += 8 + size + (size & 1)
+    return chunks
+
+
+def jpeg_frames(data: np.ndarray, indices: np.ndarray) -> list[np.ndarray] | None:
+    """The JPEG bytes of frames ``indices`` (views, no copy), or None if the AVI can't be cut.
+
+    Args:
+        data: the AVI as a uint8 array.
+        indices: frame indices to cut out.
+    """
+    try:
+        chunks = avi_chunks(data)
+    except ValueError:
+        return None
+    if not chunks or int(np.max(indices)) >= len(chunks):
+        return None
+    return [data[offset:offset + size] for offset, size in (chunks[int(i)] for i in indices)]
