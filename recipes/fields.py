@@ -119,6 +119,9 @@ def _coerce_scalar(hint: type, value: Any, key: str) -> Any:
             return float(value)
         except ValueError:
             pass
+    # run_name=2024 or data.path=123 mean the text; a number where a time is due still fails later
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     if hint is int and isinstance(value, bool):
         raise RecipeError(f"{key}: expected int, got {value!r}")
     if isinstance(hint, type) and isinstance(value, hint):

@@ -82,12 +82,15 @@ def test_overrides_apply_with_yaml_types():
     assert r.optimizer.lr == 2e-4 and isinstance(r.optimizer.lr, float)
     assert r.optimizer.betas == (0.8, 0.9) and r.trainer.load_path is None
     assert r.model.vtm_weight == 0.0 and "vtm" not in r.model.active_terms
+    assert load_recipe(TINY, ["run_name=2024"]).run_name == "2024"
 
 
 @pytest.mark.parametrize("override, message", [
     ("optimizer.lr=fast", "optimizer.lr: expected float, got 'fast'"),
     ("trainer.global_batch_size=8.5", "trainer.global_batch_size: expected int"),
     ("trainer.max_duration=ten", "not a Composer time"),
+    ("trainer.max_duration=20", "trainer.max_duration='20' is not a Composer time"),
+    ("trainer.autoresume=2", "trainer.autoresume: expected bool, got 2"),
     ("trainer.precision=fp64", "'fp64' is not one of"),
     ("optimizer.betas=[0.9]", "expected 2 values"),
     ("model.size=huge", "model.size: 'huge' is not one of"),
