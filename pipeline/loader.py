@@ -96,6 +96,8 @@ def build_source(cfg: DataConfig, clean_shared_memory: bool = True):
     Args:
         cfg: the data configuration.
         clean_shared_memory: remove Streaming shared memory leaked by a crashed run first.
+            Streaming's cleanup unlinks every block it finds, live ones included, so pass
+            False for a second loader built while the first one is still in use.
 
     Raises:
         CodecError: before any batch, when the shards' codec cannot be decoded on the device.
@@ -103,7 +105,7 @@ def build_source(cfg: DataConfig, clean_shared_memory: bool = True):
     folder = shard_folder(cfg.path, cfg.format)
     if cfg.format == "wds":
         check_codec(first_meta_wds(folder)["codec"], cfg.device)
-        return WdsSource(folder, cfg.shuffle, cfg.seed, *_rank_world())
+        return WdsSource(folder, cfg.batch_size, cfg.shuffle, cfg.seed, *_rank_world())
     if clean_shared_memory:
         from streaming.base.util import clean_stale_shared_memory
 
@@ -114,7 +116,18 @@ def build_source(cfg: DataConfig, clean_shared_memory: bool = True):
     return source
 
 
-def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True):
+class EpochDataLoader(torch.utils.data.DataLoader):
+    """A torch DataLoader (so Composer checkpoints its dataset's state) that tells an
+    epoch-aware source (the WDS reader) which epoch starts, before the workers are forked."""
+
+    def __iter__(self):
+        begin = getattr(self.dataset, "begin_epoch", None)
+        if begin is not None:
+            begin()
+        return super().__iter__()
+
+
+def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True) -> EpochDataLoader:
     """A torch DataLoader yielding batch dicts (see COMMON.md) for this rank.
 
     With ``device="gpu"`` decoding happens in the main process (CUDA cannot be used in forked
@@ -122,13 +135,15 @@ def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True):
 
     Args:
         cfg: the data configuration.
-        clean_shared_memory: remove Streaming shared memory leaked by a crashed run first.
+        clean_shared_memory: remove Streaming shared memory leaked by a crashed run first
+            (see build_source).
     """
     workers = 0 if cfg.device == "gpu" else cfg.num_workers
-    return torch.utils.data.DataLoader(
+    return EpochDataLoader(
         build_source(cfg, clean_shared_memory), batch_size=cfg.batch_size,
         collate_fn=BatchBuilder(cfg), num_workers=workers, drop_last=cfg.drop_last,
-        prefetch_factor=cfg.prefetch if workers else None, persistent_workers=workers > 0)
+        prefetch_factor=cfg.prefetch if workers else None,
+        persistent_workers=workers > 0 and cfg.format == "mds")
 
 
 def split_batch(batch: dict, microbatch_size: int | float) -> list[dict]:

@@ -111,39 +111,54 @@ def _text(array) -> str:
 class WdsSource(torch.utils.data.IterableDataset):
     """WebDataset tars read by DALI's ``readers.webdataset`` (with the .idx files).
 
-    Each (rank, worker) reads its own shard of the samples. Resumption skips the samples
-    already consumed in the epoch: exact, because the reader's order is fixed by the seed.
+    Each (rank, worker) reads its own shard of the samples; the reader's order is fixed by
+    ``seed`` and the epoch, which the loader advances in the main process (``begin_epoch``),
+    so workers must not be persistent. Resumption skips what each worker had yielded and
+    rotates the workers so the DataLoader's round-robin continues with the batch that was next.
 
     Args:
         folder: the folder of tars and .idx files.
+        batch_size: samples per batch (a DataLoader worker yields whole batches).
         shuffle: shuffle within the reader's buffer.
         seed: reader seed.
         rank: this process's rank.
         world: number of ranks.
     """
 
-    def __init__(self, folder: Path, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, folder: Path, batch_size: int, shuffle: bool, seed: int, rank: int = 0,
+                 world: int = 1):
         self.tars, self.indexes = wds_tars(folder)
-        self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
-        self.skip = 0
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world = rank, world
+        self.epoch, self.next_epoch = 0, 0
+        self.skip_batches, self.resume_batches = 0, 0
+
+    def begin_epoch(self) -> None:
+        """Called by the loader in the main process before each epoch's workers start."""
+        self.epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        self.skip_batches, self.resume_batches = self.resume_batches, 0
 
     def state_dict(self, num_samples: int, from_beginning: bool = True) -> dict:
-        return {"sample_in_epoch": num_samples}
+        """The position to resume from (``num_samples`` consumed in the current epoch)."""
+        return {"epoch": self.epoch, "sample_in_epoch": num_samples}
 
     def load_state_dict(self, state: dict) -> None:
-        self.skip = int(state["sample_in_epoch"])
+        self.next_epoch = int(state["epoch"])
+        self.resume_batches = int(state["sample_in_epoch"]) // self.batch_size
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        shard_id, num_shards = self.rank * workers + worker, self.world * workers
+        done, epoch = self.skip_batches, self.epoch
+        logical = (worker + done) % workers  # batch `done` (the next one) comes from worker 0
+        skip = len(range(logical, done, workers)) * self.batch_size
+        shard_id, num_shards = self.rank * workers + logical, self.world * workers
         pipe = _reader_pipeline(self.tars, self.indexes, shard_id, num_shards, self.shuffle,
-                                self.seed)
-        skip, self.skip = self.skip // num_shards, 0
+                                self.seed + epoch)
         for index in range(_shard_size(pipe, shard_id, num_shards)):
             video, text, meta, source = (out.at(0) for out in pipe.run())
             if index < skip:
                 continue
             name = Path(_text(source).split(":")[-1]).name
             yield {"key": name.rsplit(".", 1)[0], "video": np.array(video).tobytes(),
-                   "caption": _text(text), "meta": json.loads(_text(meta)), "epoch": 0}
+                   "caption": _text(text), "meta": json.loads(_text(meta)), "epoch": epoch}

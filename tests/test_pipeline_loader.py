@@ -119,11 +119,17 @@ def test_composer_trainer_microbatches_and_resumes_the_data_stream_exactly(pipel
     assert resumed.keys == whole.keys[2:]
 
 
-def test_wds_resume_skips_exactly_the_consumed_samples(pipeline_shards):
+def test_wds_resume_with_workers_continues_exactly_across_epochs(pipeline_shards):
     shards = pipeline_shards["vp9"]
-    full = _keys(build_dataloader(_config(shards, format="wds")))
-    resumed = build_dataloader(_config(shards, format="wds"))
-    resumed.dataset.load_state_dict(resumed.dataset.state_dict(num_samples=4,
-                                                                from_beginning=True))
-    assert _keys(resumed) == full[2:]
-    assert _keys(resumed) == full, "the skip applies once; the next epoch starts at the top"
+    config = _config(shards, format="wds", num_workers=2)
+    loader = build_dataloader(config)
+    first, second = _keys(loader), _keys(loader)
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) and first != second, (
+        "every epoch reads every sample, in a new order")
+    resumed = build_dataloader(config)
+    resumed.dataset.load_state_dict({"epoch": 0, "sample_in_epoch": 2})  # 1 batch, odd count
+    assert _keys(resumed) == first[1:]
+    assert _keys(resumed) == second, "the skip applies once; the next epoch is epoch 1"
+    late = build_dataloader(config)
+    late.dataset.load_state_dict(loader.dataset.state_dict(num_samples=4, from_beginning=True))
+    assert _keys(late) == second[2:]
