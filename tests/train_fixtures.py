@@ -1,53 +1,48 @@
-"""Small VP9 MDS shards for the training tests: synthetic clips cut to 2 s at 64x48 pixels.
+"""Small shards for the training tests, made by `vtp shard` from the synthetic test dataset.
 
-Small on purpose: the tiny model sees 32x32 crops of 8 frames, so decoding full 320x240 clips
-would only slow the CPU tests down. Written in the shard contract (MDS columns key, video,
-caption, meta) that `vtp shard` produces.
+16 clean clips (no caption or file defect, no duplicate), cut to 2 s, short side 48, VP9,
+MDS only: the tiny model sees 32x32 crops of 8 frames, so bigger clips would only slow the
+CPU tests down.
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pytest
 
-from tools.media import probe_frames
+from tools.cli import main as vtp_main
 
 NUM_CLIPS = 16
-VP9 = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k",
-       "-pix_fmt", "yuv420p", "-g", "16"]
+SHARD_ARGS = ["--format", "mds", "--codec", "vp9", "--short-side", "48", "--max-seconds", "2",
+              "--gop", "16", "--workers", "2", "--no-progress"]
 
 
-def small_vp9(src: Path, dst: Path, seconds: float = 2.0, height: int = 48) -> dict:
-    """Cuts ``src`` to ``seconds``, scales it to ``height`` and encodes VP9; returns its meta."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", f"file:{src}", "-t", str(seconds), "-an",
-                    "-vf", f"scale=-2:{height}", *VP9, f"file:{dst}"], check=True)
-    stream = probe_frames(dst)
-    num, den = (int(x) for x in stream["r_frame_rate"].split("/"))
-    return {"frames": stream["nb_read_frames"], "fps": num / den, "width": stream["width"],
-            "height": stream["height"], "codec": stream["codec_name"], "source": str(src)}
+def clean_rows(ground_truth: list[dict], count: int) -> list[str]:
+    """Video ids of the first ``count`` training rows without any injected defect."""
+    ids = [r["videoid"] for r in ground_truth if r["split"] == "train" and r["file_defect"] is None
+           and not r["caption_defects"] and r["dup_of"] is None]
+    assert len(ids) >= count, f"the synthetic test set has only {len(ids)} clean clips"
+    return ids[:count]
 
 
-def build_train_shards(clips: list[tuple[str, Path, str]], out: Path) -> Path:
-    """Writes ``clips`` (key, path, caption) as VP9 MDS shards under OUT/mds; returns OUT."""
-    from streaming import MDSWriter
-
-    (out / "videos").mkdir(parents=True, exist_ok=True)
-    columns = {"key": "str", "video": "bytes", "caption": "str", "meta": "json"}
-    with MDSWriter(out=str(out / "mds"), columns=columns, size_limit="64kb") as writer:
-        for key, src, caption in clips:
-            dst = out / "videos" / f"{key}.webm"
-            meta = small_vp9(src, dst)
-            writer.write({"key": key, "video": dst.read_bytes(), "caption": caption, "meta": meta})
-    return out
+def build_train_shards(synth_dir: Path, videoids: list[str], out: Path) -> Path:
+    """Runs `vtp shard` on the rows ``videoids`` of ``synth_dir``'s WebVid CSV; returns OUT."""
+    table = pacsv.read_csv(synth_dir / "results.csv",
+                           convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+    keep = pc.is_in(pc.cast(table["videoid"], "string"), value_set=pc.cast(videoids, "string"))
+    out.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(table.filter(keep), out / "manifest.csv")
+    code = vtp_main(["shard", str(out / "manifest.csv"), "--video-root",
+                     str(synth_dir / "videos"), "--out", str(out / "shards"), *SHARD_ARGS])
+    assert code == 0, f"vtp shard failed with status {code}"
+    return out / "shards"
 
 
 @pytest.fixture(scope="session")
 def train_shards(tmp_path_factory, synth_dir, ground_truth) -> Path:
-    """16 clean synthetic clips as small VP9 MDS shards (a `vtp shard` output folder)."""
-    usable = [r for r in ground_truth if r["split"] == "train" and r["file_defect"] is None
-              and r["caption_clean"] and r["dup_of"] is None][:NUM_CLIPS]
-    assert len(usable) == NUM_CLIPS, f"the synthetic test set has only {len(usable)} clean clips"
-    clips = [(r["videoid"], synth_dir / r["path"], r["caption_clean"]) for r in usable]
-    return build_train_shards(clips, tmp_path_factory.mktemp("train_shards"))
+    """A `vtp shard` output folder (holding mds/) with 16 clean synthetic clips."""
+    return build_train_shards(synth_dir, clean_rows(ground_truth, NUM_CLIPS),
+                              tmp_path_factory.mktemp("train_shards"))
