@@ -82,7 +82,8 @@ def multiscale_crop(height: int, width: int, scales: tuple[float, ...],
 
 
 def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,
-                   device_id: int | None = None, jpeg_frames: int = 0):
+                   device_id: int | None = None, jpeg_frames: int = 0,
+                   normalize: bool = True):
     """Builds the DALI pipeline; feed it the inputs by name, run it, get (B, C, T, H, W) float.
 
     Inputs: ``video`` (encoded clip) and ``frames`` (int32 indices); or, with ``jpeg_frames=T``,
@@ -96,6 +97,7 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
         image_size: output height and width.
         device_id: CUDA device for ``gpu``; ignored for ``cpu`` (DALI needs None there).
         jpeg_frames: 0 for the video decoder; T to decode T JPEG frames per sample instead.
+        normalize: float32 ImageNet-normalised output; False keeps uint8 (see normalize_video).
     """
     from nvidia.dali import fn, pipeline_def, types
 
@@ -120,11 +122,28 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
         flip = fn.external_source(name="flip", dtype=types.INT32)
         clip = fn.resize(clip, roi_start=roi_start, roi_end=roi_end,
                          size=[image_size, image_size], antialias=False)
+        if not normalize:
+            return fn.crop_mirror_normalize(clip, mirror=flip, output_layout="CFHW",
+                                            dtype=types.UINT8)
         return fn.crop_mirror_normalize(clip, mirror=flip, mean=list(MEAN_255),
                                         std=list(STD_255), output_layout="CFHW",
                                         dtype=types.FLOAT)
 
     return definition()
+
+
+def normalize_video(batch: dict) -> dict:
+    """uint8 video -> float32 ImageNet-normalised, on whatever device the batch is on.
+
+    Args:
+        batch: a batch dict whose ``video`` may be uint8 (B, C, T, H, W); float passes through.
+    """
+    video = batch["video"]
+    if video.dtype != torch.uint8:
+        return batch
+    scale = 1.0 / torch.tensor(STD_255, device=video.device).view(1, 3, 1, 1, 1)
+    shift = -torch.tensor(MEAN_255, device=video.device).view(1, 3, 1, 1, 1) * scale
+    return {**batch, "video": video.float().mul_(scale).add_(shift)}  # one float buffer
 
 
 def _last_line(err: Exception) -> str:
@@ -142,7 +161,8 @@ def _to_torch(outputs, device: str) -> torch.Tensor:
         return torch.from_dlpack(dense)
     from nvidia.dali.plugin.pytorch import feed_ndarray
 
-    target = torch.empty(dense.shape(), dtype=torch.float32, device="cuda")
+    dtype = torch.uint8 if str(dense.dtype).endswith("UINT8") else torch.float32
+    target = torch.empty(dense.shape(), dtype=dtype, device="cuda")
     feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream())
     return target
 
@@ -159,12 +179,13 @@ class VideoDecoder:
         num_threads: DALI CPU threads.
         image_size: output height and width.
         device_id: CUDA device for ``gpu``.
+        normalize: float32 normalised output (else uint8).
     """
 
     def __init__(self, device: str, batch_size: int, num_threads: int, image_size: int,
-                 device_id: int | None = None):
+                 device_id: int | None = None, normalize: bool = True):
         self.options = dict(device=device, num_threads=num_threads, image_size=image_size,
-                            device_id=device_id)
+                            device_id=device_id, normalize=normalize)
         self.batch_size = batch_size
         self._pipes: dict[int, object] = {}  # jpeg_frames (0: video decoder) -> pipeline
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.config import DataConfig
-from pipeline.decode import VideoDecoder, check_codec, multiscale_crop
+from pipeline.decode import VideoDecoder, check_codec, multiscale_crop, normalize_video
 from pipeline.masks import video_mask
 from pipeline.samplers import frame_indices, sample_rng
 from pipeline.sources import (
@@ -52,7 +52,7 @@ class BatchBuilder:
         if self._decoder is None:
             device_id = torch.cuda.current_device() if cfg.device == "gpu" else None
             self._decoder = VideoDecoder(cfg.device, cfg.batch_size, cfg.num_threads,
-                                         cfg.image_size, device_id)
+                                         cfg.image_size, device_id, not cfg.normalize_on_device)
             self._text = TextEncoder(cfg.tokenizer_path, cfg.text_max_length,
                                      cfg.text_mask_ratio, cfg.mlm_mode)
         return self._decoder, self._text
@@ -172,5 +172,7 @@ def build_dataspec(cfg: DataConfig, clean_shared_memory: bool = True):
     """
     from composer.core import DataSpec
 
+    transform = normalize_video if cfg.normalize_on_device else None
     return DataSpec(build_dataloader(cfg, clean_shared_memory), split_batch=split_batch,
-                    get_num_samples_in_batch=num_samples_in_batch)
+                    get_num_samples_in_batch=num_samples_in_batch,
+                    microbatch_transforms=transform)

@@ -7,6 +7,7 @@ from composer import Callback, Trainer
 from composer.models import ComposerModel
 
 from pipeline import DataConfig, build_dataloader, build_dataspec, split_batch
+from pipeline.decode import normalize_video
 
 SMALL = dict(batch_size=2, image_size=64, num_frames=8, stride=4, tubelet=(2, 16, 16),
              text_max_length=16, seed=3)
@@ -26,6 +27,15 @@ def test_batch_dict_contract(pipeline_shards):
     assert len(batch["keys"]) == 2 and set(batch["keys"]) <= set(pipeline_shards["vp9"].files)
     # Normalised with ImageNet statistics: roughly zero-centred, not 0-255.
     assert -3 < batch["video"].mean() < 3 and batch["video"].std() < 5
+
+
+def test_uint8_hand_over_normalises_to_the_same_video(pipeline_shards):
+    shards = pipeline_shards["vp9"]
+    floats = next(iter(build_dataloader(_config(shards))))
+    raw = next(iter(build_dataloader(_config(shards, normalize_on_device=True), False)))
+    assert raw["video"].dtype == torch.uint8 and raw["keys"] == floats["keys"]
+    assert torch.allclose(normalize_video(raw)["video"], floats["video"], atol=1e-4)
+    assert normalize_video(floats)["video"] is floats["video"]
 
 
 def test_split_batch_makes_microbatches_that_concatenate_back(pipeline_shards):
@@ -77,6 +87,7 @@ class TinyModel(ComposerModel):
         self.seen: list[int] = []
 
     def forward(self, batch):
+        assert batch["video"].dtype == torch.float32, "the model always gets float video"
         self.seen.append(len(batch["keys"]))
         pooled = batch["video"].mean(dim=(2, 3, 4))
         masked = batch["video_mask"].float().mean(1, keepdim=True)
@@ -94,9 +105,10 @@ class KeyRecorder(Callback):
         self.keys.append(list(state.batch["keys"]))
 
 
-def _train(shards, duration: str, tmp_path, **kwargs) -> tuple[KeyRecorder, Trainer]:
+def _train(shards, duration: str, tmp_path, data=None, **kwargs) -> tuple[KeyRecorder, Trainer]:
     recorder, model = KeyRecorder(), TinyModel()
-    trainer = Trainer(model=model, train_dataloader=build_dataspec(_config(shards), False),
+    spec = build_dataspec(_config(shards, **(data or {})), False)
+    trainer = Trainer(model=model, train_dataloader=spec,
                       max_duration=duration, device="cpu", callbacks=[recorder],
                       optimizers=torch.optim.SGD(model.parameters(), lr=0.01),
                       progress_bar=False, log_to_console=False, seed=0, **kwargs)
@@ -108,7 +120,8 @@ def _train(shards, duration: str, tmp_path, **kwargs) -> tuple[KeyRecorder, Trai
 def test_composer_trainer_microbatches_and_resumes_the_data_stream_exactly(pipeline_shards,
                                                                            tmp_path):
     shards = pipeline_shards["vp9"]
-    whole, trainer = _train(shards, "4ba", tmp_path, device_train_microbatch_size=1)
+    whole, trainer = _train(shards, "4ba", tmp_path, device_train_microbatch_size=1,
+                            data={"normalize_on_device": True})
     assert len(whole.keys) == 4 and trainer.state.model.seen == [1] * 8, (
         "2-sample batches must reach the model as 1-sample microbatches")
     _train(shards, "2ba", tmp_path, save_folder=str(tmp_path / "ckpt"), save_interval="2ba")
