@@ -41,6 +41,14 @@ class VTPComposerModel(ComposerModel):
         if flops_per_batch is not None:
             self.flops_per_batch = flops_per_batch
 
+    def get_extra_state(self) -> dict[str, Any]:
+        # Saved in every checkpoint as "_extra_state": the checkpoint then describes its model.
+        return {"model_config": self.model.config.to_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        # A run may load a checkpoint with other loss weights; shapes are checked by the weights.
+        self.checkpoint_model_config = state.get("model_config")
+
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)
 

@@ -23,6 +23,7 @@ from train_fixtures import train_shards  # noqa: F401  (session fixture)
 import recipes
 from model import flops_per_batch
 from model.synthetic import random_batch
+from recipes.checkpoint import load_trained_model
 from recipes.config import load_recipe
 from recipes.train import build_model
 
@@ -108,6 +109,13 @@ def test_tiny_recipe_trains_with_finite_falling_losses(straight_run):
     # saved every 3 batches and at the end; the recipe keeps the newest two
     assert checkpoints == {"ep1-ba6-rank0.pt", "ep1-ba8-rank0.pt", "latest-rank0.pt"}
     assert list((work / "tb").rglob("events.out.tfevents.*")), "no TensorBoard events written"
+    trained = load_trained_model(work / "ckpt" / "latest-rank0.pt")
+    assert trained.config == load_recipe(TINY).model, "the checkpoint carries its ModelConfig"
+    saved = torch.load(work / "ckpt" / "ep1-ba8-rank0.pt", weights_only=False)["state"]["model"]
+    assert torch.equal(trained.mask_token, saved["model.mask_token"])
+    assert not torch.equal(trained.mask_token, build_model(load_recipe(TINY)).model.mask_token)
+    with torch.no_grad():
+        assert trained.encode_video(random_batch(trained.config, 2)["video"]).shape == (2, 128)
     log = (work / "log-rank0.txt").read_text()
     assert "recipe.trainer.global_batch_size: 4" in log and "loss/train/mvm" in log
 
