@@ -214,3 +214,18 @@ def test_window_fps_and_short_side_are_applied(ground_truth, synth_dir, tmp_path
     meta = check_output(tmp_path / "out.mp4", "h264")
     assert (meta["frames"], meta["fps"], meta["height"]) == (16, 8.0, 64)
     assert meta["width"] == round(64 * clip["width"] / clip["height"] / 2) * 2
+
+
+def test_one_bad_output_in_a_decode_batch_is_named(ground_truth, synth_dir, tmp_path):
+    from tools.shard.check import CheckError, check_outputs
+    from tools.shard.transcode import transcode
+
+    clip = next(g for g in ground_truth if g["split"] == "train" and g["file_defect"] is None)
+    good = tmp_path / "good.mp4"
+    transcode(synth_dir / clip["path"], good, TranscodeOptions(short_side=64))
+    data = good.read_bytes()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(data[: len(data) // 2])  # faststart: the index survives, half the frames do not
+    checked = check_outputs([good, bad, good], "h264")
+    assert checked[0] == checked[2] and checked[0]["frames"] == clip["num_frames"]
+    assert isinstance(checked[1], CheckError) and str(checked[1]).startswith("ffmpeg decode: ")

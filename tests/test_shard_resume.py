@@ -82,7 +82,7 @@ def _command(small: Path, synth_dir: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "tools.cli", "shard", str(small), "--video-root",
             str(synth_dir / "videos"), "--out", str(out), "--workers", "2", "--shard-size",
             str(SHARD_SIZE), "--short-side", str(OPTIONS["short_side"]), "--max-seconds",
-            str(OPTIONS["max_seconds"]), "--no-progress"]
+            str(OPTIONS["max_seconds"]), "--batch", "1", "--no-progress"]
 
 
 def _run_and_kill(command: list[str], out: Path, markers: int, delay: float) -> int:
@@ -188,17 +188,17 @@ def test_merge_refuses_a_key_in_two_parts(parts, tmp_path):
         merge([parts[0], copy], tmp_path / "d")
 
 
-def _segfault_on_bad(item: WorkItem) -> Result:
+def _segfault_on_bad(batch: list[WorkItem]) -> list[Result]:
     """A stand-in for a decoder that crashes on one input (module level: spawned workers import it)."""
-    if item.key == "bad":
+    if any(item.key == "bad" for item in batch):
         os.kill(os.getpid(), signal.SIGSEGV)
-    return Result(item.key, item.caption, "ok")
+    return [Result(item.key, item.caption, item.source, "ok") for item in batch]
 
 
 def test_a_crashing_worker_fails_only_its_sample():
     keys = ["a", "b", "bad", "c", "d", "e", "f"]
     items = [WorkItem(key=k, caption=k, source=k) for k in keys]
-    results = list(results_in_order(items, _segfault_on_bad, workers=2))
+    results = list(results_in_order(items, _segfault_on_bad, workers=2, batch=3))
     assert [r.key for r in results] == keys
     assert [r.status for r in results] == ["failed" if k == "bad" else "ok" for k in keys]
     assert results[2].reason.startswith("worker crashed")

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="parallel processes (default: all cores)")
     parser.add_argument("--shard-size", type=int, default=256, help="inputs per shard group (unit of resume)")
+    parser.add_argument("--batch", type=int, default=4,
+                        help="samples per pool task, decode-checked by one ffmpeg (default %(default)s)")
     parser.add_argument("--num-workers", type=int, default=1, help="machines sharing the input")
     parser.add_argument("--worker-index", type=int, default=0, help="this machine's part, 0-based")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per ffmpeg call")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         config = ShardConfig(
             out=args.out, format=args.format, transcode=options, workers=args.workers,
             shard_size=args.shard_size, num_workers=args.num_workers,
-            worker_index=args.worker_index, progress=not args.no_progress)
+            worker_index=args.worker_index, progress=not args.no_progress, batch=args.batch)
         items, dropped = load_items(args.manifest, args.video_root, args.v2d_tars)
         summary = shard(items, config)
     except (ValueError, InputError, SettingsMismatch) as err:

@@ -1,22 +1,24 @@
-"""Probe and decode-check a transcoded clip before it may enter a shard.
+"""Decode-check transcoded clips before they may enter a shard.
 
 One sample DALI cannot decode kills a whole DALI pipeline, so every output is decoded once
-here, with the decoder family the training pipeline uses: DALI's CPU ``decoders.video`` for
-VP9 and MJPEG, and a full ffmpeg decode for H.264 (DALI's CPU decoder has no H.264; on a GPU
-the pipeline uses NVDEC). The frame count written to ``meta`` is the count the decoder gave.
+here: in full by ffmpeg (the check for H.264, which DALI's CPU decoder lacks; on a GPU the
+pipeline uses NVDEC), and also by DALI's CPU ``decoders.video`` for VP9 and MJPEG, the
+decoder the CPU pipeline uses. Both must agree. The frame count written to ``meta`` is the
+count the decoders gave.
+
+Several clips are decoded by one ffmpeg process: on short clips, starting ffmpeg costs more
+CPU than decoding. When a batch fails, each clip is decoded alone to name the bad one.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 from tools.shard.transcode import CODECS, ffmpeg_message
 
-FFPROBE_CODEC = {"h264": "h264", "vp9": "vp9", "mjpeg": "mjpeg"}
 DALI_CODECS = ("vp9", "mjpeg")
 
 
@@ -24,36 +26,48 @@ class CheckError(RuntimeError):
     """The output failed a check; the message says which one and why."""
 
 
-def probe(path: Path, codec: str, timeout: float = 600.0, count: bool = True) -> dict:
-    """Reads the stream facts of ``path`` with ffprobe; with ``count``, decodes every frame.
+def _decode_command(paths: list[Path], crcs: list[Path], codec: str) -> list[str]:
+    inputs = [arg for p in paths for arg in
+              ("-f", CODECS[codec].muxer, "-protocol_whitelist", "file", "-i", f"file:{p.absolute()}")]
+    # framecrc: one line per decoded frame, plus the stream's size and time base.
+    outputs = [arg for i, crc in enumerate(crcs) for arg in
+               ("-map", f"{i}:v:0", "-fps_mode", "passthrough", "-f", "framecrc", f"file:{crc.absolute()}")]
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-xerror", "-y", *inputs, *outputs]
+
+
+def _parse_framecrc(text: str, codec: str) -> dict:
+    header = dict(line[1:].split(": ", 1) for line in text.splitlines() if line.startswith("#") and ": " in line)
+    frames = [line.split(",") for line in text.splitlines() if line and not line.startswith("#")]
+    if not frames or "dimensions 0" not in header:
+        raise CheckError("ffmpeg decode: no frames decoded from the output")
+    width, height = (int(v) for v in header["dimensions 0"].split("x"))
+    duration = Fraction(header["tb 0"]) * max(int(frames[0][3]), 1)
+    return {"frames": len(frames), "fps": round(float(1 / duration), 3), "width": width,
+            "height": height, "codec": codec}
+
+
+def ffmpeg_decode(paths: list[Path], codec: str, timeout: float = 600.0) -> list[dict]:
+    """Decodes every frame of every clip in one ffmpeg process.
 
     Returns:
-        dict with frames (-1 without ``count``), fps, width, height, codec.
+        per clip: frames, fps, width, height, codec.
 
     Raises:
-        CheckError: ffprobe failed, found no video, the wrong codec or no frames.
+        CheckError: ffmpeg reported any error (``-xerror`` stops at the first one) or a clip
+            has no frames.
     """
-    command = ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-f", CODECS[codec].muxer,
-               *(["-count_frames"] if count else []), "-select_streams", "v:0", "-show_entries",
-               "stream=codec_name,width,height,nb_read_frames,r_frame_rate", "-of", "json",
-               f"file:{Path(path).absolute()}"]
+    crcs = [p.with_name(f"{p.name}.crc") for p in paths]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(_decode_command(paths, crcs, codec), capture_output=True,
+                                text=True, timeout=timeout)
     except subprocess.TimeoutExpired as err:
-        raise CheckError(f"ffprobe: timed out after {timeout:.0f} s") from err
-    if result.returncode != 0:
-        raise CheckError(f"ffprobe: {ffmpeg_message(result.stderr, path)}")
-    streams = json.loads(result.stdout or "{}").get("streams", [])
-    if not streams:
-        raise CheckError("ffprobe: no video stream in the output")
-    stream = streams[0]
-    if stream.get("codec_name") != FFPROBE_CODEC[codec]:
-        raise CheckError(f"ffprobe: output codec is {stream.get('codec_name')}, expected {codec}")
-    frames = int(stream.get("nb_read_frames") or 0) if count else -1
-    if count and frames < 1:
-        raise CheckError("ffprobe: the output has no decodable frames")
-    return {"frames": frames, "fps": float(Fraction(stream["r_frame_rate"])),
-            "width": int(stream["width"]), "height": int(stream["height"]), "codec": codec}
+        raise CheckError(f"ffmpeg decode: timed out after {timeout:.0f} s") from err
+    if result.returncode != 0 or result.stderr.strip():
+        message = result.stderr
+        for p in paths:
+            message = ffmpeg_message(message, p)
+        raise CheckError(f"ffmpeg decode: {message}")
+    return [_parse_framecrc(crc.read_text(), codec) for crc in crcs]
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,17 +109,48 @@ def dali_frames(data: bytes) -> tuple[int, int, int]:
     return int(frames), int(height), int(width)
 
 
+def _dali_agrees(path: Path, meta: dict) -> dict:
+    frames, height, width = dali_frames(path.read_bytes())
+    if (frames, height, width) != (meta["frames"], meta["height"], meta["width"]):
+        raise CheckError(f"dali: decoded {frames} frames of {width}x{height}, ffmpeg "
+                         f"{meta['frames']} of {meta['width']}x{meta['height']}")
+    return meta
+
+
+def check_outputs(paths: list[Path], codec: str, timeout: float = 600.0) -> list[dict | CheckError]:
+    """Decode-checks transcoded clips; per clip, its ``meta`` (without source) or the error.
+
+    Args:
+        paths: the clips, all in ``codec``'s container.
+        codec: the codec they were encoded with.
+        timeout: seconds for one ffmpeg decode.
+    """
+    if not paths:
+        return []
+    try:
+        metas = ffmpeg_decode(paths, codec, timeout)
+    except CheckError as err:
+        if len(paths) == 1:
+            return [err]
+        return [check_outputs([p], codec, timeout)[0] for p in paths]
+    if codec not in DALI_CODECS:
+        return metas
+    checked: list[dict | CheckError] = []
+    for path, meta in zip(paths, metas, strict=True):
+        try:
+            checked.append(_dali_agrees(path, meta))
+        except CheckError as err:
+            checked.append(err)
+    return checked
+
+
 def check_output(path: Path, codec: str, timeout: float = 600.0) -> dict:
-    """Probes and decode-checks one transcoded clip; returns its ``meta`` (without source).
+    """Decode-checks one clip; returns its ``meta`` (without source).
 
     Raises:
-        CheckError: which check failed and the tool's own message.
+        CheckError: which check failed and the decoder's own message.
     """
-    if codec not in DALI_CODECS:
-        return probe(path, codec, timeout)  # the full ffmpeg decode is the check
-    meta = probe(path, codec, timeout, count=False)
-    frames, height, width = dali_frames(Path(path).read_bytes())
-    if frames < 1 or (height, width) != (meta["height"], meta["width"]):
-        raise CheckError(f"dali: decoded {frames} frames of {width}x{height}, ffprobe says "
-                         f"{meta['width']}x{meta['height']}")
-    return {**meta, "frames": frames}
+    (meta,) = check_outputs([Path(path)], codec, timeout)
+    if isinstance(meta, CheckError):
+        raise meta
+    return meta

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from tools.shard.inputs import WorkItem
 from tools.shard.transcode import TranscodeOptions
-from tools.shard.worker import Result, process
+from tools.shard.worker import Result, process_batch
 from tools.shard.writers import (
     clear_group,
     clear_temporaries,
@@ -63,6 +63,7 @@ class ShardConfig:
         num_workers: machines sharing the input (each writes its own ``out``).
         worker_index: which part of the input this machine does, 0-based.
         progress: show a tqdm bar.
+        batch: samples per pool task; their outputs are decode-checked by one ffmpeg process.
     """
 
     out: Path
@@ -73,12 +74,13 @@ class ShardConfig:
     num_workers: int = 1
     worker_index: int = 0
     progress: bool = True
+    batch: int = 4
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
-        if self.workers < 1 or self.shard_size < 1 or self.num_workers < 1:
-            raise ValueError("workers, shard_size and num_workers must be >= 1")
+        if min(self.workers, self.shard_size, self.num_workers, self.batch) < 1:
+            raise ValueError("workers, shard_size, num_workers and batch must be >= 1")
         if not 0 <= self.worker_index < self.num_workers:
             raise ValueError(f"worker_index must be in [0, {self.num_workers}), got {self.worker_index}")
 
@@ -120,53 +122,60 @@ def _check_settings(out: Path, settings: dict) -> None:
 def _row(result: Result, shard: str, nbytes: int) -> dict:
     return {"key": result.key, "status": result.status, "reason": result.reason, "bytes": nbytes,
             "seconds": round(result.seconds, 3), "shard": shard if result.status == "ok" else "",
-            "frames": result.meta.get("frames", 0), "source": result.meta.get("source", "")}
+            "frames": result.meta.get("frames", 0), "source": result.source}
 
 
-def _pool_results(items: list[WorkItem], work: Callable, workers: int) -> Iterator[Result]:
-    """Results in input order. At most two per worker are in flight, so memory stays bounded
-    and the pool never runs far ahead of the writer (a kill loses little finished work)."""
+def _pool_results(batches: list[list[WorkItem]], work: Callable, workers: int) -> Iterator[list[Result]]:
+    """Results in input order. At most two tasks per worker are in flight, so memory stays
+    bounded and the pool never runs far ahead of the writer (a kill loses little work)."""
     # spawn: the parent may hold DALI or torch threads, which a forked child must not inherit.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(work, item))
+        for batch in batches:
+            pending.append(pool.submit(work, batch))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def _isolated(item: WorkItem, work: Callable) -> Result:
-    """Runs one item alone, so that a crash (a decoder's segfault) is pinned on that item."""
+def _isolated(batch: list[WorkItem], work: Callable) -> list[Result]:
+    """Runs a batch alone, then its samples one by one, to pin a crash (a decoder's segfault)
+    on the sample that caused it."""
     try:
-        return next(_pool_results([item], work, 1))
+        return next(_pool_results([batch], work, 1))
     except BrokenProcessPool:
-        return Result(item.key, item.caption, "failed",
-                      reason="worker crashed: the process died while transcoding or checking")
+        if len(batch) > 1:
+            return [r for item in batch for r in _isolated([item], work)]
+        item = batch[0]
+        return [Result(item.key, item.caption, item.source,
+                       reason="worker crashed: the process died while transcoding or checking")]
 
 
-def results_in_order(items: list[WorkItem], work: Callable, workers: int) -> Iterator[Result]:
-    """``work(item)`` for every item, in order, on ``workers`` processes; a crashed worker
-    fails only the sample it was on, and the run goes on with a fresh pool."""
+def results_in_order(items: list[WorkItem], work: Callable, workers: int,
+                     batch: int = 1) -> Iterator[Result]:
+    """Results of ``work(list of items)`` for every item, in order, ``batch`` items per task on
+    ``workers`` processes. A crashed worker fails only the sample it was on; the run goes on
+    with a fresh pool."""
+    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
     done = 0
-    while done < len(items):
+    while done < len(batches):
         try:
-            for result in _pool_results(items[done:], work, workers):
+            for results in _pool_results(batches[done:], work, workers):
                 done += 1
-                yield result
+                yield from results
         except BrokenProcessPool:
-            # Any in-flight item may be the culprit: the next one in order runs alone.
-            yield _isolated(items[done], work)
+            # Any in-flight task may hold the culprit: the next one in order runs alone.
+            yield from _isolated(batches[done], work)
             done += 1
 
 
 def _results(groups: dict[str, list[WorkItem]], config: ShardConfig) -> Iterator[Result]:
     items = [item for group in groups.values() for item in group]
     (config.out / "tmp").mkdir(parents=True, exist_ok=True)
-    work = partial(process, options=config.transcode, tmp_root=str(config.out / "tmp"))
-    return results_in_order(items, work, config.workers)
+    work = partial(process_batch, options=config.transcode, tmp_root=str(config.out / "tmp"))
+    return results_in_order(items, work, config.workers, config.batch)
 
 
 def _write(name: str, results: list[Result], config: ShardConfig) -> list[dict]:

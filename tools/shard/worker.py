@@ -1,4 +1,4 @@
-"""One sample's work, run in a pool process: transcode, check, hand back bytes or a reason."""
+"""A pool task: transcode a few samples, decode-check them together, hand back bytes or reasons."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.shard.check import CheckError, check_output
+from tools.shard.check import CheckError, check_outputs
 from tools.shard.inputs import WorkItem
 from tools.shard.transcode import CODECS, TranscodeError, TranscodeOptions, transcode
 
@@ -19,7 +19,8 @@ class Result:
 
     key: str
     caption: str
-    status: str
+    source: str
+    status: str = "failed"
     reason: str = ""
     data: bytes = b""
     meta: dict = field(default_factory=dict)
@@ -37,34 +38,53 @@ def _input_file(item: WorkItem, folder: Path) -> Path:
     return copy
 
 
-def _encode(item: WorkItem, options: TranscodeOptions, folder: Path) -> tuple[bytes, dict]:
+def _transcode(item: WorkItem, options: TranscodeOptions, folder: Path) -> Path:
+    folder.mkdir()
     src = _input_file(item, folder)
     if src.stat().st_size == 0:
         raise TranscodeError("empty file: 0 bytes")
     dst = folder / f"output.{CODECS[options.codec].ext}"
     transcode(src, dst, options)
-    meta = check_output(dst, options.codec, options.timeout)
-    return dst.read_bytes(), {**meta, "source": item.source}
+    return dst
 
 
-def process(item: WorkItem, options: TranscodeOptions, tmp_root: str | None = None) -> Result:
-    """Transcodes and checks one sample; never raises for a bad sample.
+def _check(done: list[tuple[Result, Path]], options: TranscodeOptions) -> None:
+    start = time.perf_counter()
+    checked = check_outputs([path for _, path in done], options.codec, options.timeout)
+    share = (time.perf_counter() - start) / max(len(done), 1)
+    for (result, path), meta in zip(done, checked, strict=True):
+        result.seconds += share
+        if isinstance(meta, CheckError):
+            result.reason = str(meta)
+        else:
+            result.status, result.data = "ok", path.read_bytes()
+            result.meta = {**meta, "source": result.source}
+
+
+def process_batch(items: list[WorkItem], options: TranscodeOptions,
+                  tmp_root: str | None = None) -> list[Result]:
+    """Transcodes each sample, then decode-checks all outputs at once; never raises for a bad
+    sample.
 
     Args:
-        item: the sample.
+        items: a few consecutive samples.
         options: the output format.
         tmp_root: where scratch files go (removed before returning).
     """
-    start = time.perf_counter()
-    result = Result(item.key, item.caption, "failed", reason=item.error or "")
-    if item.error is None:
-        folder = Path(tempfile.mkdtemp(prefix="vtp-shard-", dir=tmp_root))
-        try:
-            result.data, result.meta = _encode(item, options, folder)
-            result.status = "ok"
-        except (TranscodeError, CheckError, OSError) as err:
-            result.reason = str(err)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    result.seconds = time.perf_counter() - start
-    return result
+    folder = Path(tempfile.mkdtemp(prefix="vtp-shard-", dir=tmp_root))
+    results, done = [], []
+    try:
+        for i, item in enumerate(items):
+            start = time.perf_counter()
+            result = Result(item.key, item.caption, item.source, reason=item.error or "")
+            if item.error is None:
+                try:
+                    done.append((result, _transcode(item, options, folder / str(i))))
+                except (TranscodeError, OSError) as err:
+                    result.reason = str(err)
+            result.seconds = time.perf_counter() - start
+            results.append(result)
+        _check(done, options)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return results
