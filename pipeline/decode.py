@@ -108,20 +108,23 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, prefetch_queue_depth=1,
                   device_id=device_id if device == "gpu" else None, exec_dynamic=True)
     def definition():
-        if jpeg_frames:
-            images = [fn.decoders.image(fn.external_source(name=f"jpeg{t}", dtype=types.UINT8),
-                                        device=decoder_device, output_type=types.RGB)
-                      for t in range(jpeg_frames)]
+        roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
+        roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
+        flip = fn.external_source(name="flip", dtype=types.INT32)
+
+        def crop_resize(frames):
+            return fn.resize(frames, roi_start=roi_start, roi_end=roi_end,
+                             size=[image_size, image_size], antialias=False)
+
+        if jpeg_frames:  # resized before stacking: the stack then copies the smaller frames
+            images = [crop_resize(fn.decoders.image(
+                fn.external_source(name=f"jpeg{t}", dtype=types.UINT8),
+                device=decoder_device, output_type=types.RGB)) for t in range(jpeg_frames)]
             clip = fn.stack(*images, axis=0, axis_name="F")
         else:
             video = fn.external_source(name="video", dtype=types.UINT8)
             frames = fn.external_source(name="frames", dtype=types.INT32)
-            clip = fn.decoders.video(video, frames=frames, device=decoder_device)
-        roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
-        roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
-        flip = fn.external_source(name="flip", dtype=types.INT32)
-        clip = fn.resize(clip, roi_start=roi_start, roi_end=roi_end,
-                         size=[image_size, image_size], antialias=False)
+            clip = crop_resize(fn.decoders.video(video, frames=frames, device=decoder_device))
         if not normalize:
             return fn.crop_mirror_normalize(clip, mirror=flip, output_layout="CFHW",
                                             dtype=types.UINT8)
