@@ -47,3 +47,22 @@ def test_show_batch_on_h264_with_cpu_is_a_usage_error(pipeline_shards, tmp_path,
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "h264" in err and "vtp shard --codec vp9" in err
+
+
+def test_pipeline_reads_what_vtp_shard_writes(synth_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline import DataConfig, build_dataloader
+
+    out = tmp_path / "shards"
+    assert main(["shard", str(synth_dir / "results.csv"), "--video-root", str(synth_dir / "videos"),
+                 "--out", str(out), "--codec", "mjpeg", "--max-seconds", "4", "--workers", "2",
+                 "--no-progress"]) == 0
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    ok = {row["key"] for row in manifest if row["status"] == "ok"}
+    assert ok
+    for fmt in ("mds", "wds"):
+        cfg = DataConfig(path=str(out), format=fmt, batch_size=4, image_size=64,
+                         text_max_length=16)
+        batch = next(iter(build_dataloader(cfg, clean_shared_memory=False)))
+        assert set(batch["keys"]) <= ok and batch["video"].shape == (4, 3, 16, 64, 64)
