@@ -6,6 +6,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline import CodecError, CorruptSampleError, DataConfig, build_dataloader
 from pipeline.config import MEAN_255, STD_255
@@ -121,3 +122,19 @@ def test_mjpeg_jpeg_frame_route_matches_the_video_decoder(pipeline_shards):
     by_jpeg, by_video = decoder(feeds, keys, ["mjpeg"] * 4), decoder(feeds, keys, None)
     assert (by_jpeg - by_video).abs().mean() < 0.02  # normalised units: < 1 grey level
     assert jpeg_frames(np.frombuffer(b"RIFF....WAVE", np.uint8), np.array([0])) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU for DALI's mixed decoder; the same pipeline "
+                           "definition is checked against ffmpeg on the CPU above")
+@pytest.mark.parametrize("codec", ["vp9", "mjpeg"])
+def test_gpu_decoding_matches_cpu_decoding(pipeline_shards, codec):
+    shards = pipeline_shards[codec]
+    base = dict(path=str(shards.root), batch_size=2, image_size=64, shuffle=False)
+    cpu = next(iter(build_dataloader(DataConfig(**base))))
+    gpu = next(iter(build_dataloader(DataConfig(**base, device="gpu"))))
+    assert gpu["video"].is_cuda and gpu["keys"] == cpu["keys"]
+    assert (gpu["video"].cpu() - cpu["video"]).abs().mean() < 0.05
+    h264 = next(iter(build_dataloader(DataConfig(path=str(pipeline_shards["h264"].root),
+                                                 batch_size=2, image_size=64, device="gpu"))))
+    assert h264["video"].shape == (2, 3, 16, 64, 64)
