@@ -113,6 +113,9 @@ class TrainerConfig:
         autoresume: resume from the latest checkpoint in ``save_folder`` (needs ``run_name``).
         load_path: a checkpoint to start from (ignored when autoresume finds one).
         clip_grad_norm: gradient clipping threshold; None (SimVTP) clips nothing.
+        torch_threads: intra-op CPU threads of torch in each process; None keeps torch's
+            default (all cores). On small CPUs 1 leaves the other cores to DALI's decoders:
+            on 2 busy cores the tiny recipe ran 8x faster with 1 than with 2.
     """
 
     max_duration: str = "1ep"
@@ -126,9 +129,12 @@ class TrainerConfig:
     autoresume: bool = False
     load_path: str | None = None
     clip_grad_norm: float | None = None
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
         _check_time("trainer.max_duration", self.max_duration)
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"trainer.torch_threads must be >= 1, got {self.torch_threads}")
         _check_time("trainer.save_interval", self.save_interval)
         if self.global_batch_size < 1:
             raise ValueError(f"trainer.global_batch_size must be >= 1, got {self.global_batch_size}")

@@ -26,7 +26,7 @@ from recipes.composer_model import VTPComposerModel
 from recipes.config import RecipeConfig, RecipeError, load_recipe
 from recipes.optim import build_optimizer, build_scheduler
 
-__all__ = ["train_from_yaml", "build_trainer", "build_model"]
+__all__ = ["train_from_yaml", "build_trainer", "build_model", "summary"]
 
 
 def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
@@ -41,6 +41,19 @@ def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
     trainer = build_trainer(load_recipe(path, overrides), callbacks)
     trainer.fit()
     return trainer
+
+
+def summary(trainer: Trainer) -> str:
+    """One paragraph on a finished fit: steps, samples, speed, last losses, last checkpoint."""
+    state, ts = trainer.state, trainer.state.timestamp
+    seconds = ts.total_wct.total_seconds()
+    losses = ", ".join(f"{k.removeprefix('loss/train/')} {v:.4f}"
+                       for k, v in (getattr(state, "total_loss_dict", None) or {}).items())
+    saved = trainer.saved_checkpoints
+    return (f"run {state.run_name}: {int(ts.batch)} batches, {int(ts.sample)} samples, "
+            f"{int(ts.epoch)} full epochs in {seconds:.0f} s of training "
+            f"({int(ts.sample) / max(seconds, 1e-9):.1f} samples/s); last batch losses: "
+            f"{losses or 'none'}; last checkpoint: {saved[-1] if saved else 'none'}")
 
 
 def build_model(recipe: RecipeConfig) -> VTPComposerModel:
@@ -61,6 +74,8 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
         callbacks: extra callbacks, added after the recipe's own.
     """
     device = _device(recipe)
+    if recipe.trainer.torch_threads:
+        torch.set_num_threads(recipe.trainer.torch_threads)
     data_cfg = _data_config(recipe, device)  # the world size comes from the launcher's env
     dist.initialize_dist(device)
     model = build_model(recipe)

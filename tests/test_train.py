@@ -38,7 +38,7 @@ def _overrides(shards: Path, work: Path, max_batches: int, batch: int = 4) -> li
             f"trainer.max_duration={max_batches}ba", "trainer.save_interval=3ba",
             f"trainer.save_folder={work}/ckpt", "scheduler.t_warmup=2ba",
             f"callbacks.batch_log={work}/batches-rank{{rank}}.jsonl", "callbacks.speed_window=2",
-            "loggers.console=false", f"loggers.file={work}/log-rank{{rank}}.txt", f"loggers.tensorboard={work}/tb"]
+            "loggers.console=false", "loggers.progress_bar=false", f"loggers.file={work}/log-rank{{rank}}.txt", f"loggers.tensorboard={work}/tb"]
 
 
 def _command(overrides: list[str], nproc: int = 1) -> list[str]:
@@ -52,11 +52,12 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def _train(work: Path, overrides: list[str], nproc: int = 1) -> None:
+def _train(work: Path, overrides: list[str], nproc: int = 1) -> str:
     work.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(_command(overrides, nproc), cwd=work, env=_env(), capture_output=True,
                           text=True, timeout=TIMEOUT)
     assert done.returncode == 0, f"training failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
 
 
 def _batches(work: Path, rank: int = 0) -> list[dict]:
@@ -84,7 +85,9 @@ def _train_until_killed(work: Path, overrides: list[str], kill_after: int) -> No
 def straight_run(tmp_path_factory, train_shards) -> tuple[Path, list[dict]]:  # noqa: F811
     """8 uninterrupted batches of 4 (two epochs of the 16 clips), checkpoints every 3."""
     work = tmp_path_factory.mktemp("straight")
-    _train(work, _overrides(train_shards, work, 8))
+    stdout = _train(work, _overrides(train_shards, work, 8))
+    assert "run tiny-synthetic: 8 batches, 32 samples, 2 full epochs" in stdout, stdout[-2000:]
+    assert "last checkpoint: " in stdout and "ep1-ba8-rank0.pt" in stdout
     return work, _batches(work)
 
 

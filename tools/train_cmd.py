@@ -18,12 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from recipes.config import RecipeError
-    from recipes.train import train_from_yaml
+    from recipes.train import summary, train_from_yaml
     from tools.cli import UsageError
 
     try:  # recipe errors surface before the first step, as a usage error naming the key
         trainer = train_from_yaml(args.recipe, args.overrides)
     except RecipeError as err:
         raise UsageError(str(err)) from err
+    print(summary(trainer), flush=True)
     trainer.close()
     return 0
