@@ -1,10 +1,10 @@
 """Decode-check transcoded clips before they may enter a shard.
 
 One sample DALI cannot decode kills a whole DALI pipeline, so every output is decoded once
-here: in full by ffmpeg (the check for H.264, which DALI's CPU decoder lacks; on a GPU the
-pipeline uses NVDEC), and also by DALI's CPU ``decoders.video`` for VP9 and MJPEG, the
-decoder the CPU pipeline uses. Both must agree. The frame count written to ``meta`` is the
-count the decoders gave.
+here: H.264 in full by ffmpeg (DALI's CPU decoder lacks H.264; on a GPU the pipeline uses
+NVDEC), VP9 and MJPEG by DALI's CPU ``decoders.video``, the decoder the CPU pipeline uses,
+whose frame count must match the packets ffmpeg reads. The frame count written to ``meta``
+is the count the decoder gave.
 
 Several clips are decoded by one ffmpeg process: on short clips, starting ffmpeg costs more
 CPU than decoding. When a batch fails, each clip is decoded alone to name the bad one.
@@ -29,10 +29,24 @@ class CheckError(RuntimeError):
 def _decode_command(paths: list[Path], crcs: list[Path], codec: str) -> list[str]:
     inputs = [arg for p in paths for arg in
               ("-f", CODECS[codec].muxer, "-protocol_whitelist", "file", "-i", f"file:{p.absolute()}")]
-    # framecrc: one line per decoded frame, plus the stream's size and time base.
+    # framecrc: one line per frame, plus the stream's size and time base. DALI decodes the CPU
+    # codecs afterwards, so ffmpeg only reads their packets (-c copy) and the two counts must agree.
+    copy = ("-c", "copy") if codec in DALI_CODECS else ()
     outputs = [arg for i, crc in enumerate(crcs) for arg in
-               ("-map", f"{i}:v:0", "-fps_mode", "passthrough", "-f", "framecrc", f"file:{crc.absolute()}")]
+               ("-map", f"{i}:v:0", *copy, "-fps_mode", "passthrough", "-f", "framecrc",
+                f"file:{crc.absolute()}")]
     return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-xerror", "-y", *inputs, *outputs]
+
+
+def _fps(frames: list[list[str]], tb: Fraction) -> float:
+    """Frame rate from the timestamps, snapped to N or N/1.001 (webm keeps milliseconds only)."""
+    pts = [int(f[2]) for f in frames]
+    span = (max(pts) - min(pts)) * tb
+    raw = float((len(pts) - 1) / span) if span > 0 else float(1 / (tb * max(int(frames[0][3]), 1)))
+    for nice in (round(raw), round(raw * 1.001) / 1.001):
+        if nice and abs(nice - raw) / raw < 0.005:
+            return float(round(nice, 3))
+    return round(raw, 3)
 
 
 def _parse_framecrc(text: str, codec: str) -> dict:
@@ -41,13 +55,13 @@ def _parse_framecrc(text: str, codec: str) -> dict:
     if not frames or "dimensions 0" not in header:
         raise CheckError("ffmpeg decode: no frames decoded from the output")
     width, height = (int(v) for v in header["dimensions 0"].split("x"))
-    duration = Fraction(header["tb 0"]) * max(int(frames[0][3]), 1)
-    return {"frames": len(frames), "fps": round(float(1 / duration), 3), "width": width,
+    return {"frames": len(frames), "fps": _fps(frames, Fraction(header["tb 0"])), "width": width,
             "height": height, "codec": codec}
 
 
 def ffmpeg_decode(paths: list[Path], codec: str, timeout: float = 600.0) -> list[dict]:
-    """Decodes every frame of every clip in one ffmpeg process.
+    """Decodes every frame of every clip in one ffmpeg process (reads every packet only, for
+    the codecs DALI decodes next).
 
     Returns:
         per clip: frames, fps, width, height, codec.
