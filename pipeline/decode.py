@@ -1,8 +1,10 @@
 """DALI pixel work: decode the chosen frames, multi-scale crop, resize, flip, normalise.
 
-One pipeline definition serves both devices; only the decoder's device argument differs
-("cpu", or "mixed" when a GPU decodes with NVDEC). Crop windows, flips and frame indices are
-chosen in Python per sample (seeded) and fed in, so a batch is reproducible from its keys.
+One pipeline definition serves both devices; only the decoders' device argument differs
+("cpu", or "mixed" when a GPU decodes with NVDEC/nvJPEG). Batches of MJPEG AVIs enter it as
+their sampled JPEG frames (pipeline/mjpeg.py), everything else as encoded clips. Crop windows,
+flips and frame indices are chosen in Python per sample (seeded) and fed in, so a batch is
+reproducible from its keys.
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ def check_codec(codec: str, device: str) -> None:
         device: ``cpu`` or ``gpu``.
     """
     allowed = CPU_CODECS if device == "cpu" else GPU_CODECS
-    if codec.lower() not in allowed:
-        raise CodecError(
-            f"the shards hold {codec} video, which DALI 2.4 cannot decode on device={device} "
-            f"(it decodes {', '.join(sorted(allowed))} there). Fix: re-shard with "
-            f"`vtp shard --codec vp9` (or mjpeg), or train with data.device=gpu on a GPU."
-        )
+    if codec.lower() in allowed:
+        return
+    gpu = (" or use data.device=gpu on a GPU (NVDEC decodes it)"
+           if codec.lower() in GPU_CODECS else "")
+    raise CodecError(
+        f"the shards hold {codec} video, which DALI 2.4 cannot decode on device={device} "
+        f"(it decodes {', '.join(sorted(allowed))} there). Fix: re-shard with "
+        f"`vtp shard --codec vp9` (or mjpeg){gpu}."
+    )
 
 
 def multiscale_crop(height: int, width: int, scales: tuple[float, ...],
