@@ -143,6 +143,9 @@ def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True) -> Epoch
         clean_shared_memory: remove Streaming shared memory leaked by a crashed run first
             (see build_source).
     """
+    if cfg.device == "gpu" and not torch.cuda.is_available():
+        raise ValueError("data.device=gpu needs a CUDA GPU for DALI's mixed decoder and none is "
+                         "visible; use data.device=cpu with VP9 or MJPEG shards")
     workers = 0 if cfg.device == "gpu" else cfg.num_workers
     return EpochDataLoader(
         build_source(cfg, clean_shared_memory), batch_size=cfg.batch_size,

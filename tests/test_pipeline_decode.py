@@ -138,3 +138,9 @@ def test_gpu_decoding_matches_cpu_decoding(pipeline_shards, codec):
     h264 = next(iter(build_dataloader(DataConfig(path=str(pipeline_shards["h264"].root),
                                                  batch_size=2, image_size=64, device="gpu"))))
     assert h264["video"].shape == (2, 3, 16, 64, 64)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_gpu_device_without_a_gpu_says_so(pipeline_shards):
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        build_dataloader(DataConfig(path=str(pipeline_shards["vp9"].root), device="gpu"))
