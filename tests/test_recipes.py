@@ -91,6 +91,7 @@ def test_overrides_apply_with_yaml_types():
     ("trainer.max_duration=ten", "not a Composer time"),
     ("trainer.max_duration=20", "trainer.max_duration='20' is not a Composer time"),
     ("trainer.autoresume=2", "trainer.autoresume: expected bool, got 2"),
+    ("trainer.torch_threads=0", "trainer.torch_threads must be >= 1"),
     ("trainer.precision=fp64", "'fp64' is not one of"),
     ("optimizer.betas=[0.9]", "expected 2 values"),
     ("model.size=huge", "model.size: 'huge' is not one of"),
