@@ -1,7 +1,7 @@
 """The one training entry point: a validated recipe -> model, data, optimizer -> Composer fit.
 
 Runs the same in one process (``vtp train``) and under Composer's launcher
-(``composer -n 2 -m tools.train_cmd recipes/tiny-synthetic.yaml``): each process builds its
+(``composer -n 2 -m tools.cli train recipes/tiny-synthetic.yaml``): each process builds its
 own data partition (Streaming splits samples by rank) with ``global_batch_size / world``
 samples per batch, and Composer's DDP averages gradients.
 """
@@ -36,7 +36,7 @@ def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
     Args:
         path: the YAML recipe.
         overrides: dotted overrides such as ``data.path=/shards`` or ``trainer.max_duration=20ba``.
-        callbacks: extra Composer callbacks (tests use one to record batches).
+        callbacks: extra Composer callbacks, added after the recipe's own.
     """
     trainer = build_trainer(load_recipe(path, overrides), callbacks)
     trainer.fit()
