@@ -18,7 +18,7 @@ import pytest
 from tools.merge import MergeError, merge
 from tools.shard import ShardConfig, TranscodeOptions, load_items, shard
 from tools.shard.inputs import WorkItem
-from tools.shard.run import SettingsMismatch, results_in_order
+from tools.shard.runner import SettingsMismatch, results_in_order
 from tools.shard.worker import Result
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -100,7 +100,7 @@ def merge(parts: list[Path], out: Path) -> dict:
     """
     import pyarrow.parquet as pq
 
-    from tools.shard.run import FORMATS, finalize
+    from tools.shard.runner import FORMATS, finalize
     from tools.shard.writers import finished_groups
 
     settings = _check_parts(parts)

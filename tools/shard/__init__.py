@@ -16,11 +16,21 @@ import os
 from pathlib import Path
 
 from tools.shard.inputs import InputError, WorkItem, manifest_items, mark_duplicates, v2d_items
-from tools.shard.run import FORMATS, SettingsMismatch, ShardConfig, shard
 from tools.shard.transcode import CODECS, TranscodeOptions
+from tools.shard.writers import FORMATS
 
 __all__ = ["ShardConfig", "TranscodeOptions", "WorkItem", "load_items", "shard",
            "add_arguments", "run"]
+
+
+def __getattr__(name: str):
+    """``shard`` and ``ShardConfig`` load on first use: pool workers import this package
+    too, and need none of the run's imports (pyarrow, tqdm)."""
+    if name in ("shard", "ShardConfig", "SettingsMismatch"):
+        from tools.shard import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="parallel processes (default: all cores)")
     parser.add_argument("--shard-size", type=int, default=256, help="inputs per shard group (unit of resume)")
-    parser.add_argument("--batch", type=int, default=4,
+    parser.add_argument("--batch", type=int, default=8,
                         help="samples per pool task, decode-checked by one ffmpeg (default %(default)s)")
     parser.add_argument("--num-workers", type=int, default=1, help="machines sharing the input")
     parser.add_argument("--worker-index", type=int, default=0, help="this machine's part, 0-based")
@@ -72,6 +82,7 @@ def load_items(manifest: Path | None, video_root: Path | None, v2d_tars: Path | 
 
 def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
+    from tools.shard.runner import SettingsMismatch, ShardConfig, shard
 
     try:
         options = TranscodeOptions(

@@ -10,10 +10,10 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # pyarrow is imported where it is used: pool workers never need it
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,10 @@ def video_path(root: Path, page_dir: str, videoid: str) -> tuple[Path | None, st
 
 def read_manifest(path: Path) -> pa.Table:
     """The manifest as a table of strings (videoids must stay strings, e.g. '007')."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     if path.suffix == ".parquet":
         table = pq.read_table(path)
     elif path.suffix == ".csv":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tools.shard.transcode import CODECS
 
+FORMATS = {"mds": ("mds",), "wds": ("wds",), "both": ("mds", "wds")}
 MDS_COLUMNS = {"key": "str", "video": "bytes", "caption": "str", "meta": "json"}
 MARKERS = "done"
 

@@ -32,6 +32,7 @@ from tools.shard.inputs import WorkItem
 from tools.shard.transcode import TranscodeOptions
 from tools.shard.worker import Result, process_batch
 from tools.shard.writers import (
+    FORMATS,
     clear_group,
     clear_temporaries,
     finished_groups,
@@ -39,7 +40,6 @@ from tools.shard.writers import (
     write_mds_index,
 )
 
-FORMATS = {"mds": ("mds",), "wds": ("wds",), "both": ("mds", "wds")}
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("bytes", pa.int64()),
     ("seconds", pa.float64()), ("shard", pa.string()), ("frames", pa.int64()), ("source", pa.string()),
@@ -74,7 +74,7 @@ class ShardConfig:
     num_workers: int = 1
     worker_index: int = 0
     progress: bool = True
-    batch: int = 4
+    batch: int = 8
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
