@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import tarfile
@@ -152,7 +153,12 @@ def write_mds_index(mds_dir: Path, groups: list[str]) -> int:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     if indexes:
-        merge_index(indexes, str(scratch))
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # merge_index logs each temp folder it makes at WARNING
+        try:
+            merge_index(indexes, str(scratch))
+        finally:
+            logging.disable(previous)
     else:
         (scratch / "index.json").write_text(json.dumps({"version": 2, "shards": []}))
     shards = len(json.loads((scratch / "index.json").read_text())["shards"])
