@@ -27,8 +27,9 @@ class CheckError(RuntimeError):
 
 
 def _decode_command(paths: list[Path], crcs: list[Path], codec: str) -> list[str]:
+    # One decoder thread: the process pool already keeps every core busy.
     inputs = [arg for p in paths for arg in
-              ("-f", CODECS[codec].muxer, "-protocol_whitelist", "file", "-i", f"file:{p.absolute()}")]
+              ("-threads", "1", "-f", CODECS[codec].muxer, "-protocol_whitelist", "file", "-i", f"file:{p.absolute()}")]
     # framecrc: one line per frame, plus the stream's size and time base. DALI decodes the CPU
     # codecs afterwards, so ffmpeg only reads their packets (-c copy) and the two counts must agree.
     copy = ("-c", "copy") if codec in DALI_CODECS else ()
