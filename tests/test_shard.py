@@ -229,3 +229,26 @@ def test_one_bad_output_in_a_decode_batch_is_named(ground_truth, synth_dir, tmp_
     checked = check_outputs([good, bad, good], "h264")
     assert checked[0] == checked[2] and checked[0]["frames"] == clip["num_frames"]
     assert isinstance(checked[1], CheckError) and str(checked[1]).startswith("ffmpeg decode: ")
+
+
+def test_a_tar_cut_short_keeps_what_it_lists_and_records_the_loss(synth_dir, ground_truth, tmp_path):
+    good = next(g for g in ground_truth if g["split"] == "train" and g["file_defect"] is None)
+    video = (synth_dir / good["path"]).read_bytes()
+    tars = tmp_path / "v2d"
+    tars.mkdir()
+    with tarfile.open(tars / "00000.tar", "w") as tar:
+        for key in ("000000000", "000000001"):
+            _add(tar, f"{key}.mp4", video)
+            _add(tar, f"{key}.txt", b"caption")
+    data = (tars / "00000.tar").read_bytes()
+    (tars / "00000.tar").write_bytes(data[: len(data) - len(video) // 2 - 3000])  # inside the 2nd mp4
+    items, _ = load_items(None, None, tars)
+    by_key = {i.key: i for i in items}
+    assert by_key["000000000"].error is None
+    assert by_key["tar-00000"].error.startswith("unreadable tar: ")
+    summary = shard(items, _config(tmp_path / "out"))
+    manifest = _manifest(tmp_path / "out")
+    assert manifest["000000000"]["status"] == "ok"
+    assert summary["inputs"] == len(items) == summary["ok"] + summary["failed"]
+    # Its header comes before the cut, its video does not end: it fails on the copy.
+    assert manifest["000000001"]["reason"] == "truncated tar: it ends inside the video member"

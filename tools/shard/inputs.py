@@ -146,18 +146,30 @@ def tar_items(tar_path: Path) -> list[WorkItem]:
     """
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
     errors: dict[str, str] = {}
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            key, ext = _split_member(member.name)
-            if not ext:
-                continue
-            samples.setdefault(key, {})[ext] = member
-            reason = _member_error(member)
-            if reason and ext in ("mp4", "txt", "json"):
-                errors.setdefault(key, reason)
-        texts = {k: _read_text(tar, m) for k, m in samples.items() if k not in errors}
-    return [_tar_item(tar_path, key, members, errors.get(key), texts.get(key, ({}, "")))
-            for key, members in samples.items()]
+    broken = None
+    try:
+        with tarfile.open(tar_path) as tar:
+            _list_members(tar, samples, errors)
+            texts = {k: _read_text(tar, m) for k, m in samples.items() if k not in errors}
+    except (tarfile.TarError, OSError, EOFError) as err:
+        # A tar cut short (a killed download job): keep what was listed, record the rest as lost.
+        texts = {k: ({}, "") for k in samples}
+        broken = WorkItem(key=f"tar-{tar_path.stem}", caption="", source=tar_path.name,
+                          error=f"unreadable tar: {err}; samples after this point are lost")
+    items = [_tar_item(tar_path, key, members, errors.get(key), texts.get(key, ({}, "")))
+             for key, members in samples.items()]
+    return items + ([broken] if broken else [])
+
+
+def _list_members(tar: tarfile.TarFile, samples: dict, errors: dict) -> None:
+    for member in tar:
+        key, ext = _split_member(member.name)
+        if not ext:
+            continue
+        samples.setdefault(key, {})[ext] = member
+        reason = _member_error(member)
+        if reason and ext in ("mp4", "txt", "json"):
+            errors.setdefault(key, reason)
 
 
 def _read_text(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> tuple[dict, str]:

@@ -34,7 +34,13 @@ def _input_file(item: WorkItem, folder: Path) -> Path:
     copy = folder / "input.mp4"
     with open(item.path, "rb") as tar, open(copy, "wb") as out:
         tar.seek(item.offset)
-        out.write(tar.read(item.size))
+        remaining = item.size
+        while remaining:
+            chunk = tar.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise OSError("truncated tar: it ends inside the video member")
+            out.write(chunk)
+            remaining -= len(chunk)
     return copy
 
 
