@@ -43,6 +43,9 @@ class DataConfig:
         normalize_on_device: the loader hands over uint8 video (4x less to copy between
             processes and to the GPU) and the DataSpec normalises each microbatch on the
             training device; the model still receives float32.
+        view: None for training (random frames, crop and flip); an int selects evaluation:
+            the ``view``-th of ``views`` evenly spaced clips, centre crop, no flip.
+        views: evaluation clips per video (multi-view testing averages their features).
     """
 
     path: str = ""
@@ -71,6 +74,8 @@ class DataConfig:
     prefetch: int = 2
     drop_last: bool = True
     normalize_on_device: bool = False
+    view: int | None = None
+    views: int = 1
 
     def __post_init__(self) -> None:
         self.crop_scales = tuple(float(s) for s in self.crop_scales)
@@ -82,6 +87,7 @@ class DataConfig:
             "mask_kind": self.mask_kind in ("tube", "random", "frame"),
             "mlm_mode": self.mlm_mode in ("simvtp", "bert"),
             "batch_size": self.batch_size >= 1,
+            "view": self.view is None or 0 <= self.view < self.views,
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,
             "text_mask_ratio": 0.0 <= self.text_mask_ratio <= 1.0,
             "num_frames": self.num_frames % self.tubelet[0] == 0,

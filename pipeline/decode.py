@@ -86,6 +86,18 @@ def multiscale_crop(height: int, width: int, scales: tuple[float, ...],
     return gy * ((height - crop_h) // 4), gx * ((width - crop_w) // 4), crop_h, crop_w
 
 
+def center_crop(height: int, width: int, scale: float = 1.0) -> tuple[int, int, int, int]:
+    """The evaluation crop: a centred square ``scale`` times the short side, (y0, x0, h, w).
+
+    Args:
+        height: frame height.
+        width: frame width.
+        scale: crop side relative to the short side.
+    """
+    side = int(min(height, width) * scale)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
 def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,
                    device_id: int | None = None, jpeg_frames: int = 0,
                    normalize: bool = True):

@@ -21,9 +21,15 @@ import numpy as np
 import torch
 
 from pipeline.config import DataConfig
-from pipeline.decode import VideoDecoder, check_codec, multiscale_crop, normalize_video
+from pipeline.decode import (
+    VideoDecoder,
+    center_crop,
+    check_codec,
+    multiscale_crop,
+    normalize_video,
+)
 from pipeline.masks import video_mask
-from pipeline.samplers import frame_indices, sample_rng
+from pipeline.samplers import eval_indices, frame_indices, sample_rng
 from pipeline.sources import (
     MdsSource,
     WdsSource,
@@ -63,15 +69,21 @@ class BatchBuilder:
         return self._decoder, self._text
 
     def sample_feed(self, sample: dict) -> dict:
-        """Frame indices, crop window and flip of one sample, drawn from its own generator."""
+        """Frame indices, crop window and flip of one sample: drawn from its own generator in
+        training, fixed (evenly spaced view, centre crop, no flip) in evaluation."""
         cfg, meta = self.cfg, sample["meta"]
         check_codec(meta["codec"], cfg.device)
-        rng = sample_rng(cfg.seed, sample.get("epoch", 0), sample["key"])
-        frames = frame_indices(cfg.sampler, int(meta["frames"]), cfg.num_frames, cfg.stride,
-                               cfg.sparse_clips, rng)
-        y0, x0, h, w = multiscale_crop(int(meta["height"]), int(meta["width"]),
-                                       cfg.crop_scales, rng)
-        flip = int(cfg.flip and rng.random() < 0.5)
+        count, height, width = int(meta["frames"]), int(meta["height"]), int(meta["width"])
+        if cfg.view is not None:
+            frames = eval_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
+                                  cfg.sparse_clips, cfg.view, cfg.views)
+            (y0, x0, h, w), flip = center_crop(height, width, cfg.crop_scales[0]), 0
+        else:
+            rng = sample_rng(cfg.seed, sample.get("epoch", 0), sample["key"])
+            frames = frame_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
+                                   cfg.sparse_clips, rng)
+            y0, x0, h, w = multiscale_crop(height, width, cfg.crop_scales, rng)
+            flip = int(cfg.flip and rng.random() < 0.5)
         return {"video": np.frombuffer(sample["video"], np.uint8), "frames": frames,
                 "roi_start": np.array([y0, x0], np.float32),
                 "roi_end": np.array([y0 + h, x0 + w], np.float32),

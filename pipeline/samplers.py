@@ -96,3 +96,42 @@ def frame_indices(kind: str, num_frames: int, length: int, stride: int, clips: i
     else:
         raise ValueError(f"unknown sampler {kind!r}; choose dense, segments or sparse")
     return np.sort(indices).astype(np.int32)
+
+
+def eval_indices(kind: str, num_frames: int, length: int, stride: int, clips: int,
+                 view: int, views: int) -> np.ndarray:
+    """Deterministic evaluation frames: view ``view`` of ``views`` evenly spaced clips.
+
+    One view is the centre of the clip (the dense window centred, each segment's middle);
+    several views spread the window's start, or the point inside each segment, evenly, so
+    averaging their features covers the whole clip (multi-view testing).
+
+    Args:
+        kind: ``dense``, ``segments`` or ``sparse``.
+        num_frames: frames in the clip (must be >= 1).
+        length: frames to return (T).
+        stride: stride of the dense sampler.
+        clips: clips of the sparse sampler.
+        view: which view, 0-based.
+        views: how many views the clip is split into.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a clip needs at least one frame, got {num_frames}")
+    if not 0 <= view < views:
+        raise ValueError(f"view must be in [0, {views}), got {view}")
+    position = (view + 0.5) / views  # in (0, 1): where this view sits in the room it has
+    if kind == "dense":
+        room = max(num_frames - ((length - 1) * stride + 1), 0)
+        indices = int(position * room + 0.5) + np.arange(length) * stride
+    elif kind in ("segments", "sparse"):
+        run = 1 if kind == "segments" else length // clips
+        parts = length if kind == "segments" else clips
+        if length % parts:
+            raise ValueError(f"num_frames {length} is not a multiple of sparse_clips {clips}")
+        edges = np.linspace(0, num_frames, parts + 1)
+        room = np.maximum(edges[1:] - edges[:-1] - run, 0)
+        starts = np.floor(edges[:-1] + position * room).astype(np.int64)
+        indices = (starts[:, None] + np.arange(run)[None, :]).reshape(-1)
+    else:
+        raise ValueError(f"unknown sampler {kind!r}; choose dense, segments or sparse")
+    return np.sort(np.minimum(indices, num_frames - 1)).astype(np.int32)

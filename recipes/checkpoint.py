@@ -13,7 +13,19 @@ import torch
 
 from model import ModelConfig, UnifiedMAE
 
-__all__ = ["load_trained_model"]
+__all__ = ["load_trained_model", "load_data_settings"]
+
+
+def _extra_state(checkpoint: dict) -> dict:
+    state = checkpoint.get("state", {}).get("model") if isinstance(checkpoint, dict) else None
+    return (state or {}).get("_extra_state") or {}
+
+
+def load_data_settings(path: str | Path) -> dict:
+    """How the checkpoint's training clips were sampled and captions tokenized (sampler,
+    stride, sparse_clips, text_max_length, tokenizer_path); empty for older checkpoints."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return dict(_extra_state(checkpoint).get("data_settings") or {})
 
 
 def load_trained_model(path: str | Path, config: ModelConfig | None = None) -> UnifiedMAE:

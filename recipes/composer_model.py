@@ -29,12 +29,17 @@ class VTPComposerModel(ComposerModel):
         flops_per_batch: training FLOPs (forward + backward) of a batch dict, e.g.
             ``functools.partial(model.flops_per_batch, config)``; None leaves the attribute
             undefined, so SpeedMonitor reports no FLOP/s or MFU.
+        data_settings: how the training clips were sampled and captions tokenized (stride,
+            sampler, text length, tokenizer): saved with the model so that evaluation
+            feeds it clips and captions the way it was trained.
     """
 
     def __init__(self, model: nn.Module, terms: tuple[str, ...],
-                 flops_per_batch: Callable[[dict], float] | None = None) -> None:
+                 flops_per_batch: Callable[[dict], float] | None = None,
+                 data_settings: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.model = model
+        self.data_settings = dict(data_settings or {})
         self.terms = tuple(terms)
         self.train_metrics = nn.ModuleDict({f"loss_{t}": TermMean(t) for t in self.terms})
         self.eval_metrics = nn.ModuleDict({f"loss_{t}": TermMean(t) for t in self.terms})
@@ -43,7 +48,7 @@ class VTPComposerModel(ComposerModel):
 
     def get_extra_state(self) -> dict[str, Any]:
         # Saved in every checkpoint as "_extra_state": the checkpoint then describes its model.
-        return {"model_config": self.model.config.to_dict()}
+        return {"model_config": self.model.config.to_dict(), "data_settings": self.data_settings}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # A run may load a checkpoint with other loss weights; shapes are checked by the weights.

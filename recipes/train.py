@@ -63,7 +63,10 @@ def build_model(recipe: RecipeConfig) -> VTPComposerModel:
         torch.manual_seed(recipe.seed)
         net = UnifiedMAE(recipe.model)
     flops = functools.partial(flops_per_batch, recipe.model)
-    return VTPComposerModel(net, recipe.model.active_terms, flops)
+    data = recipe.data
+    settings = {"sampler": data.sampler, "stride": data.stride, "sparse_clips": data.sparse_clips,
+                "text_max_length": data.text_max_length, "tokenizer_path": data.tokenizer_path}
+    return VTPComposerModel(net, recipe.model.active_terms, flops, settings)
 
 
 def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> Trainer:

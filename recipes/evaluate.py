@@ -1,0 +1,260 @@
+"""Text-video retrieval evaluation of a training checkpoint (``vtp eval``).
+
+The held-out split comes as MSR-VTT-style json (a list of ``{"video": path, "caption": text}``)
+or as shards. Json clips are sharded first with ``vtp shard`` (VP9 on the CPU, H.264 for the
+GPU decoder) into ``OUT/test-shards``, so evaluation reads clips through the same DALI
+pipeline as training: the same decoder, frame sampler and tokenizer, in evaluation mode
+(evenly spaced views, centre crop, no flip, no masks). Features are the model's mean-pooled
+video-only and text-only encoder outputs (zero-shot), or those of the dual encoder after
+contrastive fine-tuning (``mode="finetune"``, recipes/finetune.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from model import UnifiedMAE
+from model.retrieval import text_video_metrics
+from pipeline import BatchBuilder, DataConfig
+from pipeline.loader import build_source
+from recipes.checkpoint import load_data_settings, load_trained_model
+
+__all__ = ["EvalConfig", "FinetuneConfig", "evaluate_checkpoint", "prepare_test_shards",
+           "test_items", "clip_features", "metrics_table"]
+
+
+@dataclass
+class FinetuneConfig:
+    """Contrastive fine-tuning of the dual encoder before evaluation (``mode="finetune"``).
+
+    Args:
+        train_data: shard folder of the fine-tuning (training) split.
+        steps: optimizer steps.
+        batch_size: clips per step (in-batch negatives).
+        lr: peak learning rate (cosine decay after a 10% warm-up).
+        weight_decay: AdamW weight decay.
+        temperature: VTC temperature.
+    """
+
+    train_data: str = ""
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    temperature: float = 0.05
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run.
+
+    Args:
+        data: a test json (MSR-VTT style) or a shard folder (holding ``mds/`` or ``wds/``).
+        out: folder for ``metrics.json``, ``retrieval.md`` and the sharded json clips.
+        mode: ``zero-shot`` (pretrained encoder) or ``finetune`` (dual encoder fine-tuned first).
+        views: temporal clips per video whose features are averaged (multi-view testing).
+        batch_size: clips per forward pass.
+        device: ``auto`` (GPU when there is one), ``cpu`` or ``gpu``.
+        codec: codec for sharding json clips; None picks vp9 on the CPU, h264 on the GPU.
+        short_side: short side of sharded json clips; None uses 8/7 of the model's input.
+        workers: processes sharding json clips.
+        video_root: folder the json's relative video paths start from (default: the json's).
+        settings: overrides of the checkpoint's data settings (sampler, stride, sparse_clips,
+            text_max_length, tokenizer_path).
+        finetune: the fine-tuning run of ``mode="finetune"``.
+        seed: seeds fine-tuning (evaluation itself draws nothing at random).
+    """
+
+    data: str
+    out: str
+    mode: Literal["zero-shot", "finetune"] = "zero-shot"
+    views: int = 1
+    batch_size: int = 16
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    codec: str | None = None
+    short_side: int | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    video_root: str | None = None
+    settings: dict = field(default_factory=dict)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("zero-shot", "finetune"):
+            raise ValueError(f"mode must be zero-shot or finetune, got {self.mode!r}")
+        if self.views < 1 or self.batch_size < 1:
+            raise ValueError(f"views and batch_size must be >= 1, got {self.views}, {self.batch_size}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
+
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "gpu" if torch.cuda.is_available() else "cpu"
+        if self.device == "gpu" and not torch.cuda.is_available():
+            raise ValueError("device=gpu but no CUDA device is visible")
+        return self.device
+
+
+def test_items(json_path: Path, video_root: Path | None = None) -> list:
+    """The work items of an MSR-VTT-style json: one per entry, in file order.
+
+    Entries need a caption (``caption`` or ``sentence``) and a video (``video``: a path
+    relative to ``video_root``, default the json's folder; or ``video_id`` with
+    ``{video_root}/{video_id}.mp4``). A missing file becomes an item that fails with its reason.
+
+    Raises:
+        ValueError: the json is not such a list, or two entries share a key.
+    """
+    from tools.shard.inputs import WorkItem, check_key
+
+    entries = json.loads(Path(json_path).read_text())
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{json_path} must hold a json list of objects (video, caption)")
+    root = Path(video_root) if video_root else Path(json_path).parent
+    items, seen = [], set()
+    for index, entry in enumerate(entries):
+        caption = entry.get("caption", entry.get("sentence"))
+        video = entry.get("video") or (f"{entry['video_id']}.mp4" if "video_id" in entry else None)
+        if caption is None or video is None:
+            raise ValueError(f"{json_path} entry {index} needs a caption and a video: {entry}")
+        key = str(entry.get("video_id") or Path(video).stem)
+        if key in seen:
+            raise ValueError(f"{json_path}: key {key!r} appears twice (one caption per video)")
+        seen.add(key)
+        path = root / video
+        error = check_key(key) or (None if path.is_file() else f"missing file: {path}")
+        items.append(WorkItem(key=key, caption=str(caption), source=str(video),
+                              path=str(path), error=error))
+    return items
+
+
+def prepare_test_shards(json_path: Path, out: Path, codec: str, short_side: int | None,
+                        workers: int, video_root: Path | None = None) -> tuple[Path, dict]:
+    """Shards the json's clips into ``out`` (resumable: a finished run is reused).
+
+    Returns:
+        (shard folder, the shard summary with its ok/failed counts).
+    """
+    from tools.shard import ShardConfig, TranscodeOptions, shard
+
+    options = TranscodeOptions(codec=codec, short_side=short_side)
+    config = ShardConfig(out=out, format="mds", transcode=options, workers=workers)
+    return out, shard(test_items(json_path, video_root), config)
+
+
+@torch.no_grad()
+def clip_features(model: UnifiedMAE, data: DataConfig, device: str = "cpu",
+                  progress: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Every sample's key, video features (mean over ``data.views`` views) and text features.
+
+    Args:
+        model: the trained model (or anything with ``encode_video``/``encode_text``).
+        data: the data configuration; views, shuffle, masks and drop_last are set here.
+        device: ``cpu`` or ``gpu``.
+        progress: show a tqdm bar.
+    """
+    torch_device = torch.device("cuda" if device == "gpu" else "cpu")
+    cfg = replace(data, shuffle=False, drop_last=False, video_mask_ratio=0.0,
+                  text_mask_ratio=0.0, device=device, view=0)
+    source = build_source(cfg)
+    keys: list[str] = []
+    video_sum: list[torch.Tensor] = []
+    text: list[torch.Tensor] = []
+    autocast = torch.autocast("cuda", torch.bfloat16, enabled=device == "gpu")
+    bar = tqdm(total=cfg.views * len(source), desc="eval features", unit="clip", disable=not progress)
+    for view in range(cfg.views):
+        builder = BatchBuilder(replace(cfg, view=view))
+        loader = torch.utils.data.DataLoader(source, batch_size=cfg.batch_size, collate_fn=builder)
+        row = 0
+        for batch in loader:
+            with autocast:
+                video = model.encode_video(batch["video"].to(torch_device)).float()
+                if view == 0:
+                    ids, mask = batch["text_ids"].to(torch_device), batch["text_mask"].to(torch_device)
+                    text.append(model.encode_text(ids, mask).float().cpu())
+            video = torch.nn.functional.normalize(video, dim=-1).cpu()
+            if view == 0:
+                keys.extend(batch["keys"])
+                video_sum.append(video)
+            elif batch["keys"] != keys[row:row + len(video)]:
+                raise RuntimeError("the shard order changed between views")
+            else:
+                video_sum[_chunk(video_sum, row)] += video
+            row += len(video)
+            bar.update(len(video))
+    bar.close()
+    return keys, torch.cat(video_sum) / cfg.views, torch.cat(text)
+
+
+def _chunk(chunks: list[torch.Tensor], row: int) -> int:
+    """Index of the chunk that starts at ``row`` (views are read in the same batches)."""
+    start = 0
+    for index, chunk in enumerate(chunks):
+        if start == row:
+            return index
+        start += len(chunk)
+    raise RuntimeError(f"no batch starts at row {row}")
+
+
+def metrics_table(metrics: dict) -> str:
+    """The retrieval table in markdown, chance level next to the numbers."""
+    lines = ["| direction | R@1 | R@5 | R@10 | median rank | mean rank | chance R@1 | n |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, prefix in (("text -> video", "t2v"), ("video -> text", "v2t")):
+        lines.append(f"| {name} | {metrics[f'{prefix}_r1']:.1f} | {metrics[f'{prefix}_r5']:.1f} | "
+                     f"{metrics[f'{prefix}_r10']:.1f} | {metrics[f'{prefix}_medr']:.0f} | "
+                     f"{metrics[f'{prefix}_meanr']:.1f} | {metrics['chance_r1']:.2f} | {metrics['n']} |")
+    return "\n".join(lines)
+
+
+def eval_data_config(model: UnifiedMAE, shards: Path, cfg: EvalConfig, settings: dict) -> DataConfig:
+    """The pipeline configuration that feeds ``model`` the test clips as it was trained."""
+    mc = model.config
+    known = {"sampler", "stride", "sparse_clips", "text_max_length", "tokenizer_path"}
+    unknown = set(cfg.settings) - known
+    if unknown:
+        raise ValueError(f"unknown data setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return DataConfig(path=str(shards), batch_size=cfg.batch_size, num_frames=mc.num_frames,
+                      image_size=mc.image_size, tubelet=tuple(mc.tubelet), flip=False,
+                      crop_scales=(1.0,), views=cfg.views, seed=cfg.seed,
+                      **{**settings, **cfg.settings})
+
+
+def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool = True) -> dict:
+    """Retrieval metrics of a `vtp train` checkpoint on ``cfg.data``; writes ``out/metrics.json``.
+
+    Returns:
+        t2v_r1, t2v_r5, t2v_r10, t2v_medr, t2v_meanr, the same for v2t, chance_r1 and n (the
+        clips evaluated), plus mode, views, checkpoint and, for json input, the clips that
+        could not be sharded (``failed``, with reasons in ``test-shards/manifest.parquet``).
+    """
+    out, device = Path(cfg.out), cfg.resolved_device()
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_trained_model(checkpoint)
+    settings = load_data_settings(checkpoint)
+    shards, failed = Path(cfg.data), 0
+    if shards.suffix == ".json":
+        codec = cfg.codec or ("h264" if device == "gpu" else "vp9")
+        side = cfg.short_side or 2 * round(model.config.image_size * 4 / 7)
+        shards, summary = prepare_test_shards(shards, out / "test-shards", codec, side,
+                                              cfg.workers, cfg.video_root and Path(cfg.video_root))
+        failed = summary["failed"]
+    data = eval_data_config(model, shards, cfg, settings)
+    if cfg.mode == "finetune":
+        from recipes.finetune import finetune_dual_encoder
+
+        model = finetune_dual_encoder(model, data, cfg.finetune, device, cfg.seed, out, progress)
+    model = model.to("cuda" if device == "gpu" else "cpu").eval()
+    keys, video, text = clip_features(model, data, device, progress)
+    metrics = {**text_video_metrics(text, video), "mode": cfg.mode, "views": cfg.views,
+               "checkpoint": str(checkpoint), "data": cfg.data, "failed": failed}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "retrieval.md").write_text(metrics_table(metrics) + "\n")
+    return metrics
