@@ -46,3 +46,33 @@ def train_shards(tmp_path_factory, synth_dir, ground_truth) -> Path:
     """A `vtp shard` output folder (holding mds/) with 16 clean synthetic clips."""
     return build_train_shards(synth_dir, clean_rows(ground_truth, NUM_CLIPS),
                               tmp_path_factory.mktemp("train_shards"))
+
+
+def train_tiny_checkpoint(shards: Path, work: Path, batches: int = 4) -> Path:
+    """Trains the tiny recipe for ``batches`` steps of 4 clips in a subprocess (as a user runs
+    `vtp train`); returns the final checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    import recipes
+
+    recipe = Path(recipes.__file__).parent / "tiny-synthetic.yaml"
+    overrides = [f"data.path={shards}", "trainer.global_batch_size=4",
+                 "trainer.device_train_microbatch_size=4", f"trainer.max_duration={batches}ba",
+                 f"trainer.save_interval={batches}ba", f"trainer.save_folder={work}/ckpt",
+                 "loggers.console=false", "loggers.progress_bar=false", "loggers.file=null",
+                 "loggers.tensorboard=null"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "train", str(recipe), *overrides],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"training failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    checkpoint = work / "ckpt" / "latest-rank0.pt"
+    assert checkpoint.is_file(), f"no checkpoint in {work / 'ckpt'}"
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, train_shards) -> Path:
+    """A `vtp train` checkpoint of the tiny recipe after 4 steps on ``train_shards``."""
+    return train_tiny_checkpoint(train_shards, tmp_path_factory.mktemp("tiny_checkpoint"))

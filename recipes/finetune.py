@@ -1,0 +1,185 @@
+"""Contrastive fine-tuning of SimVTP's dual encoder before retrieval (``vtp eval --mode finetune``).
+
+The downstream protocol of the spec (§7): two copies of the pretrained encoder
+(``model.dual.DualEncoder``), a symmetric NormSoftmax/InfoNCE loss at a fixed temperature on
+in-batch negatives, AdamW (0.9, 0.999) with decoupled weight decay, linear warm-up then cosine
+decay. Clips come from the training shards through the training pipeline (random frames, crop
+and flip, nothing masked). Composer runs the loop; nothing is checkpointed. The loss curve is
+written to ``OUT/finetune_log.json`` and ``OUT/finetune_loss.png``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from composer import Callback, Logger, State, Trainer
+from composer.models import ComposerModel
+from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
+
+from model import UnifiedMAE
+from model.dual import DualEncoder
+from model.losses import vtc_loss
+from pipeline import DataConfig, build_dataspec
+from recipes.evaluate import FinetuneConfig
+from recipes.optim import param_groups
+
+__all__ = ["finetune_dual_encoder", "finetune_data_config", "DualComposerModel", "LossHistory"]
+
+BETAS = (0.9, 0.999)
+WARMUP_FRACTION = 0.1  # of the steps, at least one (a fraction of a short run rounds to 0)
+# Milder than pretraining's crops: the tiny clips are only 48 pixels on the short side.
+CROP_SCALES = (1.0, 0.875, 0.75)
+
+
+class DualComposerModel(ComposerModel):
+    """Composer adapter: the batch dict in, the symmetric contrastive loss out.
+
+    Args:
+        net: the dual encoder; trained in place.
+        temperature: fixed softmax temperature (SimVTP: 0.05).
+    """
+
+    def __init__(self, net: DualEncoder, temperature: float) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.net = net
+        self.register_buffer("logit_scale", torch.tensor(1.0 / temperature))
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(batch["video"], batch["text_ids"], batch["text_mask"])
+
+    def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        video, text = outputs
+        return vtc_loss(video, text, self.logit_scale)
+
+
+class LossHistory(Callback):
+    """Keeps every step's loss and learning rate in memory (``records``)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+        self._lr: float | None = None
+
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        # read here: by BATCH_END the scheduler has moved on to the next step's lr
+        self._lr = state.optimizers[0].param_groups[0]["lr"]
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        loss = state.total_loss_dict.get("loss/train/total")
+        self.records.append({"step": int(state.timestamp.batch), "loss": float(loss),
+                             "lr": self._lr})
+
+
+def finetune_data_config(data: DataConfig, cfg: FinetuneConfig, device: str, seed: int) -> DataConfig:
+    """The training pipeline over ``cfg.train_data``, with the checkpoint's frame and text settings.
+
+    Args:
+        data: the evaluation data configuration (frames, size, tubelet, sampler, tokenizer).
+        cfg: the fine-tuning run.
+        device: ``cpu`` or ``gpu``.
+        seed: seeds the order, frames, crops and flips.
+    """
+    path = Path(cfg.train_data)
+    fmt = "wds" if (path / "wds").is_dir() and not (path / "mds").is_dir() else "mds"
+    return replace(data, path=str(path), format=fmt, view=None, views=1,
+                   batch_size=cfg.batch_size, shuffle=True, drop_last=True, flip=True,
+                   crop_scales=CROP_SCALES, video_mask_ratio=0.0, text_mask_ratio=0.0,
+                   device=device, seed=seed)
+
+
+def _checked_dataspec(train: DataConfig):
+    """The training DataSpec; fails before training when not even one full batch exists."""
+    spec = build_dataspec(train)
+    dataset = spec.dataloader.dataset
+    count = len(dataset) if hasattr(dataset, "__len__") else None  # the WDS reader has none
+    if count is not None and count < train.batch_size:
+        raise ValueError(f"the fine-tuning data {train.path} holds {count} clips, fewer than "
+                         f"the batch size {train.batch_size}; lower --finetune-batch-size")
+    return spec
+
+
+def _build_optimizer(model: DualComposerModel, cfg: FinetuneConfig) -> DecoupledAdamW:
+    # DecoupledAdamW scales decay by lr_t / lr_peak; weight_decay * lr gives torch AdamW's decay
+    # (see recipes/optim.py).
+    groups = param_groups(model.net, cfg.weight_decay * cfg.lr)
+    for group in groups:
+        group.pop("names")
+    return DecoupledAdamW(groups, lr=cfg.lr, betas=BETAS, weight_decay=0.0)
+
+
+def finetune_dual_encoder(model: UnifiedMAE, data: DataConfig, cfg: FinetuneConfig, device: str,
+                          seed: int, out: Path, progress: bool = True) -> DualEncoder:
+    """Fine-tunes a dual encoder initialised from ``model`` and returns it (eval mode, CPU).
+
+    Args:
+        model: the pretrained model (left untouched: the dual encoder holds copies).
+        data: the evaluation data configuration, carrying the checkpoint's frame and text
+            settings; the training pipeline is derived from it (see finetune_data_config).
+        cfg: steps, batch size, lr, weight decay, temperature and the training shards.
+        device: ``cpu`` (fp32, one torch thread so DALI keeps the other cores) or ``gpu``
+            (bf16 autocast).
+        seed: seeds the data order and augmentation, and Composer's RNGs.
+        out: folder for ``finetune_log.json`` and ``finetune_loss.png``.
+        progress: show Composer's progress bar.
+
+    Raises:
+        ValueError: no training data given, or fewer clips than one batch.
+    """
+    if not cfg.train_data:
+        raise ValueError("fine-tuning needs training shards (FinetuneConfig.train_data)")
+    if cfg.steps < 1:
+        raise ValueError(f"fine-tuning steps must be >= 1, got {cfg.steps}")
+    train = finetune_data_config(data, cfg, device, seed)
+    dataspec = _checked_dataspec(train)
+    net = DualEncoder.from_unified(model).train()
+    composer_model = DualComposerModel(net, cfg.temperature)
+    history = LossHistory()
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)  # as the tiny recipe: DALI decodes on the other core
+    try:
+        trainer = Trainer(
+            model=composer_model, train_dataloader=dataspec,
+            max_duration=f"{cfg.steps}ba", optimizers=_build_optimizer(composer_model, cfg),
+            schedulers=CosineAnnealingWithWarmupScheduler(
+                t_warmup=f"{max(1, round(WARMUP_FRACTION * cfg.steps))}ba", alpha_f=0.0),
+            step_schedulers_every_batch=True, callbacks=[history], loggers=[],
+            progress_bar=progress, log_to_console=False, device=device,
+            precision="amp_bf16" if device == "gpu" else "fp32", seed=seed,
+            run_name="finetune",
+        )
+        trainer.fit()
+        trainer.close()
+        del trainer  # release the Streaming dataset before evaluation opens its own
+        gc.collect()
+    finally:
+        torch.set_num_threads(threads)
+    write_loss_curve(history.records, cfg, Path(out))
+    return net.cpu().eval()
+
+
+def write_loss_curve(records: list[dict], cfg: FinetuneConfig, out: Path) -> None:
+    """``out/finetune_log.json`` (config and per-step loss, lr) and ``out/finetune_loss.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "steps": records}
+    (out / "finetune_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("contrastive loss (t2v + v2t)")
+    ax.set_title(f"dual-encoder fine-tuning, batch {cfg.batch_size}, lr {cfg.lr:g}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "finetune_loss.png", dpi=100)
+    plt.close(fig)
