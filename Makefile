@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # This machine's pip config points at local mirrors that may not exist; their warnings are noise.
 PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: install ffmpeg demo test bench lint clean
+.PHONY: install ffmpeg demo experiments test bench lint clean
 
 install: ffmpeg $(STAMP)
 
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml requirements-assets.txt
 
 demo: install
 	$(BIN)/python -m tools.demo --out reports/demo
+
+# SimVTP's claims in miniature (about an hour on 2 cores; reruns skip finished runs)
+experiments: install
+	$(BIN)/vtp experiment --out reports/experiments
 
 test: install
 	$(BIN)/pytest -q

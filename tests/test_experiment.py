@@ -1,0 +1,194 @@
+"""`vtp experiment`: grid expansion and dedup, the table and verdicts from fake results,
+resume (finished runs are skipped, failed ones retried), and one real run through the stack."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from train_fixtures import train_shards  # noqa: F401  (session fixture)
+
+from tools.experiment import runner as runner_module
+from tools.experiment.data import DataPaths
+from tools.experiment.document import render
+from tools.experiment.grid import (
+    GridConfig,
+    Run,
+    Setting,
+    baseline_from_recipe,
+    expand,
+)
+from tools.experiment.main import write_report
+from tools.experiment.report import aggregate, chance, claims, results_table
+from tools.experiment.runner import RunnerConfig, execute, overrides, pending, result_path
+
+BASELINE = Setting(fraction=1.0, video_mask_ratio=0.75, text_mask_prob=0.45, losses="+VTC+VTM")
+
+
+def test_grid_shares_the_baseline_and_changes_one_factor_per_cell():
+    cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1)))
+    assert len(cells) == 12
+    assert [c.setting == BASELINE for c in cells].count(True) == 4  # one per axis
+    assert all(c.baseline == (c.setting == BASELINE) for c in cells)
+    # 1 baseline + 2 other values on each of 4 axes = 9 settings, each once per seed
+    assert len(runs) == 18 and len({r.run_id for r in runs}) == 18
+    assert sum(r.setting == BASELINE for r in runs) == 2
+    names = [f.name for f in fields(Setting)]
+    for cell in cells:
+        changed = [n for n in names if getattr(cell.setting, n) != getattr(BASELINE, n)]
+        assert len(changed) == (0 if cell.baseline else 1), (cell, changed)
+
+
+def test_baseline_snaps_the_recipe_to_the_grid_and_must_lie_on_every_axis():
+    assert baseline_from_recipe(0.75, 0.5) == BASELINE
+    snapped = baseline_from_recipe(0.88, 0.8)
+    assert (snapped.video_mask_ratio, snapped.text_mask_prob) == (0.9, 0.75)
+    with pytest.raises(ValueError, match="not among the video_mask axis"):
+        GridConfig(baseline=Setting(1.0, 0.8, 0.45))
+    cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(3,), axes=("losses",)))
+    assert [c.label for c in cells] == ["MVM+MLM", "+VTC", "+VTC+VTM"] and len(runs) == 3
+
+
+def _result(run: Run, r1: float, n: int = 100) -> dict:
+    return {"fraction": run.setting.fraction, "seed": run.seed, "train_clips": 500,
+            "train_seconds": 10.0, "eval_seconds": 2.0,
+            "metrics": {"t2v_r1": r1, "t2v_r5": min(100.0, 3 * r1), "v2t_r1": r1 / 2, "n": n,
+                        "chance_r1": 100.0 / n}}
+
+
+# t2v R@1 per (axis value), seed 0 and seed 1: 0.9 clearly best on video, 0.15 clearly best
+# on text (against the paper), data 10% at 60% of full above chance, losses all clearly up.
+FAKE = {
+    Setting(0.1, 0.75, 0.45): (7.0, 7.0), Setting(0.3, 0.75, 0.45): (9.0, 9.0),
+    BASELINE: (10.0, 12.0), Setting(1.0, 0.9, 0.45): (20.0, 21.0),
+    Setting(1.0, 0.95, 0.45): (11.0, 13.0), Setting(1.0, 0.75, 0.15): (30.0, 30.0),
+    Setting(1.0, 0.75, 0.75): (4.0, 4.0), Setting(1.0, 0.75, 0.45, "MVM+MLM"): (1.0, 1.0),
+    Setting(1.0, 0.75, 0.45, "+VTC"): (5.0, 5.0),
+}
+
+
+def _fake_results(runs: list[Run], skip: set[str] = frozenset()) -> dict[str, dict]:
+    return {r.run_id: _result(r, FAKE[r.setting][r.seed]) for r in runs if r.run_id not in skip}
+
+
+def test_table_and_verdicts_from_fake_results(tmp_path):
+    grid = GridConfig(baseline=BASELINE, seeds=(0, 1))
+    cells, runs = expand(grid)
+    missing = Run(Setting(1.0, 0.95, 0.45), 1).run_id
+    results = _fake_results(runs, skip={missing})
+    rows = aggregate(cells, grid.seeds, results)
+    base = next(r for r in rows if r.cell.baseline)
+    assert base.stats["t2v_r1"].mean == 11.0 and math.isclose(base.stats["t2v_r1"].sd, math.sqrt(2))
+    assert base.stats["v2t_r1"].mean == 5.5
+    c1, c5, n = chance(results)
+    assert (c1, c5, n) == (1.0, 5.0, 100)
+    table = results_table(rows, c1, c5)
+    assert "| chance | - | 1.00 | 5.00 | 1.00 |" in table
+    assert "| 11.0 ± 1.4 |" in table and "0.75 (baseline)" in table
+    assert "11.0 (1 seed)" in table  # the 0.95 cell lost its second seed: shown, not zeroed
+    verdicts = {c.split(",")[0].split(":")[0]: v for c, v, _ in claims(rows, c1)}
+    assert verdicts["A high video mask ratio"] == "holds"
+    assert verdicts["A high text mask ratio"] == "does not hold"
+    # (7 - 1) / (11 - 1) = 60% of the full-data R@1 above chance, below the paper's 82%
+    assert verdicts["Data efficiency"] == "does not hold"
+    assert verdicts["Every loss term helps"] == "holds"
+    setup = {"out": "o", "recipe": "r", "model": "m", "max_duration": "9ba", "batch_size": 16,
+             "seeds": [0, 1], "baseline": vars(BASELINE), "recipe_video_mask": 0.75,
+             "recipe_text_mask": 0.5, "num_clips": 600, "test_clips": 100, "codec": "vp9",
+             "short_side": 48, "train_clips": "100%: 500", "runs_done": 17, "runs_total": 18,
+             "run_seconds": 204.0, "seconds_per_run": 12.0, "cores": 2, "date": "2026-01-01",
+             "visible_cells": "4x4"}
+    doc = render(rows, c1, c5, setup, ["data.png"], "vtp experiment")
+    assert "Regenerate with `vtp experiment`" in doc and "2 of 4 claims hold" in doc
+    path = write_report(tmp_path, cells, grid, results, setup, "img/", "vtp experiment")
+    assert "![img/data.png](img/data.png)" in path.read_text()
+    for axis in ("data", "video_mask", "text_mask", "losses"):
+        assert (tmp_path / f"{axis}.png").stat().st_size > 5000
+    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 17
+
+
+def _paths(tmp_path: Path) -> DataPaths:
+    return DataPaths(train={0.1: tmp_path / "f0.1", 0.3: tmp_path / "f0.3", 1.0: tmp_path / "f1"},
+                     test=tmp_path / "test", train_clips={0.1: 50, 0.3: 150, 1.0: 500}, test_clips=100)
+
+
+def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeypatch):
+    cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1)))
+    cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path / "out", work=tmp_path / "work",
+                       max_duration="3ba", batch_size=16)
+    done = runs[:5]
+    for run in done:
+        result_path(cfg.out, run).parent.mkdir(parents=True, exist_ok=True)
+        result_path(cfg.out, run).write_text(json.dumps(_result(run, 5.0)))
+    broken = runs[7].run_id
+    called: list[str] = []
+
+    def fake_worker(argv, stdout, stderr):
+        spec = json.loads(Path(argv[-1]).read_text())
+        called.append(spec["run_id"])
+        stdout.write("worker log line\n")
+        if spec["run_id"] == broken:
+            return 1
+        Path(spec["result"]).write_text(json.dumps({"run_id": spec["run_id"],
+                                                    "metrics": {"t2v_r1": 1, "t2v_r5": 5, "v2t_r1": 1,
+                                                                "chance_r1": 1, "n": 100}}))
+        return 0
+
+    monkeypatch.setattr(runner_module.subprocess, "call", fake_worker)
+    summary = execute(runs, _paths(tmp_path), cfg, progress=False)
+    assert called == [r.run_id for r in runs[5:]]
+    assert summary["skipped"] == 5 and summary["failed"] == [broken] and summary["ran"] == 12
+    assert [r.run_id for r in pending(runs, cfg.out)] == [broken]
+    called.clear()
+    summary = execute(runs, _paths(tmp_path), cfg, progress=False)
+    assert called == [broken] and summary["skipped"] == 17
+
+
+def test_overrides_set_each_factor_and_small_subsets_are_refused(tmp_path):
+    cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path, work=tmp_path, max_duration="7ba",
+                       batch_size=16, vtc_weight=2.0)
+    found = overrides(Run(Setting(0.3, 0.9, 0.15, "+VTC"), 4), _paths(tmp_path), cfg)
+    assert f"data.path={tmp_path / 'f0.3'}" in found
+    for expected in ("seed=4", "trainer.max_duration=7ba", "model.video_mask_ratio=0.9",
+                     "model.text_mask_prob=0.15", "model.vtc_weight=2.0", "model.vtm_weight=0.0"):
+        assert expected in found
+    small = DataPaths(train={0.1: tmp_path}, test=tmp_path, train_clips={0.1: 12}, test_clips=10)
+    with pytest.raises(ValueError, match="12 clips, fewer than one batch of 16"):
+        execute([Run(Setting(0.1, 0.75, 0.45), 0)], small, cfg, progress=False)
+
+
+def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth_dir):  # noqa: F811
+    from recipes.evaluate import prepare_test_shards
+
+    test, summary = prepare_test_shards(synth_dir / "test.json", tmp_path / "test-shards", "vp9",
+                                        48, 2)
+    data = DataPaths(train={1.0: train_shards}, test=test, train_clips={1.0: 16},
+                     test_clips=summary["ok"])
+    cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path / "out", work=tmp_path / "work",
+                       max_duration="2ba", batch_size=16)
+    run = Run(Setting(1.0, 0.9, 0.75, "+VTC"), 5)
+    summary = execute([run], data, cfg, progress=False)
+    assert summary["ran"] == 1 and not summary["failed"], summary
+    result = json.loads(result_path(cfg.out, run).read_text())
+    assert result["steps"] == 2 and result["seed"] == 5 and result["losses"] == "+VTC"
+    assert result["metrics"]["n"] == data.test_clips > 0
+    assert 0.0 <= result["metrics"]["t2v_r1"] <= 100.0
+    assert set(result["final_losses"]) >= {"mvm", "mlm", "vtc"} and "vtm" not in result["final_losses"]
+    assert result["wall_seconds"] > 0
+    assert not (cfg.work / "runs" / run.run_id / "checkpoints").exists()  # evaluated, then removed
+    assert "model.video_mask_ratio=0.9" in result["overrides"]
+
+
+def test_cli_dry_run_lists_the_grid_and_bad_input_is_a_usage_error(capsys):
+    from tools.cli import main
+
+    assert main(["experiment", "--dry-run", "--axes", "losses,video_mask", "--seeds", "0,1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "6 cells, 15 distinct runs" in out and out.count("(baseline)") == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "--dry-run", "--axes", "colour"])
+    assert exit_info.value.code == 2
+    assert "unknown or no axes ['colour']" in capsys.readouterr().err

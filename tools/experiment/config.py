@@ -1,0 +1,62 @@
+"""The experiment's settings (one typed configuration for the CLI and for Python callers)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.experiment.grid import AXES, GridConfig
+
+
+@dataclass
+class ExperimentConfig:
+    """One `vtp experiment` invocation.
+
+    Args:
+        recipe: training recipe (path or shipped name).
+        out: report folder (report.md, plots, results.json, runs/).
+        work: data and checkpoint folder.
+        seeds: training seeds per cell (at least 2 for a spread).
+        max_duration: training length of each run; None uses the recipe's.
+        axes: which of the four axes to run.
+        fractions: training-set shares of the data axis.
+        num_clips, num_test, data_seed: size and seed of the synthetic dataset.
+        workers: processes for synth, clean and shard.
+        overrides: more recipe overrides applied to every run.
+        keep_checkpoints: keep each run's final checkpoint.
+        publish: also write ``publish/EXPERIMENTS.md`` and ``publish/experiments/*.png``.
+        progress: show progress bars.
+    """
+
+    recipe: str = "recipes/tiny-synthetic.yaml"
+    out: Path = Path("reports/experiments")
+    work: Path = Path("data/experiments")
+    seeds: tuple[int, ...] = (0, 1)
+    max_duration: str | None = None
+    axes: tuple[str, ...] = tuple(AXES)
+    fractions: tuple[float, ...] = GridConfig.fractions
+    num_clips: int = 600
+    num_test: int = 150
+    data_seed: int = 0
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    overrides: tuple[str, ...] = ()
+    keep_checkpoints: bool = False
+    publish: Path | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out, self.work = Path(self.out), Path(self.work)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
+        unknown = set(self.axes) - set(AXES)
+        if unknown or not self.axes:
+            raise ValueError(f"unknown or no axes {sorted(unknown)}; known: {', '.join(AXES)}")
+        if not self.fractions or not all(0.0 < f <= 1.0 for f in self.fractions):
+            raise ValueError(f"fractions must be in (0, 1], got {self.fractions}")
+        if 1.0 not in self.fractions:
+            raise ValueError("fractions must include 1.0: the baseline trains on all the data")
+        if self.num_clips < 1 or self.num_test < 2:
+            raise ValueError("num_clips must be >= 1 and num_test >= 2")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")

@@ -1,0 +1,86 @@
+"""The experiment's markdown document: setup, table, verdicts, caveats and plots."""
+
+from __future__ import annotations
+
+import math
+
+from tools.experiment.report import PAPER_DATA_RATIO, CellStats, claims, results_table
+
+CAVEATS = [
+    "Scale: SimVTP's numbers are ViT-B pretrained on WebVid-2M and fine-tuned on MSR-VTT; here "
+    "a tiny model (see Setup) is pretrained for a few hundred "
+    "steps on procedurally generated clips and evaluated zero-shot. Only the direction of an "
+    "effect can carry over, never its size.",
+    "Data axis: every run takes the same number of steps, so a smaller subset is seen for more "
+    "epochs (same compute, less data). How SimVTP's 10% run was scheduled is not in our reference.",
+    f"The data-efficiency claim compares R@1 above chance: (R@1(10%) - chance) / (R@1(100%) - "
+    f"chance) against SimVTP's 43.8 / 53.6 = {PAPER_DATA_RATIO:.0%}; it holds when the "
+    "miniature keeps at least that share.",
+    "Spread is the sample standard deviation over seeds (seed = model initialisation, data "
+    "order and masks; the dataset is the same). A value is \"clearly\" above another when the "
+    "means differ by more than the sum of the two standard deviations; otherwise it is a tie "
+    "within seed noise. With 2 seeds this rule is coarse: ties are common and are reported as "
+    "inconclusive rather than read in the paper's favour.",
+]
+
+
+def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dict,
+           plots: list[str], command: str) -> str:
+    """The whole document.
+
+    Args:
+        rows: the aggregated cells.
+        chance_r1, chance_r5: chance levels in percent.
+        setup: recipe, steps, batch, seeds, data sizes, timing (see ``main.setup_info``).
+        plots: image paths relative to the document.
+        command: the command that regenerates the document.
+    """
+    verdicts = claims(rows, chance_r1)
+    lines = [
+        "# SimVTP's claims in miniature (`vtp experiment`)", "",
+        f"Regenerate with `{command}` (finished runs are reused; delete `{setup['out']}/runs/` "
+        "to train everything again). `make experiments` runs the same grid into "
+        "`reports/experiments/`.", "",
+        "## Setup", "",
+        f"- Recipe `{setup['recipe']}` ({setup['model']}), "
+        f"{setup['max_duration']} per run at batch {setup['batch_size']}, seeds "
+        f"{', '.join(map(str, setup['seeds']))}; every other setting as in the recipe.",
+        f"- Baseline: all data, video mask {setup['baseline']['video_mask_ratio']:g}, text mask "
+        f"{setup['baseline']['text_mask_prob']:g}, all four losses (the recipe's mask ratios "
+        f"{setup['recipe_video_mask']:g} / {setup['recipe_text_mask']:g} snapped to the nearest "
+        "grid values). Each axis changes one factor; cells equal to the baseline share its runs.",
+        f"- Data: `vtp synth` {setup['num_clips']} training rows + {setup['test_clips']} held-out "
+        f"test clips (unseen combinations), `vtp clean`, nested `vtp subset` fractions, "
+        f"`vtp shard` {setup['codec']} short side {setup['short_side']}. Training clips per "
+        f"fraction: {setup['train_clips']}.",
+        f"- Evaluation: zero-shot text-to-video and video-to-text retrieval on the "
+        f"{setup['test_clips']} held-out clips (`recipes.evaluate`, mean-pooled video-only and "
+        f"text-only encoder features, ties counted against the model). Chance: R@1 "
+        f"{chance_r1:.2f}%, R@5 {chance_r5:.2f}%.",
+        f"- Compute: {setup['runs_done']} of {setup['runs_total']} distinct runs finished, "
+        f"{_minutes(setup['run_seconds'])} of run time in all "
+        f"({setup['seconds_per_run']:.0f} s per run: train + eval + process start), "
+        f"{setup['cores']} CPU cores, {setup['date']}.", "",
+        "## Results (held-out zero-shot recall, %, mean ± sd over seeds)", "",
+        results_table(rows, chance_r1, chance_r5), "",
+        "## SimVTP's claims: which the miniature reproduces", "",
+        "| claim | verdict | evidence |", "|---|---|---|",
+    ]
+    lines += [f"| {c} | **{v}** | {e} |" for c, v, e in verdicts]
+    held = [c for c, v, _ in verdicts if v == "holds"]
+    not_held = [c for c, v, _ in verdicts if v in ("does not hold",)]
+    unclear = [c for c, v, _ in verdicts if v not in ("holds", "does not hold")]
+    lines += ["", f"In short: {len(held)} of {len(verdicts)} claims hold in the miniature, "
+              f"{len(not_held)} do not, {len(unclear)} are partial or inconclusive at this "
+              "scale and seed count.", "", "## Caveats", ""]
+    lines += [f"- Mask grid: {setup['visible_cells']} (ViT-B's 14x14 grid leaves 49 / 20 / 10)."]
+    lines += [f"- {c}" for c in CAVEATS]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _minutes(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "unknown"
+    return f"{seconds / 60:.1f} min"

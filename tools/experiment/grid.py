@@ -1,0 +1,161 @@
+"""The experiment grid: four one-factor axes around one baseline, expanded into unique runs.
+
+Every cell of the table is one setting trained with several seeds. Cells that land on the
+same setting (each axis has the baseline among its values) share their runs, so the
+baseline is trained once per seed, not once per axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+# losses label -> (VTC on, VTM on); MVM and MLM always run.
+LOSSES: dict[str, tuple[bool, bool]] = {
+    "MVM+MLM": (False, False),
+    "+VTC": (True, False),
+    "+VTC+VTM": (True, True),
+}
+
+# axis name -> (the Setting field it varies, a title for tables and plots)
+AXES: dict[str, tuple[str, str]] = {
+    "data": ("fraction", "(a) training data (share of the cleaned training set)"),
+    "video_mask": ("video_mask_ratio", "(b) video mask ratio"),
+    "text_mask": ("text_mask_prob", "(c) text mask probability"),
+    "losses": ("losses", "(d) loss terms"),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one training run varies; everything else comes from the recipe.
+
+    Args:
+        fraction: share of the training set (a nested `vtp subset` subset).
+        video_mask_ratio: tube mask ratio (``model.video_mask_ratio``).
+        text_mask_prob: MLM masking probability (``model.text_mask_prob``).
+        losses: a key of :data:`LOSSES`.
+    """
+
+    fraction: float
+    video_mask_ratio: float
+    text_mask_prob: float
+    losses: str = "+VTC+VTM"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if not 0.0 < self.video_mask_ratio < 1.0 or not 0.0 < self.text_mask_prob < 1.0:
+            raise ValueError(f"mask ratios must be in (0, 1), got {self.video_mask_ratio}, "
+                             f"{self.text_mask_prob}")
+        if self.losses not in LOSSES:
+            raise ValueError(f"losses must be one of {list(LOSSES)}, got {self.losses!r}")
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name, unique per setting."""
+        losses = {"MVM+MLM": "mvm-mlm", "+VTC": "vtc", "+VTC+VTM": "vtc-vtm"}[self.losses]
+        return (f"f{self.fraction:g}-vm{self.video_mask_ratio:g}-tm{self.text_mask_prob:g}"
+                f"-{losses}")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a setting and a seed."""
+
+    setting: Setting
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.setting.slug}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the table: an axis, the value shown, and the setting trained for it."""
+
+    axis: str
+    label: str
+    setting: Setting
+    baseline: bool
+
+
+@dataclass
+class GridConfig:
+    """The axes, the seeds and the baseline the axes vary one factor away from.
+
+    Args:
+        baseline: the setting every axis starts from (its value must be on each axis).
+        fractions, video_mask_ratios, text_mask_probs, losses: the values of each axis.
+        seeds: training seeds; each cell reports mean and spread over them.
+        axes: which axes to run (all by default).
+    """
+
+    baseline: Setting
+    fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
+    video_mask_ratios: tuple[float, ...] = (0.75, 0.9, 0.95)
+    text_mask_probs: tuple[float, ...] = (0.15, 0.45, 0.75)
+    losses: tuple[str, ...] = tuple(LOSSES)
+    seeds: tuple[int, ...] = (0, 1)
+    axes: tuple[str, ...] = tuple(AXES)
+
+    def __post_init__(self) -> None:
+        if len(set(self.seeds)) < 1:
+            raise ValueError("at least one seed is needed")
+        unknown = set(self.axes) - set(AXES)
+        if unknown:
+            raise ValueError(f"unknown axes {sorted(unknown)}; known: {list(AXES)}")
+        for axis in self.axes:
+            name = AXES[axis][0]
+            if getattr(self.baseline, name) not in self.values(axis):
+                raise ValueError(f"the baseline {name}={getattr(self.baseline, name)} is not "
+                                 f"among the {axis} axis values {self.values(axis)}")
+
+    def values(self, axis: str) -> tuple:
+        return {"data": self.fractions, "video_mask": self.video_mask_ratios,
+                "text_mask": self.text_mask_probs, "losses": self.losses}[axis]
+
+
+def nearest(value: float, choices: tuple[float, ...]) -> float:
+    """The choice closest to ``value`` (the first one on a tie)."""
+    return min(choices, key=lambda c: abs(c - value))
+
+
+def baseline_from_recipe(video_mask_ratio: float, text_mask_prob: float,
+                         video_choices: tuple[float, ...] = GridConfig.video_mask_ratios,
+                         text_choices: tuple[float, ...] = GridConfig.text_mask_probs) -> Setting:
+    """The recipe's mask ratios snapped to the nearest grid values, all data, all losses.
+
+    Snapping keeps the baseline on every axis, so the cells that share it share its runs.
+    """
+    return Setting(fraction=1.0, video_mask_ratio=nearest(video_mask_ratio, video_choices),
+                   text_mask_prob=nearest(text_mask_prob, text_choices), losses="+VTC+VTM")
+
+
+def label(axis: str, value) -> str:
+    if axis == "data":
+        return f"{value:.0%}"
+    return str(value) if axis == "losses" else f"{value:g}"
+
+
+def expand(grid: GridConfig) -> tuple[list[Cell], list[Run]]:
+    """The table's cells, in axis order, and the unique runs they need (deduplicated).
+
+    Returns:
+        (cells, runs): runs in first-use order, each (setting, seed) once.
+    """
+    cells: list[Cell] = []
+    for axis in grid.axes:
+        name = AXES[axis][0]
+        for value in grid.values(axis):
+            setting = replace(grid.baseline, **{name: value})
+            cells.append(Cell(axis, label(axis, value), setting, setting == grid.baseline))
+    settings = list(dict.fromkeys(cell.setting for cell in cells))
+    runs = [Run(setting, seed) for setting in settings for seed in grid.seeds]
+    return cells, runs
+
+
+def runs_of(cell: Cell, seeds: tuple[int, ...]) -> list[Run]:
+    """The runs whose results make up ``cell``."""
+    return [Run(cell.setting, seed) for seed in seeds]
+

@@ -1,0 +1,155 @@
+"""Orchestration of `vtp experiment`: grid -> data -> runs -> report (and the published copy)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+from tools.experiment.config import ExperimentConfig
+from tools.experiment.data import DataPaths, DataPlan, build_data
+from tools.experiment.document import render
+from tools.experiment.grid import Cell, GridConfig, Run, baseline_from_recipe, expand
+from tools.experiment.report import aggregate, chance, plot_axes
+from tools.experiment.runner import RunnerConfig, execute, load_results, pending
+
+REPORT_NAME = "report.md"
+PUBLISHED_NAME = "EXPERIMENTS.md"
+
+
+def plan_grid(config: ExperimentConfig, recipe) -> tuple[GridConfig, list[Cell], list[Run]]:
+    """The grid around the recipe's baseline, its cells and its deduplicated runs."""
+    baseline = baseline_from_recipe(recipe.model.video_mask_ratio, recipe.model.text_mask_prob)
+    grid = GridConfig(baseline=baseline, fractions=tuple(sorted(config.fractions)),
+                      seeds=config.seeds, axes=config.axes)
+    cells, runs = expand(grid)
+    return grid, cells, runs
+
+
+def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only: bool = False) -> dict:
+    """Runs what is missing of the grid and writes the report; returns a summary.
+
+    Args:
+        config: the experiment.
+        dry_run: print the cells and runs, build and train nothing.
+        report_only: rebuild the report from the finished runs only.
+    """
+    from recipes.config import load_recipe
+
+    recipe = load_recipe(config.recipe, list(config.overrides))
+    grid, cells, runs = plan_grid(config, recipe)
+    todo = pending(runs, config.out)
+    if dry_run:
+        print(f"{len(cells)} cells, {len(runs)} distinct runs ({len(todo)} to do):")
+        for cell in cells:
+            print(f"  {cell.axis:10s} {cell.label:9s} -> {cell.setting.slug}"
+                  + (" (baseline)" if cell.baseline else ""))
+        return {"cells": len(cells), "runs": len(runs), "pending": len(todo)}
+    max_duration = config.max_duration or recipe.trainer.max_duration
+    plan = DataPlan(num_clips=config.num_clips, num_test=config.num_test, seed=config.data_seed,
+                    workers=config.workers)
+    fractions = tuple(sorted({run.setting.fraction for run in runs}))
+    data = build_data(config.work, plan, fractions, config.progress)
+    summary = {"runs": len(runs), "skipped": len(runs), "ran": 0, "failed": []}
+    if not report_only:
+        runner = RunnerConfig(recipe=str(config.recipe), out=config.out, work=config.work,
+                              max_duration=max_duration, batch_size=recipe.trainer.global_batch_size,
+                              vtc_weight=recipe.model.vtc_weight or 1.0,
+                              vtm_weight=recipe.model.vtm_weight or 1.0,
+                              keep_checkpoints=config.keep_checkpoints,
+                              extra_overrides=config.overrides)
+        summary = execute(runs, data, runner, config.progress)
+    results = load_results(runs, config.out)
+    setup = setup_info(config, recipe, grid, runs, results, data, plan, max_duration)
+    summary["report"] = str(write_report(config.out, cells, grid, results, setup,
+                                         image_prefix="", command=command_line(config)))
+    if config.publish:
+        publish(config, cells, grid, results, setup)
+    return summary
+
+
+def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Run],
+               results: dict, data: DataPaths, plan: DataPlan, max_duration: str) -> dict:
+    """What the report's setup section states."""
+    seconds = [r.get("wall_seconds", r["train_seconds"] + r["eval_seconds"]) for r in results.values()]
+    return {
+        "out": str(config.out), "recipe": str(config.recipe), "model": _model_text(recipe.model),
+        "visible_cells": _visible_cells(recipe.model, grid.video_mask_ratios),
+        "max_duration": max_duration, "batch_size": recipe.trainer.global_batch_size,
+        "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
+        "recipe_video_mask": recipe.model.video_mask_ratio,
+        "recipe_text_mask": recipe.model.text_mask_prob,
+        "num_clips": plan.num_clips, "test_clips": data.test_clips, "codec": plan.codec,
+        "short_side": plan.short_side,
+        "train_clips": ", ".join(f"{f:.0%}: {n}" for f, n in sorted(data.train_clips.items())),
+        "runs_done": len(results), "runs_total": len(runs),
+        "run_seconds": sum(seconds) if seconds else math.nan,
+        "seconds_per_run": sum(seconds) / len(seconds) if seconds else math.nan,
+        "cores": os.cpu_count(), "date": datetime.date.today().isoformat(),
+    }
+
+
+def _model_text(model) -> str:
+    return (f"{model.depth} blocks of width {model.width}, {model.image_size} px, "
+            f"{model.num_frames} frames, tubelet {'x'.join(map(str, model.tubelet))}")
+
+
+def _visible_cells(model, ratios: tuple[float, ...]) -> str:
+    """Visible tube cells per time slice at each ratio (the tube mask rounds to whole cells)."""
+    cells = (model.image_size // model.tubelet[1]) * (model.image_size // model.tubelet[2])
+    side = model.image_size // model.tubelet[1]
+    shown = " / ".join(str(cells - round(r * cells)) for r in ratios)
+    return f"{side}x{side} grid per time slice: ratios {' / '.join(f'{r:g}' for r in ratios)} leave {shown} visible cells"
+
+
+def command_line(config: ExperimentConfig) -> str:
+    """The `vtp experiment` command that regenerates this report (defaults left out)."""
+    default = ExperimentConfig()
+    parts = ["vtp experiment"]
+    for flag, value, base in (("--recipe", config.recipe, default.recipe),
+                              ("--out", config.out, default.out), ("--work", config.work, default.work),
+                              ("--max-duration", config.max_duration, default.max_duration),
+                              ("--num-clips", config.num_clips, default.num_clips),
+                              ("--num-test", config.num_test, default.num_test),
+                              ("--data-seed", config.data_seed, default.data_seed)):
+        if value != base:
+            parts.append(f"{flag} {value}")
+    if config.seeds != default.seeds:
+        parts.append("--seeds " + ",".join(map(str, config.seeds)))
+    if config.axes != default.axes:
+        parts.append("--axes " + ",".join(config.axes))
+    if tuple(sorted(config.fractions)) != default.fractions:
+        parts.append("--fractions " + ",".join(map(str, sorted(config.fractions))))
+    parts += [f"--set {o}" for o in config.overrides]
+    if config.publish:
+        parts.append(f"--publish {config.publish}")
+    return " ".join(parts)
+
+
+def write_report(folder: Path, cells: list[Cell], grid: GridConfig, results: dict, setup: dict,
+                 image_prefix: str, command: str, name: str = REPORT_NAME,
+                 plot_folder: Path | None = None) -> Path:
+    """Writes the document, its plots and results.json; returns the document's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(cells, grid.seeds, results)
+    chance_r1, chance_r5, _ = chance(results)
+    plots = plot_axes(rows, chance_r1, chance_r5, plot_folder or folder) if results else []
+    text = render(rows, chance_r1, chance_r5, setup, [image_prefix + p.name for p in plots], command)
+    path = folder / name
+    path.write_text(text)
+    (plot_folder or folder).mkdir(parents=True, exist_ok=True)
+    (plot_folder or folder).joinpath("results.json").write_text(
+        json.dumps({"setup": setup, "runs": results}, indent=1, default=str) + "\n")
+    return path
+
+
+def publish(config: ExperimentConfig, cells: list[Cell], grid: GridConfig, results: dict,
+            setup: dict) -> Path:
+    """The committed copy: ``publish/EXPERIMENTS.md`` with plots under ``publish/experiments/``."""
+    plots = config.publish / "experiments"
+    shutil.rmtree(plots, ignore_errors=True)
+    return write_report(config.publish, cells, grid, results, setup, image_prefix="experiments/",
+                        command=command_line(config), name=PUBLISHED_NAME, plot_folder=plots)

@@ -1,0 +1,167 @@
+"""Runs the grid's pending runs one after another, each in its own process, with progress.
+
+A run is finished when ``OUT/runs/RUN_ID.json`` exists; a rerun skips those, so an
+interrupted grid continues where it stopped. Checkpoints and logs live under
+``WORK/runs/RUN_ID/`` (the log stays; the checkpoint is removed once evaluated).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tools.experiment.data import DataPaths
+from tools.experiment.grid import LOSSES, Run, Setting
+
+
+@dataclass
+class RunnerConfig:
+    """Where runs write and what they train.
+
+    Args:
+        recipe: the training recipe (YAML path or shipped name).
+        out: report folder; per-run results go to ``out/runs/``.
+        work: scratch folder for checkpoints and per-run logs.
+        max_duration: training length of every run (a Composer time such as ``300ba``).
+        batch_size: the recipe's global batch size (a subset must hold at least one batch).
+        vtc_weight, vtm_weight: the recipe's weights, used where a setting switches a term on.
+        keep_checkpoints: keep each run's final checkpoint after its evaluation.
+        extra_overrides: more ``section.key=value`` overrides applied to every run.
+    """
+
+    recipe: str
+    out: Path
+    work: Path
+    max_duration: str
+    batch_size: int
+    vtc_weight: float = 1.0
+    vtm_weight: float = 1.0
+    keep_checkpoints: bool = False
+    extra_overrides: tuple[str, ...] = ()
+
+
+def result_path(out: Path, run: Run) -> Path:
+    return out / "runs" / f"{run.run_id}.json"
+
+
+def pending(runs: list[Run], out: Path) -> list[Run]:
+    """The runs without a result file, in order."""
+    return [run for run in runs if not result_path(out, run).is_file()]
+
+
+def load_results(runs: list[Run], out: Path) -> dict[str, dict]:
+    """``{run_id: result}`` of the finished runs among ``runs``."""
+    found = {}
+    for run in runs:
+        path = result_path(out, run)
+        if path.is_file():
+            found[run.run_id] = json.loads(path.read_text())
+    return found
+
+
+def overrides(run: Run, data: DataPaths, cfg: RunnerConfig) -> list[str]:
+    """The recipe overrides that make ``run``: data, length, seed, masks, losses, outputs."""
+    s: Setting = run.setting
+    vtc_on, vtm_on = LOSSES[s.losses]
+    folder = cfg.work / "runs" / run.run_id
+    return [
+        f"data.path={data.train[s.fraction]}",
+        f"trainer.max_duration={cfg.max_duration}",
+        f"seed={run.seed}",
+        f"model.video_mask_ratio={s.video_mask_ratio}",
+        f"model.text_mask_prob={s.text_mask_prob}",
+        f"model.vtc_weight={cfg.vtc_weight if vtc_on else 0.0}",
+        f"model.vtm_weight={cfg.vtm_weight if vtm_on else 0.0}",
+        f"run_name=exp-{run.run_id}",
+        f"trainer.save_folder={folder / 'checkpoints'}",
+        f"trainer.save_interval={cfg.max_duration}",  # only the final checkpoint
+        "trainer.save_num_checkpoints_to_keep=1",
+        "trainer.autoresume=true",  # a run cut off during evaluation does not train again
+        f"callbacks.batch_log={folder / 'batches.jsonl'}",
+        "loggers.file=null",
+        "loggers.tensorboard=null",
+        "loggers.progress_bar=false",
+        *cfg.extra_overrides,
+    ]
+
+
+def spec(run: Run, data: DataPaths, cfg: RunnerConfig) -> dict:
+    """Everything the worker process needs for ``run`` (written to a json it reads)."""
+    folder = cfg.work / "runs" / run.run_id
+    return {
+        "run_id": run.run_id,
+        "run": {"fraction": run.setting.fraction, "video_mask_ratio": run.setting.video_mask_ratio,
+                "text_mask_prob": run.setting.text_mask_prob, "losses": run.setting.losses,
+                "seed": run.seed, "train_clips": data.train_clips[run.setting.fraction]},
+        "recipe": str(cfg.recipe),
+        "overrides": overrides(run, data, cfg),
+        "checkpoint_folder": str(folder / "checkpoints"),
+        "batch_log": str(folder / "batches.jsonl"),
+        "eval_out": str(folder / "eval"),
+        "test": str(data.test),
+        "result": str(result_path(cfg.out, run)),
+        "keep_checkpoints": cfg.keep_checkpoints,
+    }
+
+
+def check_sizes(runs: list[Run], data: DataPaths, batch_size: int) -> None:
+    """Every run's training set must hold at least one full batch (batches drop the rest).
+
+    Raises:
+        ValueError: a fraction's shards hold fewer clips than one batch.
+    """
+    for run in runs:
+        clips = data.train_clips[run.setting.fraction]
+        if clips < batch_size:
+            raise ValueError(
+                f"the {run.setting.fraction:.0%} subset has {clips} clips, fewer than one batch of "
+                f"{batch_size}: generate more clips (--num-clips) or drop that fraction")
+
+
+def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool = True) -> dict:
+    """Runs every pending run of ``runs``; returns counts and the ids that failed.
+
+    A failed run (its worker exits non-zero) is reported with the tail of its log and left
+    pending, so the next invocation retries it; the others still run.
+    """
+    todo = pending(runs, cfg.out)
+    check_sizes(todo, data, cfg.batch_size)
+    failed: list[str] = []
+    seconds: list[float] = []
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="experiment", unit="run",
+               disable=not progress)
+    for run in todo:
+        folder = cfg.work / "runs" / run.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        spec_path = folder / "spec.json"
+        spec_path.write_text(json.dumps(spec(run, data, cfg), indent=1) + "\n")
+        bar.set_postfix_str(run.run_id)
+        start = time.perf_counter()
+        with (folder / "log.txt").open("w") as log:
+            code = subprocess.call([sys.executable, "-m", "tools.experiment.worker", str(spec_path)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        seconds.append(time.perf_counter() - start)
+        if code != 0 or not result_path(cfg.out, run).is_file():
+            failed.append(run.run_id)
+            tail = (folder / "log.txt").read_text().splitlines()[-15:]
+            tqdm.write(f"run {run.run_id} FAILED (status {code}); log {folder / 'log.txt'}:\n  "
+                       + "\n  ".join(tail))
+        else:
+            result = json.loads(result_path(cfg.out, run).read_text())
+            result["wall_seconds"] = round(seconds[-1], 1)  # train + eval + process start
+            result_path(cfg.out, run).write_text(json.dumps(result, indent=1) + "\n")
+            m = result["metrics"]
+            tqdm.write(f"run {run.run_id}: t2v R@1 {m['t2v_r1']:.1f} R@5 {m['t2v_r5']:.1f} "
+                       f"v2t R@1 {m['v2t_r1']:.1f} (chance {m['chance_r1']:.2f}) "
+                       f"in {seconds[-1]:.0f} s")
+        bar.update(1)
+    bar.close()
+    return {"runs": len(runs), "skipped": len(runs) - len(todo), "ran": len(todo) - len(failed),
+            "failed": failed, "seconds": round(sum(seconds), 1),
+            "seconds_per_run": round(sum(seconds) / len(seconds), 1) if seconds else None}
