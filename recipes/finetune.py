@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,10 @@ def write_loss_curve(records: list[dict], cfg: FinetuneConfig, out: Path) -> Non
     log = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "steps": records}
     (out / "finetune_log.json").write_text(json.dumps(log, indent=2) + "\n")
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1, label="loss")
+    # features that tell nothing apart score 2 ln B (a uniform softmax in both directions)
+    ax.axhline(2 * math.log(cfg.batch_size), color="grey", ls="--", lw=1, label="chance (2 ln B)")
+    ax.legend(loc="lower left")
     ax.set_xlabel("step")
     ax.set_ylabel("contrastive loss (t2v + v2t)")
     ax.set_title(f"dual-encoder fine-tuning, batch {cfg.batch_size}, lr {cfg.lr:g}")
