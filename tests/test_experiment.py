@@ -23,7 +23,15 @@ from tools.experiment.grid import (
 )
 from tools.experiment.main import write_report
 from tools.experiment.report import aggregate, chance, claims, results_table
-from tools.experiment.runner import RunnerConfig, execute, overrides, pending, result_path
+from tools.experiment.runner import (
+    RunnerConfig,
+    execute,
+    fingerprints,
+    load_results,
+    overrides,
+    pending,
+    result_path,
+)
 
 BASELINE = Setting(fraction=1.0, video_mask_ratio=0.75, text_mask_prob=0.45, losses="+VTC+VTM")
 
@@ -95,10 +103,10 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     # (7 - 1) / (11 - 1) = 60% of the full-data R@1 above chance, below the paper's 82%
     assert verdicts["Data efficiency"] == "does not hold"
     assert verdicts["Every loss term helps"] == "holds"
-    setup = {"out": "o", "recipe": "r", "model": "m", "max_duration": "9ba", "batch_size": 16,
+    setup = {"out": "o", "recipe": "r", "recipe_sha": "abc", "model": "m", "max_duration": "9ba", "batch_size": 16,
              "seeds": [0, 1], "baseline": vars(BASELINE), "recipe_video_mask": 0.75,
              "recipe_text_mask": 0.5, "num_clips": 600, "test_clips": 100, "codec": "vp9",
-             "short_side": 48, "train_clips": "100%: 500", "runs_done": 17, "runs_total": 18,
+             "short_side": 48, "render": "160x120", "train_clips": "100%: 500", "runs_done": 17, "runs_total": 18,
              "run_seconds": 204.0, "seconds_per_run": 12.0, "cores": 2, "date": "2026-01-01",
              "visible_cells": "4x4"}
     doc = render(rows, c1, c5, setup, ["data.png"], "vtp experiment")
@@ -119,10 +127,12 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
     cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1)))
     cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path / "out", work=tmp_path / "work",
                        max_duration="3ba", batch_size=16)
+    prints = fingerprints(runs, _paths(tmp_path), cfg)
     done = runs[:5]
     for run in done:
         result_path(cfg.out, run).parent.mkdir(parents=True, exist_ok=True)
-        result_path(cfg.out, run).write_text(json.dumps(_result(run, 5.0)))
+        result_path(cfg.out, run).write_text(json.dumps({**_result(run, 5.0),
+                                                         "fingerprint": prints[run.run_id]}))
     broken = runs[7].run_id
     called: list[str] = []
 
@@ -132,19 +142,25 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
         stdout.write("worker log line\n")
         if spec["run_id"] == broken:
             return 1
-        Path(spec["result"]).write_text(json.dumps({"run_id": spec["run_id"],
-                                                    "metrics": {"t2v_r1": 1, "t2v_r5": 5, "v2t_r1": 1,
-                                                                "chance_r1": 1, "n": 100}}))
+        result = {"run_id": spec["run_id"], "fingerprint": spec["fingerprint"],
+                  "metrics": {"t2v_r1": 1, "t2v_r5": 5, "v2t_r1": 1, "chance_r1": 1, "n": 100}}
+        Path(spec["result"]).write_text(json.dumps(result))
         return 0
 
     monkeypatch.setattr(runner_module.subprocess, "call", fake_worker)
     summary = execute(runs, _paths(tmp_path), cfg, progress=False)
     assert called == [r.run_id for r in runs[5:]]
     assert summary["skipped"] == 5 and summary["failed"] == [broken] and summary["ran"] == 12
-    assert [r.run_id for r in pending(runs, cfg.out)] == [broken]
+    assert [r.run_id for r in pending(runs, cfg.out, prints)] == [broken]
+    assert len(load_results(runs, cfg.out, prints)) == 17
     called.clear()
     summary = execute(runs, _paths(tmp_path), cfg, progress=False)
     assert called == [broken] and summary["skipped"] == 17
+    # another recipe setting makes every earlier result stale: all of them run again
+    called.clear()
+    cfg.extra_overrides = ("optimizer.lr=5e-4",)
+    execute(runs, _paths(tmp_path), cfg, progress=False)
+    assert called == [r.run_id for r in runs]
 
 
 def test_overrides_set_each_factor_and_small_subsets_are_refused(tmp_path):

@@ -36,8 +36,8 @@ class ExperimentConfig:
     max_duration: str | None = None
     axes: tuple[str, ...] = tuple(AXES)
     fractions: tuple[float, ...] = GridConfig.fractions
-    num_clips: int = 600
-    num_test: int = 150
+    num_clips: int = 800
+    num_test: int = 200
     data_seed: int = 0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     overrides: tuple[str, ...] = ()

@@ -23,17 +23,22 @@ class DataPlan:
         num_test: held-out test clips (unseen caption/scene combinations).
         seed: the generator's seed.
         defect_rate: share of rows with a caption defect (half as many broken files).
+        width, height: rendered frame size (the tiny model sees 32x32 crops; bigger frames
+            only slow rendering and sharding). Same as `make demo`.
         codec: shard codec; vp9 decodes on the CPU.
-        short_side: shard short side in pixels.
+        short_side: shard short side in pixels; 36 is 8/7 of the tiny model's 32, the size
+            `vtp eval` and `make demo` use, so the crops match the demo's.
         workers: processes for synth, clean and shard.
     """
 
-    num_clips: int = 600
-    num_test: int = 150
+    num_clips: int = 800
+    num_test: int = 200
     seed: int = 0
     defect_rate: float = 0.1
+    width: int = 160
+    height: int = 120
     codec: str = "vp9"
-    short_side: int = 48
+    short_side: int = 36
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def stamp(self) -> dict:
@@ -102,7 +107,8 @@ def _synth(out: Path, plan: DataPlan, progress: bool) -> Path:
         return out
     print(f"experiment data: synth {plan.num_clips} + {plan.num_test} test clips -> {out}", flush=True)
     config = SynthConfig(num_clips=plan.num_clips, num_test=plan.num_test, seed=plan.seed,
-                         defect_rate=plan.defect_rate, workers=plan.workers)
+                         defect_rate=plan.defect_rate, width=plan.width, height=plan.height,
+                         workers=plan.workers)
     generate(config, out, progress=progress)
     done.write_text(json.dumps(plan.stamp()))
     return out

@@ -42,7 +42,7 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         "to train everything again). `make experiments` runs the same grid into "
         "`reports/experiments/`.", "",
         "## Setup", "",
-        f"- Recipe `{setup['recipe']}` ({setup['model']}), "
+        f"- Recipe `{setup['recipe']}` (sha256 {setup['recipe_sha']}; {setup['model']}), "
         f"{setup['max_duration']} per run at batch {setup['batch_size']}, seeds "
         f"{', '.join(map(str, setup['seeds']))}; every other setting as in the recipe.",
         f"- Baseline: all data, video mask {setup['baseline']['video_mask_ratio']:g}, text mask "
@@ -51,7 +51,8 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         "grid values). Each axis changes one factor; cells equal to the baseline share its runs.",
         f"- Data: `vtp synth` {setup['num_clips']} training rows + {setup['test_clips']} held-out "
         f"test clips (unseen combinations), `vtp clean`, nested `vtp subset` fractions, "
-        f"`vtp shard` {setup['codec']} short side {setup['short_side']}. Training clips per "
+        f"`vtp shard` {setup['codec']} short side {setup['short_side']} (rendered at "
+        f"{setup['render']}). Training clips per "
         f"fraction: {setup['train_clips']}.",
         f"- Evaluation: zero-shot text-to-video and video-to-text retrieval on the "
         f"{setup['test_clips']} held-out clips (`recipes.evaluate`, mean-pooled video-only and "

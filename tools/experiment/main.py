@@ -14,7 +14,14 @@ from tools.experiment.data import DataPaths, DataPlan, build_data
 from tools.experiment.document import render
 from tools.experiment.grid import Cell, GridConfig, Run, baseline_from_recipe, expand
 from tools.experiment.report import aggregate, chance, plot_axes
-from tools.experiment.runner import RunnerConfig, execute, load_results, pending
+from tools.experiment.runner import (
+    RunnerConfig,
+    execute,
+    fingerprints,
+    load_results,
+    pending,
+    recipe_digest,
+)
 
 REPORT_NAME = "report.md"
 PUBLISHED_NAME = "EXPERIMENTS.md"
@@ -53,16 +60,18 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
                     workers=config.workers)
     fractions = tuple(sorted({run.setting.fraction for run in runs}))
     data = build_data(config.work, plan, fractions, config.progress)
-    summary = {"runs": len(runs), "skipped": len(runs), "ran": 0, "failed": []}
+    runner = RunnerConfig(recipe=str(config.recipe), out=config.out, work=config.work,
+                          max_duration=max_duration, batch_size=recipe.trainer.global_batch_size,
+                          vtc_weight=recipe.model.vtc_weight or 1.0,
+                          vtm_weight=recipe.model.vtm_weight or 1.0,
+                          keep_checkpoints=config.keep_checkpoints,
+                          extra_overrides=config.overrides)
+    prints = fingerprints(runs, data, runner)
+    finished = len(runs) - len(pending(runs, config.out, prints))
+    summary = {"runs": len(runs), "skipped": finished, "ran": 0, "failed": []}
     if not report_only:
-        runner = RunnerConfig(recipe=str(config.recipe), out=config.out, work=config.work,
-                              max_duration=max_duration, batch_size=recipe.trainer.global_batch_size,
-                              vtc_weight=recipe.model.vtc_weight or 1.0,
-                              vtm_weight=recipe.model.vtm_weight or 1.0,
-                              keep_checkpoints=config.keep_checkpoints,
-                              extra_overrides=config.overrides)
         summary = execute(runs, data, runner, config.progress)
-    results = load_results(runs, config.out)
+    results = load_results(runs, config.out, prints)
     setup = setup_info(config, recipe, grid, runs, results, data, plan, max_duration)
     summary["report"] = str(write_report(config.out, cells, grid, results, setup,
                                          image_prefix="", command=command_line(config)))
@@ -78,12 +87,13 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
     return {
         "out": str(config.out), "recipe": str(config.recipe), "model": _model_text(recipe.model),
         "visible_cells": _visible_cells(recipe.model, grid.video_mask_ratios),
-        "max_duration": max_duration, "batch_size": recipe.trainer.global_batch_size,
+        "recipe_sha": recipe_digest(config.recipe), "max_duration": max_duration, "batch_size": recipe.trainer.global_batch_size,
         "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
         "recipe_video_mask": recipe.model.video_mask_ratio,
         "recipe_text_mask": recipe.model.text_mask_prob,
         "num_clips": plan.num_clips, "test_clips": data.test_clips, "codec": plan.codec,
         "short_side": plan.short_side,
+        "render": f"{plan.width}x{plan.height}",
         "train_clips": ", ".join(f"{f:.0%}: {n}" for f, n in sorted(data.train_clips.items())),
         "runs_done": len(results), "runs_total": len(runs),
         "run_seconds": sum(seconds) if seconds else math.nan,

@@ -78,7 +78,7 @@ def results_table(rows: list[CellStats], chance_r1: float, chance_r5: float) -> 
              "|---|---|---:|---:|---:|---:|---:|",
              f"| chance | - | {chance_r1:.2f} | {chance_r5:.2f} | {chance_r1:.2f} | - | - |"]
     for row in rows:
-        name = AXES[row.cell.axis][1]
+        name = AXES[row.cell.axis][1].split(" (share")[0]
         setting = row.cell.label + (" (baseline)" if row.cell.baseline else "")
         values = " | ".join(row.stats[m].text() for m in METRICS)
         lines.append(f"| {name} | {setting} | {values} | {len(row.seeds)} | {row.train_clips or '-'} |")
@@ -187,6 +187,7 @@ def plot_axes(rows: list[CellStats], chance_r1: float, chance_r5: float, out: Pa
         ax.set_ylabel("held-out zero-shot recall (%)")
         ax.set_title(title + "  (* baseline)", fontsize=9)
         ax.set_ylim(bottom=0)
+        ax.set_xlim(-0.4, len(xs) - 0.6)
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"{axis}.png"

@@ -7,6 +7,7 @@ interrupted grid continues where it stopped. Checkpoints and logs live under
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -50,28 +51,58 @@ def result_path(out: Path, run: Run) -> Path:
     return out / "runs" / f"{run.run_id}.json"
 
 
-def pending(runs: list[Run], out: Path) -> list[Run]:
-    """The runs without a result file, in order."""
-    return [run for run in runs if not result_path(out, run).is_file()]
+def pending(runs: list[Run], out: Path, fingerprints: dict[str, str] | None = None) -> list[Run]:
+    """The runs without a current result, in order.
+
+    Args:
+        runs: the grid's runs.
+        out: the report folder.
+        fingerprints: ``{run_id: fingerprint}``; a result made with another fingerprint (the
+            recipe file or the overrides changed since) is stale and counts as pending.
+    """
+    return [run for run in runs if _current(result_path(out, run), run, fingerprints) is None]
 
 
-def load_results(runs: list[Run], out: Path) -> dict[str, dict]:
-    """``{run_id: result}`` of the finished runs among ``runs``."""
+def load_results(runs: list[Run], out: Path, fingerprints: dict[str, str] | None = None) -> dict[str, dict]:
+    """``{run_id: result}`` of the finished, current runs among ``runs``."""
     found = {}
     for run in runs:
-        path = result_path(out, run)
-        if path.is_file():
-            found[run.run_id] = json.loads(path.read_text())
+        result = _current(result_path(out, run), run, fingerprints)
+        if result is not None:
+            found[run.run_id] = result
     return found
+
+
+def _current(path: Path, run: Run, fingerprints: dict[str, str] | None) -> dict | None:
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    if fingerprints is not None and result.get("fingerprint") != fingerprints[run.run_id]:
+        return None
+    return result
+
+
+def recipe_digest(recipe: str) -> str:
+    """First 12 hex digits of the recipe file's sha256: names the exact recipe a run used."""
+    from recipes.config import _resolve
+
+    return hashlib.sha256(_resolve(Path(recipe)).read_bytes()).hexdigest()[:12]
+
+
+def fingerprints(runs: list[Run], data: DataPaths, cfg: RunnerConfig) -> dict[str, str]:
+    """``{run_id: digest of the recipe file and the run's overrides}``."""
+    digest = recipe_digest(cfg.recipe)
+    return {run.run_id: hashlib.sha256(json.dumps([digest, overrides(run, data, cfg)]).encode())
+            .hexdigest()[:16] for run in runs}
 
 
 def overrides(run: Run, data: DataPaths, cfg: RunnerConfig) -> list[str]:
     """The recipe overrides that make ``run``: data, length, seed, masks, losses, outputs."""
     s: Setting = run.setting
     vtc_on, vtm_on = LOSSES[s.losses]
-    folder = cfg.work / "runs" / run.run_id
+    folder = (cfg.work / "runs" / run.run_id).resolve()
     return [
-        f"data.path={data.train[s.fraction]}",
+        f"data.path={data.train[s.fraction].resolve()}",
         f"trainer.max_duration={cfg.max_duration}",
         f"seed={run.seed}",
         f"model.video_mask_ratio={s.video_mask_ratio}",
@@ -91,11 +122,12 @@ def overrides(run: Run, data: DataPaths, cfg: RunnerConfig) -> list[str]:
     ]
 
 
-def spec(run: Run, data: DataPaths, cfg: RunnerConfig) -> dict:
+def spec(run: Run, data: DataPaths, cfg: RunnerConfig, fingerprint: str = "") -> dict:
     """Everything the worker process needs for ``run`` (written to a json it reads)."""
-    folder = cfg.work / "runs" / run.run_id
+    folder = (cfg.work / "runs" / run.run_id).resolve()
     return {
         "run_id": run.run_id,
+        "fingerprint": fingerprint,
         "run": {"fraction": run.setting.fraction, "video_mask_ratio": run.setting.video_mask_ratio,
                 "text_mask_prob": run.setting.text_mask_prob, "losses": run.setting.losses,
                 "seed": run.seed, "train_clips": data.train_clips[run.setting.fraction]},
@@ -104,7 +136,7 @@ def spec(run: Run, data: DataPaths, cfg: RunnerConfig) -> dict:
         "checkpoint_folder": str(folder / "checkpoints"),
         "batch_log": str(folder / "batches.jsonl"),
         "eval_out": str(folder / "eval"),
-        "test": str(data.test),
+        "test": str(data.test.resolve()),
         "result": str(result_path(cfg.out, run)),
         "keep_checkpoints": cfg.keep_checkpoints,
     }
@@ -127,10 +159,12 @@ def check_sizes(runs: list[Run], data: DataPaths, batch_size: int) -> None:
 def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool = True) -> dict:
     """Runs every pending run of ``runs``; returns counts and the ids that failed.
 
-    A failed run (its worker exits non-zero) is reported with the tail of its log and left
+    A run is pending when it has no result made with its current fingerprint (recipe file
+    and overrides). A failed run (its worker exits non-zero) is reported with the tail of its log and left
     pending, so the next invocation retries it; the others still run.
     """
-    todo = pending(runs, cfg.out)
+    prints = fingerprints(runs, data, cfg)
+    todo = pending(runs, cfg.out, prints)
     check_sizes(todo, data, cfg.batch_size)
     failed: list[str] = []
     seconds: list[float] = []
@@ -140,7 +174,7 @@ def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool 
         folder = cfg.work / "runs" / run.run_id
         folder.mkdir(parents=True, exist_ok=True)
         spec_path = folder / "spec.json"
-        spec_path.write_text(json.dumps(spec(run, data, cfg), indent=1) + "\n")
+        spec_path.write_text(json.dumps(spec(run, data, cfg, prints[run.run_id]), indent=1) + "\n")
         bar.set_postfix_str(run.run_id)
         start = time.perf_counter()
         with (folder / "log.txt").open("w") as log:

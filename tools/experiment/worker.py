@@ -42,7 +42,8 @@ def run_spec(spec: dict) -> dict:
     checkpoint = Path(spec["checkpoint_folder"]) / "latest-rank0.pt"
     metrics = evaluate_checkpoint(checkpoint, EvalConfig(data=spec["test"], out=spec["eval_out"],
                                                          workers=1), progress=False)
-    result = {**spec["run"], "run_id": spec["run_id"], "metrics": metrics, "steps": steps,
+    result = {**spec["run"], "run_id": spec["run_id"], "fingerprint": spec["fingerprint"],
+              "metrics": metrics, "steps": steps,
               "final_losses": final_losses(Path(spec["batch_log"])),
               "train_seconds": round(train_seconds, 1),
               "eval_seconds": round(time.perf_counter() - start, 1),
