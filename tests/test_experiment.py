@@ -156,11 +156,16 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
     called.clear()
     summary = execute(runs, _paths(tmp_path), cfg, progress=False)
     assert called == [broken] and summary["skipped"] == 17
-    # another recipe setting makes every earlier result stale: all of them run again
+    # another recipe setting makes every earlier result stale: all of them run again, and a
+    # checkpoint left by the old settings is removed first (autoresume would load it)
+    old_checkpoint = cfg.work / "runs" / runs[5].run_id / "checkpoints" / "latest-rank0.pt"
+    old_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    old_checkpoint.write_text("old weights")
     called.clear()
     cfg.extra_overrides = ("optimizer.lr=5e-4",)
     execute(runs, _paths(tmp_path), cfg, progress=False)
     assert called == [r.run_id for r in runs]
+    assert not old_checkpoint.exists()
 
 
 def test_overrides_set_each_factor_and_small_subsets_are_refused(tmp_path):

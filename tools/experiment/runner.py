@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -156,6 +157,18 @@ def check_sizes(runs: list[Run], data: DataPaths, batch_size: int) -> None:
                 f"{batch_size}: generate more clips (--num-clips) or drop that fraction")
 
 
+def _clear_stale(folder: Path, fingerprint: str) -> None:
+    """Removes what an earlier attempt at this run left that the next one must not reuse:
+    a checkpoint from other settings (autoresume would load it), and the batch log of an
+    attempt that left no checkpoint to resume from."""
+    spec_path = folder / "spec.json"
+    old = json.loads(spec_path.read_text()).get("fingerprint") if spec_path.is_file() else None
+    if old != fingerprint:
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    if not (folder / "checkpoints").is_dir():
+        (folder / "batches.jsonl").unlink(missing_ok=True)
+
+
 def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool = True) -> dict:
     """Runs every pending run of ``runs``; returns counts and the ids that failed.
 
@@ -174,6 +187,7 @@ def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool 
         folder = cfg.work / "runs" / run.run_id
         folder.mkdir(parents=True, exist_ok=True)
         spec_path = folder / "spec.json"
+        _clear_stale(folder, prints[run.run_id])
         spec_path.write_text(json.dumps(spec(run, data, cfg, prints[run.run_id]), indent=1) + "\n")
         bar.set_postfix_str(run.run_id)
         start = time.perf_counter()
