@@ -156,24 +156,37 @@ def finetune_dual_encoder(model: UnifiedMAE, data: DataConfig, cfg: FinetuneConf
             run_name="finetune",
         )
         trainer.fit()
+        seconds = trainer.state.timestamp.total_wct.total_seconds()
         trainer.close()
         del trainer  # release the Streaming dataset before evaluation opens its own
         gc.collect()
     finally:
         torch.set_num_threads(threads)
-    write_loss_curve(history.records, cfg, Path(out))
+    write_loss_curve(history.records, cfg, Path(out), seconds)
     return net.cpu().eval()
 
 
-def write_loss_curve(records: list[dict], cfg: FinetuneConfig, out: Path) -> None:
-    """``out/finetune_log.json`` (config and per-step loss, lr) and ``out/finetune_loss.png``."""
+def loss_summary(records: list[dict], batch_size: int, seconds: float) -> dict:
+    """Steps, seconds, the mean loss of the first and last tenth of the run, and chance."""
+    losses = [r["loss"] for r in records]
+    tenth = max(1, len(losses) // 10)
+    return {"steps": len(losses), "seconds": round(seconds, 1),
+            "first_loss": sum(losses[:tenth]) / tenth, "last_loss": sum(losses[-tenth:]) / tenth,
+            "chance_loss": 2 * math.log(batch_size)}
+
+
+def write_loss_curve(records: list[dict], cfg: FinetuneConfig, out: Path,
+                     seconds: float = 0.0) -> None:
+    """``out/finetune_log.json`` (config, summary, per-step loss and lr) and
+    ``out/finetune_loss.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    log = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "steps": records}
+    log = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+           "summary": loss_summary(records, cfg.batch_size, seconds), "steps": records}
     (out / "finetune_log.json").write_text(json.dumps(log, indent=2) + "\n")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1, label="loss")

@@ -278,7 +278,7 @@ def test_more_views_change_video_features_not_the_clips(json_run, tiny_checkpoin
 
 
 def test_finetune_mode_trains_the_dual_encoder(json_run, tiny_checkpoint, train_shards,  # noqa: F811
-                                               tmp_path):
+                                               tmp_path, capsys):
     out = tmp_path / "finetuned"
     metrics = _eval(tiny_checkpoint, json_run[0] / "test-shards", out, "--mode", "finetune",
                     "--finetune-data", str(train_shards), "--finetune-steps", "3",
@@ -292,6 +292,11 @@ def test_finetune_mode_trains_the_dual_encoder(json_run, tiny_checkpoint, train_
     assert log["steps"][0]["loss"] == pytest.approx(2 * math.log(4), rel=0.5)
     assert log["config"]["steps"] == 3 and log["config"]["batch_size"] == 4
     assert (out / "finetune_loss.png").read_bytes()[:4] == b"\x89PNG"
+    summary = log["summary"]
+    assert summary["steps"] == 3 and summary["chance_loss"] == pytest.approx(2 * math.log(4))
+    assert summary["first_loss"] == pytest.approx(log["steps"][0]["loss"])
+    printed = capsys.readouterr().out
+    assert "fine-tuned the dual encoder: 3 steps" in printed and "finetune_loss.png" in printed
 
 
 def _usage_error(capsys, *argv: str) -> str:

@@ -52,6 +52,14 @@ def _settings(pairs: list[str]) -> dict:
     return settings
 
 
+def _finetune_line(out) -> str:
+    """One line on the fine-tuning run, from the log it wrote."""
+    summary = json.loads((out / "finetune_log.json").read_text())["summary"]
+    return (f"fine-tuned the dual encoder: {summary['steps']} steps in {summary['seconds']:.0f} s, "
+            f"contrastive loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f} "
+            f"(chance {summary['chance_loss']:.3f}); curve: {out / 'finetune_loss.png'}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -75,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate_checkpoint(args.checkpoint, config, progress=not args.no_progress)
     except ValueError as err:
         raise UsageError(str(err)) from err
+    if args.mode == "finetune":
+        print(_finetune_line(Path(args.out)))
     print(metrics_table(metrics))
     failed = f" ({metrics['failed']} test clips failed to shard)" if metrics["failed"] else ""
     print(f"eval ({metrics['mode']}, {metrics['views']} view(s)): text->video R@1 "
