@@ -136,10 +136,10 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
     broken = runs[7].run_id
     called: list[str] = []
 
-    def fake_worker(argv, stdout, stderr):
-        spec = json.loads(Path(argv[-1]).read_text())
+    def fake_worker(spec_path, log, tick):
+        spec = json.loads(Path(spec_path).read_text())
         called.append(spec["run_id"])
-        stdout.write("worker log line\n")
+        log.write("worker log line\n")
         if spec["run_id"] == broken:
             return 1
         result = {"run_id": spec["run_id"], "fingerprint": spec["fingerprint"],
@@ -147,7 +147,7 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
         Path(spec["result"]).write_text(json.dumps(result))
         return 0
 
-    monkeypatch.setattr(runner_module.subprocess, "call", fake_worker)
+    monkeypatch.setattr(runner_module, "run_worker", fake_worker)
     summary = execute(runs, _paths(tmp_path), cfg, progress=False)
     assert called == [r.run_id for r in runs[5:]]
     assert summary["skipped"] == 5 and summary["failed"] == [broken] and summary["ran"] == 12

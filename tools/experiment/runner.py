@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,32 @@ def check_sizes(runs: list[Run], data: DataPaths, batch_size: int) -> None:
                 f"{batch_size}: generate more clips (--num-clips) or drop that fraction")
 
 
+def run_worker(spec_path: Path, log, tick: Callable[[int], None], poll: float = 2.0) -> int:
+    """Runs the worker process on ``spec_path``; returns its exit status.
+
+    Args:
+        spec_path: the run's spec json (its folder also receives the batch log).
+        log: an open file for the worker's stdout and stderr.
+        tick: called with the number of finished training steps while the worker runs.
+        poll: seconds between progress checks.
+    """
+    batch_log = Path(json.loads(spec_path.read_text())["batch_log"])
+    process = subprocess.Popen([sys.executable, "-m", "tools.experiment.worker", str(spec_path)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                return process.wait(timeout=poll)
+            except subprocess.TimeoutExpired:
+                if batch_log.is_file():
+                    with batch_log.open("rb") as lines:
+                        tick(sum(1 for _ in lines))
+    finally:
+        if process.poll() is None:  # Ctrl-C or an error here: stop the worker; the run stays pending
+            process.kill()
+            process.wait()
+
+
 def _clear_stale(folder: Path, fingerprint: str) -> None:
     """Removes what an earlier attempt at this run left that the next one must not reuse:
     a checkpoint from other settings (autoresume would load it), and the batch log of an
@@ -192,8 +219,8 @@ def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool 
         bar.set_postfix_str(run.run_id)
         start = time.perf_counter()
         with (folder / "log.txt").open("w") as log:
-            code = subprocess.call([sys.executable, "-m", "tools.experiment.worker", str(spec_path)],
-                                   stdout=log, stderr=subprocess.STDOUT)
+            code = run_worker(spec_path, log, lambda step, run=run: bar.set_postfix_str(
+                f"{run.run_id} step {step}/{cfg.max_duration}"))
         seconds.append(time.perf_counter() - start)
         if code != 0 or not result_path(cfg.out, run).is_file():
             failed.append(run.run_id)
