@@ -213,3 +213,24 @@ def test_cli_dry_run_lists_the_grid_and_bad_input_is_a_usage_error(capsys):
         main(["experiment", "--dry-run", "--axes", "colour"])
     assert exit_info.value.code == 2
     assert "unknown or no axes ['colour']" in capsys.readouterr().err
+
+
+def test_data_is_built_once_with_nested_fractions_and_reused(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tools.experiment.data import RECORD, DataPlan, build_data
+
+    plan = DataPlan(num_clips=30, num_test=6, seed=2, workers=2)
+    data = build_data(tmp_path, plan, (0.3, 1.0))
+    assert 0 < data.train_clips[0.3] < data.train_clips[1.0] <= 30 and data.test_clips == 6
+
+    def keys(folder: Path) -> set[str]:
+        rows = pq.read_table(folder / "manifest.parquet").to_pylist()
+        return {r["key"] for r in rows if r["status"] == "ok"}
+
+    assert keys(data.train[0.3]) < keys(data.train[1.0])  # nested subsets, sharded apart
+    assert (data.train[1.0] / "mds" / "index.json").is_file() and (data.test / "mds").is_dir()
+    assert data.facts["shared_pairs"] == 0 and data.facts["codec"] == "vp9"
+    stamp = (tmp_path / RECORD).stat().st_mtime_ns
+    again = build_data(tmp_path, plan, (0.3, 1.0))
+    assert again.to_json() == data.to_json() and (tmp_path / RECORD).stat().st_mtime_ns == stamp

@@ -53,16 +53,19 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         f"- Data: `vtp synth` {setup['num_clips']} training rows + {setup['test_clips']} held-out "
         f"test clips (unseen combinations), `vtp clean`, nested `vtp subset` fractions, "
         f"`vtp shard` {setup['codec']} short side {setup['short_side']} (rendered at "
-        f"{setup['render']}). Training clips per "
-        f"fraction: {setup['train_clips']}.",
+        f"{setup['render']}), the data stages of `make demo`. Training clips per "
+        f"fraction: {setup['train_clips']}. The test split's {setup.get('test_pairs', '?')} "
+        f"(colour, shape) pairs: {setup.get('shared_pairs', '?')} seen in training; a model "
+        f"that knew only the pair would reach R@1 {setup.get('pair_only_r1', math.nan):.1f}%.",
         f"- Evaluation: zero-shot text-to-video and video-to-text retrieval on the "
         f"{setup['test_clips']} held-out clips (`recipes.evaluate`, mean-pooled video-only and "
         f"text-only encoder features, ties counted against the model). Chance: R@1 "
         f"{chance_r1:.2f}%, R@5 {chance_r5:.2f}%.",
         f"- Compute: {setup['runs_done']} of {setup['runs_total']} distinct runs finished, "
-        f"{_minutes(setup['run_seconds'])} of run time in all "
-        f"({setup['seconds_per_run']:.0f} s per run: train + eval + process start), "
-        f"{setup['cores']} CPU cores, {setup['date']}.", "",
+        + (f"{_minutes(setup['run_seconds'])} of run time in all "
+           f"({setup['seconds_per_run']:.0f} s per run: train + eval + process start), "
+           if setup["runs_done"] else "")
+        + f"{setup['cores']} CPU cores, {setup['date']}.", "",
         "## Results (held-out zero-shot recall, %, mean ± sd over seeds)", "",
         results_table(rows, chance_r1, chance_r5), "",
         "## SimVTP's claims: which the miniature reproduces", "",

@@ -58,8 +58,8 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
     max_duration = config.max_duration or recipe.trainer.max_duration
     plan = DataPlan(num_clips=config.num_clips, num_test=config.num_test, seed=config.data_seed,
                     workers=config.workers)
-    fractions = tuple(sorted({run.setting.fraction for run in runs}))
-    data = build_data(config.work, plan, fractions, config.progress)
+    fractions = tuple(sorted({run.setting.fraction for run in runs} | {1.0}))
+    data = build_data(config.work, plan, fractions)
     runner = RunnerConfig(recipe=str(config.recipe), out=config.out, work=config.work,
                           max_duration=max_duration, batch_size=recipe.trainer.global_batch_size,
                           vtc_weight=recipe.model.vtc_weight or 1.0,
@@ -91,10 +91,9 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
         "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
         "recipe_video_mask": recipe.model.video_mask_ratio,
         "recipe_text_mask": recipe.model.text_mask_prob,
-        "num_clips": plan.num_clips, "test_clips": data.test_clips, "codec": plan.codec,
-        "short_side": plan.short_side,
-        "render": f"{plan.width}x{plan.height}",
+        "num_clips": plan.num_clips, "test_clips": data.test_clips, **data.facts,
         "train_clips": ", ".join(f"{f:.0%}: {n}" for f, n in sorted(data.train_clips.items())),
+        "train_clips_by_fraction": {str(f): n for f, n in data.train_clips.items()},
         "runs_done": len(results), "runs_total": len(runs),
         "run_seconds": sum(seconds) if seconds else math.nan,
         "seconds_per_run": sum(seconds) / len(seconds) if seconds else math.nan,
@@ -144,8 +143,9 @@ def write_report(folder: Path, cells: list[Cell], grid: GridConfig, results: dic
                  plot_folder: Path | None = None) -> Path:
     """Writes the document, its plots and results.json; returns the document's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(cells, grid.seeds, results)
-    chance_r1, chance_r5, _ = chance(results)
+    clips = {float(k): v for k, v in setup.get("train_clips_by_fraction", {}).items()}
+    rows = aggregate(cells, grid.seeds, results, clips)
+    chance_r1, chance_r5, _ = chance(results, setup.get("test_clips", 0))
     plots = plot_axes(rows, chance_r1, chance_r5, plot_folder or folder) if results else []
     text = render(rows, chance_r1, chance_r5, setup, [image_prefix + p.name for p in plots], command)
     path = folder / name

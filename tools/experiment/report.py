@@ -50,25 +50,34 @@ class CellStats:
     train_clips: int | None = None
 
 
-def aggregate(cells: list[Cell], seeds: tuple[int, ...], results: dict[str, dict]) -> list[CellStats]:
-    """Per cell, the metrics of its finished runs (a missing run is left out, not zeroed)."""
+def aggregate(cells: list[Cell], seeds: tuple[int, ...], results: dict[str, dict],
+              clips: dict[float, int] | None = None) -> list[CellStats]:
+    """Per cell, the metrics of its finished runs (a missing run is left out, not zeroed).
+
+    Args:
+        cells: the table's cells.
+        seeds: the seeds each cell is trained with.
+        results: ``{run_id: result}`` of the finished runs.
+        clips: training clips per fraction (shown for cells whose runs have not finished).
+    """
     from tools.experiment.grid import runs_of
 
     rows = []
     for cell in cells:
         found = [(run.seed, results[run.run_id]) for run in runs_of(cell, seeds) if run.run_id in results]
         stats = {m: Stat([r["metrics"][m] for _, r in found]) for m in METRICS}
-        clips = found[0][1].get("train_clips") if found else None
-        rows.append(CellStats(cell, stats, [s for s, _ in found], clips))
+        count = found[0][1].get("train_clips") if found else (clips or {}).get(cell.setting.fraction)
+        rows.append(CellStats(cell, stats, [s for s, _ in found], count))
     return rows
 
 
-def chance(results: dict[str, dict]) -> tuple[float, float, int]:
-    """(chance R@1 %, chance R@5 %, test clips) of the held-out split the runs share."""
+def chance(results: dict[str, dict], test_clips: int = 0) -> tuple[float, float, int]:
+    """(chance R@1 %, chance R@5 %, test clips) of the held-out split the runs share
+    (``test_clips`` when no run has finished)."""
     sizes = {r["metrics"]["n"] for r in results.values()}
     if len(sizes) > 1:
         raise ValueError(f"runs were evaluated on test sets of different sizes: {sorted(sizes)}")
-    n = sizes.pop() if sizes else 0
+    n = sizes.pop() if sizes else test_clips
     return (100.0 / n, min(100.0, 500.0 / n), n) if n else (math.nan, math.nan, 0)
 
 
