@@ -142,7 +142,7 @@ def expand(grid: GridConfig) -> tuple[list[Cell], list[Run]]:
     """The table's cells, in axis order, and the unique runs they need (deduplicated).
 
     Returns:
-        (cells, runs): runs in first-use order, each (setting, seed) once.
+        (cells, runs): each (setting, seed) once; all settings of the first seed, then the next.
     """
     cells: list[Cell] = []
     for axis in grid.axes:
@@ -151,7 +151,8 @@ def expand(grid: GridConfig) -> tuple[list[Cell], list[Run]]:
             setting = replace(grid.baseline, **{name: value})
             cells.append(Cell(axis, label(axis, value), setting, setting == grid.baseline))
     settings = list(dict.fromkeys(cell.setting for cell in cells))
-    runs = [Run(setting, seed) for setting in settings for seed in grid.seeds]
+    # seed-major: a grid cut short still has every cell with its first seeds
+    runs = [Run(setting, seed) for seed in grid.seeds for setting in settings]
     return cells, runs
 
 
