@@ -28,7 +28,7 @@ def retrieval_metrics(sims: torch.Tensor, prefix: str) -> dict[str, float]:
     """R@1/5/10 (percent), median and mean rank for the queries in the rows of ``sims``."""
     r = ranks(sims.float()).double()
     metrics = {f"{prefix}_r{k}": float((r <= k).double().mean() * 100) for k in (1, 5, 10)}
-    metrics[f"{prefix}_medr"] = float(r.median())
+    metrics[f"{prefix}_medr"] = float(r.quantile(0.5))  # np.median, as Frozen/SimVTP report it
     metrics[f"{prefix}_meanr"] = float(r.mean())
     return metrics
 

@@ -49,3 +49,13 @@ def test_rectangular_or_mismatched_inputs_are_rejected():
         ranks(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="captions"):
         text_video_metrics(torch.zeros(3, 4), torch.zeros(4, 4))
+
+
+def test_median_rank_of_an_even_count_is_the_mean_of_the_middle_two():
+    # true-match ranks 1, 2, 3, 4: np.median (the published convention) gives 2.5, not 2
+    sims = torch.tensor([[4.0, 3.0, 2.0, 1.0],
+                         [4.0, 3.0, 2.0, 1.0],
+                         [4.0, 3.0, 2.0, 1.0],
+                         [4.0, 3.0, 2.0, 1.0]])
+    m = retrieval_metrics(sims, "t2v")
+    assert m["t2v_medr"] == 2.5 and m["t2v_meanr"] == 2.5
