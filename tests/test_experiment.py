@@ -18,8 +18,8 @@ from tools.experiment.grid import (
     GridConfig,
     Run,
     Setting,
-    baseline_from_recipe,
     expand,
+    grid_around_recipe,
 )
 from tools.experiment.main import write_report
 from tools.experiment.report import aggregate, chance, claims, results_table
@@ -50,10 +50,13 @@ def test_grid_shares_the_baseline_and_changes_one_factor_per_cell():
         assert len(changed) == (0 if cell.baseline else 1), (cell, changed)
 
 
-def test_baseline_snaps_the_recipe_to_the_grid_and_must_lie_on_every_axis():
-    assert baseline_from_recipe(0.75, 0.5) == BASELINE
-    snapped = baseline_from_recipe(0.88, 0.8)
-    assert (snapped.video_mask_ratio, snapped.text_mask_prob) == (0.9, 0.75)
+def test_the_baseline_is_the_recipe_and_its_values_join_the_axes():
+    grid = grid_around_recipe(0.5, 0.45, seeds=(0, 1))
+    assert grid.baseline == Setting(1.0, 0.5, 0.45, "+VTC+VTM")
+    assert grid.video_mask_ratios == (0.5, 0.75, 0.9, 0.95)
+    assert grid.text_mask_probs == (0.15, 0.45, 0.75)  # already on the axis: not repeated
+    cells, runs = expand(grid)
+    assert len(cells) == 13 and len(runs) == 2 * 10
     with pytest.raises(ValueError, match="not among the video_mask axis"):
         GridConfig(baseline=Setting(1.0, 0.8, 0.45))
     cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(3,), axes=("losses",)))
@@ -204,11 +207,16 @@ def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth
 
 
 def test_cli_dry_run_lists_the_grid_and_bad_input_is_a_usage_error(capsys):
+    from recipes.config import load_recipe
     from tools.cli import main
 
+    model = load_recipe("recipes/tiny-synthetic.yaml").model
+    cells, runs = expand(grid_around_recipe(model.video_mask_ratio, model.text_mask_prob,
+                                            seeds=(0, 1, 2), axes=("losses", "video_mask")))
     assert main(["experiment", "--dry-run", "--axes", "losses,video_mask", "--seeds", "0,1,2"]) == 0
     out = capsys.readouterr().out
-    assert "6 cells, 15 distinct runs" in out and out.count("(baseline)") == 2
+    assert f"{len(cells)} cells, {len(runs)} distinct runs" in out and out.count("(baseline)") == 2
+    assert len(runs) == 3 * (len(cells) - 1)  # the two baseline cells share their runs
     with pytest.raises(SystemExit) as exit_info:
         main(["experiment", "--dry-run", "--axes", "colour"])
     assert exit_info.value.code == 2

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default=",".join(map(str, d.seeds)),
                         help="training seeds per cell (default %(default)s)")
     parser.add_argument("--max-duration", default=d.max_duration,
-                        help="training length of each run, e.g. 300ba (default: the recipe's)")
+                        help="training length of each run (default %(default)s; 'recipe' for the recipe's)")
     parser.add_argument("--axes", default=",".join(d.axes),
                         help="axes to run (default %(default)s)")
     parser.add_argument("--fractions", default=",".join(map(str, d.fractions)),
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = ExperimentConfig(
             recipe=args.recipe, out=args.out, work=args.work, seeds=_ints(args.seeds),
-            max_duration=args.max_duration, axes=tuple(a.strip() for a in args.axes.split(",") if a.strip()),
+            max_duration=None if args.max_duration == "recipe" else args.max_duration, axes=tuple(a.strip() for a in args.axes.split(",") if a.strip()),
             fractions=_floats(args.fractions), num_clips=args.num_clips, num_test=args.num_test,
             data_seed=args.data_seed, workers=args.workers, overrides=tuple(args.overrides),
             keep_checkpoints=args.keep_checkpoints, publish=args.publish,

@@ -43,13 +43,15 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         "to train everything again). `make experiments` runs the same grid into "
         "`reports/experiments/`.", "",
         "## Setup", "",
-        f"- Recipe `{setup['recipe']}` (sha256 {setup['recipe_sha']}; {setup['model']}), "
+        f"- Recipe `{setup['recipe']}` (copied to `recipe.yaml` next to the results; settings "
+        f"digest {setup['recipe_sha']}; {setup['model']}), "
         f"{setup['max_duration']} per run at batch {setup['batch_size']}, seeds "
         f"{', '.join(map(str, setup['seeds']))}; every other setting as in the recipe.",
-        f"- Baseline: all data, video mask {setup['baseline']['video_mask_ratio']:g}, text mask "
-        f"{setup['baseline']['text_mask_prob']:g}, all four losses (the recipe's mask ratios "
-        f"{setup['recipe_video_mask']:g} / {setup['recipe_text_mask']:g} snapped to the nearest "
-        "grid values). Each axis changes one factor; cells equal to the baseline share its runs.",
+        f"- Baseline: the recipe's own setting: all data, video mask "
+        f"{setup['baseline']['video_mask_ratio']:g}, text mask "
+        f"{setup['baseline']['text_mask_prob']:g}, all four losses. The mask axes hold SimVTP's "
+        "values plus the recipe's (tuned for `make demo`). Each axis changes one factor; cells "
+        "equal to the baseline share its runs.",
         f"- Data: `vtp synth` {setup['num_clips']} training rows + {setup['test_clips']} held-out "
         f"test clips (unseen combinations), `vtp clean`, nested `vtp subset` fractions, "
         f"`vtp shard` {setup['codec']} short side {setup['short_side']} (rendered at "

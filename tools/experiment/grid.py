@@ -116,20 +116,21 @@ class GridConfig:
                 "text_mask": self.text_mask_probs, "losses": self.losses}[axis]
 
 
-def nearest(value: float, choices: tuple[float, ...]) -> float:
-    """The choice closest to ``value`` (the first one on a tie)."""
-    return min(choices, key=lambda c: abs(c - value))
+def grid_around_recipe(video_mask_ratio: float, text_mask_prob: float,
+                       **fields) -> GridConfig:
+    """The grid whose baseline is the recipe's own setting: all data, all losses, the
+    recipe's mask ratios, each added to its axis when it is not among the paper's values.
 
-
-def baseline_from_recipe(video_mask_ratio: float, text_mask_prob: float,
-                         video_choices: tuple[float, ...] = GridConfig.video_mask_ratios,
-                         text_choices: tuple[float, ...] = GridConfig.text_mask_probs) -> Setting:
-    """The recipe's mask ratios snapped to the nearest grid values, all data, all losses.
-
-    Snapping keeps the baseline on every axis, so the cells that share it share its runs.
+    Args:
+        video_mask_ratio, text_mask_prob: the recipe's ``model`` values.
+        fields: other `GridConfig` fields (seeds, axes, fractions).
     """
-    return Setting(fraction=1.0, video_mask_ratio=nearest(video_mask_ratio, video_choices),
-                   text_mask_prob=nearest(text_mask_prob, text_choices), losses="+VTC+VTM")
+    baseline = Setting(fraction=1.0, video_mask_ratio=video_mask_ratio,
+                       text_mask_prob=text_mask_prob, losses="+VTC+VTM")
+    video = tuple(sorted({*fields.pop("video_mask_ratios", GridConfig.video_mask_ratios),
+                          video_mask_ratio}))
+    text = tuple(sorted({*fields.pop("text_mask_probs", GridConfig.text_mask_probs), text_mask_prob}))
+    return GridConfig(baseline=baseline, video_mask_ratios=video, text_mask_probs=text, **fields)
 
 
 def label(axis: str, value) -> str:

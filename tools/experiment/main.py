@@ -12,7 +12,7 @@ from pathlib import Path
 from tools.experiment.config import ExperimentConfig
 from tools.experiment.data import DataPaths, DataPlan, build_data
 from tools.experiment.document import render
-from tools.experiment.grid import Cell, GridConfig, Run, baseline_from_recipe, expand
+from tools.experiment.grid import Cell, GridConfig, Run, expand, grid_around_recipe
 from tools.experiment.report import aggregate, chance, plot_axes
 from tools.experiment.runner import (
     RunnerConfig,
@@ -29,9 +29,9 @@ PUBLISHED_NAME = "EXPERIMENTS.md"
 
 def plan_grid(config: ExperimentConfig, recipe) -> tuple[GridConfig, list[Cell], list[Run]]:
     """The grid around the recipe's baseline, its cells and its deduplicated runs."""
-    baseline = baseline_from_recipe(recipe.model.video_mask_ratio, recipe.model.text_mask_prob)
-    grid = GridConfig(baseline=baseline, fractions=tuple(sorted(config.fractions)),
-                      seeds=config.seeds, axes=config.axes)
+    grid = grid_around_recipe(recipe.model.video_mask_ratio, recipe.model.text_mask_prob,
+                              fractions=tuple(sorted(config.fractions)), seeds=config.seeds,
+                              axes=config.axes)
     cells, runs = expand(grid)
     return grid, cells, runs
 
@@ -44,7 +44,7 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
         dry_run: print the cells and runs, build and train nothing.
         report_only: rebuild the report from the finished runs only.
     """
-    from recipes.config import load_recipe
+    from recipes.config import _resolve, load_recipe
 
     recipe = load_recipe(config.recipe, list(config.overrides))
     grid, cells, runs = plan_grid(config, recipe)
@@ -60,7 +60,11 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
                     workers=config.workers)
     fractions = tuple(sorted({run.setting.fraction for run in runs} | {1.0}))
     data = build_data(config.work, plan, fractions)
-    runner = RunnerConfig(recipe=str(config.recipe), out=config.out, work=config.work,
+    # every run of this invocation reads one copy of the recipe, even if the file changes meanwhile
+    config.out.mkdir(parents=True, exist_ok=True)
+    snapshot = config.out / "recipe.yaml"
+    shutil.copyfile(_resolve(Path(config.recipe)), snapshot)
+    runner = RunnerConfig(recipe=str(snapshot), out=config.out, work=config.work,
                           max_duration=max_duration, batch_size=recipe.trainer.global_batch_size,
                           vtc_weight=recipe.model.vtc_weight or 1.0,
                           vtm_weight=recipe.model.vtm_weight or 1.0,
@@ -87,7 +91,7 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
     return {
         "out": str(config.out), "recipe": str(config.recipe), "model": _model_text(recipe.model),
         "visible_cells": _visible_cells(recipe.model, grid.video_mask_ratios),
-        "recipe_sha": recipe_digest(config.recipe), "max_duration": max_duration, "batch_size": recipe.trainer.global_batch_size,
+        "recipe_sha": recipe_digest(str(config.out / "recipe.yaml")), "max_duration": max_duration, "batch_size": recipe.trainer.global_batch_size,
         "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
         "recipe_video_mask": recipe.model.video_mask_ratio,
         "recipe_text_mask": recipe.model.text_mask_prob,

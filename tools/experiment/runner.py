@@ -59,8 +59,8 @@ def pending(runs: list[Run], out: Path, fingerprints: dict[str, str] | None = No
     Args:
         runs: the grid's runs.
         out: the report folder.
-        fingerprints: ``{run_id: fingerprint}``; a result made with another fingerprint (the
-            recipe file or the overrides changed since) is stale and counts as pending.
+        fingerprints: ``{run_id: fingerprint}``; a result made with another fingerprint (a
+            setting of the recipe or of the run changed since) is stale and counts as pending.
     """
     return [run for run in runs if _current(result_path(out, run), run, fingerprints) is None]
 
@@ -84,18 +84,19 @@ def _current(path: Path, run: Run, fingerprints: dict[str, str] | None) -> dict 
     return result
 
 
-def recipe_digest(recipe: str) -> str:
-    """First 12 hex digits of the recipe file's sha256: names the exact recipe a run used."""
-    from recipes.config import _resolve
+def recipe_digest(recipe: str, run_overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """16 hex digits naming the resolved settings of ``recipe`` with ``run_overrides``
+    (comments, key order and the file's path do not count; every value does)."""
+    from recipes.config import load_recipe
 
-    return hashlib.sha256(_resolve(Path(recipe)).read_bytes()).hexdigest()[:12]
+    flat = load_recipe(recipe, list(run_overrides)).flat()
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def fingerprints(runs: list[Run], data: DataPaths, cfg: RunnerConfig) -> dict[str, str]:
-    """``{run_id: digest of the recipe file and the run's overrides}``."""
-    digest = recipe_digest(cfg.recipe)
-    return {run.run_id: hashlib.sha256(json.dumps([digest, overrides(run, data, cfg)]).encode())
-            .hexdigest()[:16] for run in runs}
+    """``{run_id: digest of the run's resolved recipe}``: a result made with other settings is
+    stale (see `pending`)."""
+    return {run.run_id: recipe_digest(cfg.recipe, overrides(run, data, cfg)) for run in runs}
 
 
 def overrides(run: Run, data: DataPaths, cfg: RunnerConfig) -> list[str]:
@@ -199,8 +200,8 @@ def _clear_stale(folder: Path, fingerprint: str) -> None:
 def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool = True) -> dict:
     """Runs every pending run of ``runs``; returns counts and the ids that failed.
 
-    A run is pending when it has no result made with its current fingerprint (recipe file
-    and overrides). A failed run (its worker exits non-zero) is reported with the tail of its log and left
+    A run is pending when it has no result made with its current fingerprint (its resolved
+    recipe). A failed run (its worker exits non-zero) is reported with the tail of its log and left
     pending, so the next invocation retries it; the others still run.
     """
     prints = fingerprints(runs, data, cfg)
