@@ -42,8 +42,8 @@ class DemoConfig:
         data_seed: seeds the synthetic dataset.
         defect_rate: share of training rows with WebVid-like caption mess; half as many
             get a broken video file (the clean and shard stages must catch both).
-        width, height: rendered frame size (the model sees 32x32 crops; bigger only slows
-            rendering and sharding).
+        width, height: rendered frame size; the model sees 32x32 crops of the 48x36 shards,
+            so bigger frames only slow rendering and sharding (objects scale with height).
         short_side: short side of the sharded clips; the evaluation shards the test json at
             8/7 of the model's input (36 for 32), so training uses the same.
         codec: a CPU-decodable codec (vp9 or mjpeg).
@@ -53,15 +53,19 @@ class DemoConfig:
         overrides: extra ``section.key=value`` recipe overrides.
         recipe: the training recipe.
         workers: processes for rendering and sharding.
+        torch_threads: torch's CPU threads for training. 1 (the recipe's) is safe on a
+            machine shared with other jobs. On 2 free cores 2 threads trained 1.6x faster
+            (64 vs 40 samples/s), but with another job on the machine a step took 5 s instead
+            of 0.26 s (OpenMP threads wait for a core): pass 2 only on an idle machine.
         recon_clips: held-out clips shown in the reconstruction figure.
     """
 
-    num_clips: int = 800
+    num_clips: int = 1500
     num_test: int = 200
     data_seed: int = 0
     defect_rate: float = 0.1
-    width: int = 160
-    height: int = 120
+    width: int = 96
+    height: int = 72
     short_side: int = 36
     codec: str = "vp9"
     fraction: float = 1.0
@@ -70,6 +74,7 @@ class DemoConfig:
     overrides: tuple[str, ...] = ()
     recipe: str = str(RECIPE)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    torch_threads: int = 1
     recon_clips: int = 4
 
     def data_key(self) -> dict:
@@ -100,14 +105,17 @@ class DemoData:
     train_shards: Path
     summaries: dict[str, Any]
     seconds: dict[str, float]
+    reused: bool = False  # loaded from an earlier run's data.json, not built now
 
     def to_json(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        raw = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        raw.pop("reused")
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict) -> DemoData:
         paths = {k: Path(v) for k, v in raw.items() if k not in ("summaries", "seconds")}
-        return cls(**paths, summaries=raw["summaries"], seconds=raw["seconds"])
+        return cls(**paths, summaries=raw["summaries"], seconds=raw["seconds"], reused=True)
 
 
 def _stage(name: str, number: int, total: int) -> None:
@@ -249,7 +257,8 @@ def pretrain_stage(work: Path, cfg: DemoConfig, shards: Path) -> dict:
     overrides = [
         f"data.path={shards}", f"seed={cfg.seed}", "run_name=demo",
         f"trainer.save_folder={run / 'checkpoints'}", f"loggers.file={run / 'log.txt'}",
-        "loggers.tensorboard=null", "loggers.progress_bar=true",
+        "loggers.tensorboard=null", "loggers.progress_bar=true", "loggers.console=false",
+        f"trainer.torch_threads={cfg.torch_threads}",
         *([f"trainer.max_duration={cfg.steps}ba"] if cfg.steps else []), *cfg.overrides,
     ]
     trainer = train_from_yaml(cfg.recipe, overrides)
@@ -368,7 +377,7 @@ def write_report(out: Path, cfg: DemoConfig, data: DemoData, check: dict, train:
         ("subset", f"nested hash subsets of {s['subset']['eligible_rows']} rows; trained on the "
                    f"{cfg.fraction:.0%} subset ({chosen.get('rows', '?')} rows)",
          seconds.get("subset", 0)),
-        ("shard", f"{shard['inputs']} clips -> {shard['ok']} ok + {shard['failed']} failed "
+        ("shard", f"{shard['inputs']} subset rows -> {shard['ok']} ok clips + {shard['failed']} failed "
                   f"({failures}); {cfg.codec}, short side {cfg.short_side}, "
                   f"{shard['mds_shards']} MDS shard(s), {shard['bytes'] / 1e6:.1f} MB",
          seconds.get("shard", 0)),
@@ -382,14 +391,17 @@ def write_report(out: Path, cfg: DemoConfig, data: DemoData, check: dict, train:
     pair_text = ", ".join(f"{c} {sh}" for c, sh in check["test_pairs"])
     shared = ("none" if not check["shared_pairs"]
               else ", ".join(f"{c} {sh}" for c, sh in check["shared_pairs"]))
+    chance_of = {k: f"{v:.3f}" for k, v in figures["chance"].items()}
     losses = "\n".join(
         f"| {k} | {figures['loss_first10'][k]:.3f} | {figures['loss_last25'][k]:.3f} | "
-        f"{figures['chance'].get(k, float('nan')):.3f} |" for k in sorted(figures["loss_first10"]))
+        f"{chance_of.get(k, '-')} |" for k in sorted(figures["loss_first10"]))
     lines = [
         "# vtp demo: SimVTP in miniature on synthetic WebVid-format data",
         "",
         f"The whole chain ran in {_fmt_seconds(total)} on {os.cpu_count()} CPU core(s) "
-        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
+        + (" (the data stages' times are those of the earlier run whose data was reused)."
+           if data.reused else "."),
         "",
         "## Result",
         "",
@@ -498,11 +510,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="pretraining seed")
     parser.add_argument("--steps", type=int, default=None, help="pretraining steps")
     parser.add_argument("--workers", type=int, default=None, help="processes for synth and shard")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch CPU threads for training (default 1; 2 is faster on an idle "
+                             "2-core machine, much slower on a busy one)")
     parser.add_argument("overrides", nargs="*", help="extra recipe overrides, section.key=value")
     args = parser.parse_args(argv)
     cfg = SIZES[args.size]
     changes = {k: v for k, v in (("seed", args.seed), ("steps", args.steps),
-                                 ("workers", args.workers)) if v is not None}
+                                 ("workers", args.workers),
+                                 ("torch_threads", args.torch_threads)) if v is not None}
     if args.overrides:
         changes["overrides"] = (*cfg.overrides, *args.overrides)
     cfg = replace(cfg, **changes)
