@@ -26,7 +26,7 @@ CAVEATS = [
 
 
 def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dict,
-           plots: list[str], command: str) -> str:
+           plots: list[str], command: str, recipe_copy: str = "recipe.yaml") -> str:
     """The whole document.
 
     Args:
@@ -35,6 +35,7 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         setup: recipe, steps, batch, seeds, data sizes, timing (see ``main.setup_info``).
         plots: image paths relative to the document.
         command: the command that regenerates the document.
+        recipe_copy: where the copy of the recipe the runs read is, relative to the document.
     """
     verdicts = claims(rows, chance_r1)
     lines = [
@@ -43,7 +44,7 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         "to train everything again). `make experiments` runs the same grid into "
         "`reports/experiments/`.", "",
         "## Setup", "",
-        f"- Recipe `{setup['recipe']}` (copied to `recipe.yaml` next to the results; settings "
+        f"- Recipe `{setup['recipe']}` (the runs read a copy: `{recipe_copy}`; settings "
         f"digest {setup['recipe_sha']}; {setup['model']}), "
         f"{setup['max_duration']} per run at batch {setup['batch_size']}, seeds "
         f"{', '.join(map(str, setup['seeds']))}; every other setting as in the recipe.",

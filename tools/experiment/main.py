@@ -147,14 +147,18 @@ def write_report(folder: Path, cells: list[Cell], grid: GridConfig, results: dic
                  plot_folder: Path | None = None) -> Path:
     """Writes the document, its plots and results.json; returns the document's path."""
     folder.mkdir(parents=True, exist_ok=True)
+    (plot_folder or folder).mkdir(parents=True, exist_ok=True)
     clips = {float(k): v for k, v in setup.get("train_clips_by_fraction", {}).items()}
     rows = aggregate(cells, grid.seeds, results, clips)
     chance_r1, chance_r5, _ = chance(results, setup.get("test_clips", 0))
     plots = plot_axes(rows, chance_r1, chance_r5, plot_folder or folder) if results else []
-    text = render(rows, chance_r1, chance_r5, setup, [image_prefix + p.name for p in plots], command)
+    text = render(rows, chance_r1, chance_r5, setup, [image_prefix + p.name for p in plots], command,
+                  image_prefix + "recipe.yaml")
+    snapshot = Path(setup["out"]) / "recipe.yaml"
+    if plot_folder and snapshot.is_file():
+        shutil.copyfile(snapshot, plot_folder / "recipe.yaml")
     path = folder / name
     path.write_text(text)
-    (plot_folder or folder).mkdir(parents=True, exist_ok=True)
     (plot_folder or folder).joinpath("results.json").write_text(
         json.dumps({"setup": setup, "runs": results}, indent=1, default=str) + "\n")
     return path
