@@ -67,7 +67,7 @@ def _result(run: Run, r1: float, n: int = 100) -> dict:
     return {"fraction": run.setting.fraction, "seed": run.seed, "train_clips": 500,
             "train_seconds": 10.0, "eval_seconds": 2.0,
             "metrics": {"t2v_r1": r1, "t2v_r5": min(100.0, 3 * r1), "v2t_r1": r1 / 2, "n": n,
-                        "chance_r1": 100.0 / n}}
+                        "t2v_meanr": (n + 1) / 2 - r1, "chance_r1": 100.0 / n}}
 
 
 # t2v R@1 per (axis value), seed 0 and seed 1: 0.9 clearly best on video, 0.15 clearly best
@@ -97,15 +97,20 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     c1, c5, n = chance(results)
     assert (c1, c5, n) == (1.0, 5.0, 100)
     table = results_table(rows, c1, c5)
-    assert "| chance | - | 1.00 | 5.00 | 1.00 |" in table
+    assert "| chance | - | 1.00 | 5.00 | 1.00 | 50.5 |" in table
     assert "| 11.0 ± 1.4 |" in table and "0.75 (baseline)" in table
     assert "11.0 (1 seed)" in table  # the 0.95 cell lost its second seed: shown, not zeroed
-    verdicts = {c.split(",")[0].split(":")[0]: v for c, v, _ in claims(rows, c1)}
-    assert verdicts["A high video mask ratio"] == "holds"
-    assert verdicts["A high text mask ratio"] == "does not hold"
-    # (7 - 1) / (11 - 1) = 60% of the full-data R@1 above chance, below the paper's 82%
-    assert verdicts["Data efficiency"] == "does not hold"
-    assert verdicts["Every loss term helps"] == "holds"
+    found = {c.split(",")[0].split(":")[0]: by for c, by in claims(rows, c1)}
+    for metric in ("t2v_r1", "t2v_meanr"):  # the fake mean rank moves with R@1
+        verdicts = {claim: by[metric][0] for claim, by in found.items()}
+        assert verdicts["A high video mask ratio"] == "holds"
+        assert verdicts["A high text mask ratio"] == "does not hold"
+        # (7 - 1) / (11 - 1) = 60% of the full-data gain over chance, below the paper's 82%
+        assert verdicts["Data efficiency"] == "does not hold"
+        assert verdicts["Every loss term helps"] == "holds"
+    assert "10% keeps 60% of the full-data gain" in found["Data efficiency"]["t2v_r1"][1]
+    # the fake mean rank is chance (50.5) minus R@1: a gain of 7 against 11, 64%
+    assert "10% keeps 64% of the full-data gain" in found["Data efficiency"]["t2v_meanr"][1]
     setup = {"out": "o", "recipe": "r", "recipe_sha": "abc", "model": "m", "max_duration": "9ba", "batch_size": 16,
              "seeds": [0, 1], "baseline": vars(BASELINE), "recipe_video_mask": 0.75,
              "recipe_text_mask": 0.5, "num_clips": 600, "test_clips": 100, "codec": "vp9",
@@ -113,7 +118,7 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
              "run_seconds": 204.0, "seconds_per_run": 12.0, "cores": 2, "date": "2026-01-01",
              "visible_cells": "4x4"}
     doc = render(rows, c1, c5, setup, ["data.png"], "vtp experiment")
-    assert "Regenerate with `vtp experiment`" in doc and "2 of 4 claims hold" in doc
+    assert "Regenerate with `vtp experiment`" in doc and "On t2v R@1: 2 of 4 claims hold" in doc
     path = write_report(tmp_path, cells, grid, results, setup, "img/", "vtp experiment")
     assert "![img/data.png](img/data.png)" in path.read_text()
     for axis in ("data", "video_mask", "text_mask", "losses"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tools.experiment.report import PAPER_DATA_RATIO, CellStats, claims, results_table
+from tools.experiment.report import MEASURES, PAPER_DATA_RATIO, CellStats, claims, results_table
 
 CAVEATS = [
     "Scale: SimVTP's numbers are ViT-B pretrained on WebVid-2M and fine-tuned on MSR-VTT; here "
@@ -69,18 +69,26 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
            f"({setup['seconds_per_run']:.0f} s per run: train + eval + process start), "
            if setup["runs_done"] else "")
         + f"{setup['cores']} CPU cores, {setup['date']}.", "",
-        "## Results (held-out zero-shot recall, %, mean ± sd over seeds)", "",
+        "## Results (held-out zero-shot retrieval, mean ± sd over seeds)", "",
+        "Recall in %, higher is better; mean rank of the true match among the "
+        f"{setup['test_clips']} test clips, lower is better.", "",
         results_table(rows, chance_r1, chance_r5), "",
         "## SimVTP's claims: which the miniature reproduces", "",
-        "| claim | verdict | evidence |", "|---|---|---|",
+        "| claim | verdict on t2v R@1 | verdict on t2v mean rank | evidence |", "|---|---|---|---|",
     ]
-    lines += [f"| {c} | **{v}** | {e} |" for c, v, e in verdicts]
-    held = [c for c, v, _ in verdicts if v == "holds"]
-    not_held = [c for c, v, _ in verdicts if v in ("does not hold",)]
-    unclear = [c for c, v, _ in verdicts if v not in ("holds", "does not hold")]
-    lines += ["", f"In short: {len(held)} of {len(verdicts)} claims hold in the miniature, "
-              f"{len(not_held)} do not, {len(unclear)} are partial or inconclusive at this "
-              "scale and seed count.", "", "## Caveats", ""]
+    for claim, by in verdicts:
+        cells = [f"**{by[m][0]}**" if m in by else "not measured" for m in MEASURES]
+        evidence = "<br>".join(by[m][1] for m in MEASURES if m in by)
+        lines.append(f"| {claim} | {' | '.join(cells)} | {evidence} |")
+    lines.append("")
+    for metric, (name, _) in MEASURES.items():
+        found = [by[metric][0] for _, by in verdicts if metric in by]
+        lines.append(f"On {name}: {found.count('holds')} of {len(found)} claims hold in the "
+                     f"miniature, {found.count('does not hold')} do not, "
+                     f"{len(found) - found.count('holds') - found.count('does not hold')} are "
+                     "partial or inconclusive at this scale and seed count.")
+        lines.append("")
+    lines += ["## Caveats", ""]
     lines += [f"- Mask grid: {setup['visible_cells']} (ViT-B's 14x14 grid leaves 49 / 20 / 10)."]
     lines += [f"- {c}" for c in CAVEATS]
     lines += ["", "## Plots", ""]
