@@ -13,8 +13,9 @@ CAVEATS = [
     "effect can carry over, never its size.",
     "Data axis: every run takes the same number of steps, so a smaller subset is seen for more "
     "epochs (same compute, less data). How SimVTP's 10% run was scheduled is not in our reference.",
-    f"The data-efficiency claim compares R@1 above chance: (R@1(10%) - chance) / (R@1(100%) - "
-    f"chance) against SimVTP's 43.8 / 53.6 = {PAPER_DATA_RATIO:.0%}: it holds when the "
+    "The data-efficiency claim compares gains over chance (R@1 - chance R@1, or chance mean "
+    "rank - mean rank): gain(10%) / gain(100%) against SimVTP's 43.8 / 53.6 = "
+    f"{PAPER_DATA_RATIO:.0%}: it holds when the "
     "miniature keeps at least that share, does not hold when it keeps less and all the data "
     "is clearly better than 10%, and is inconclusive otherwise.",
     "Spread is the sample standard deviation over seeds (seed = model initialisation, data "

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from tools.experiment.config import ExperimentConfig
-from tools.experiment.data import DataPaths, DataPlan, build_data
+from tools.experiment.data import RECORD, DataPaths, DataPlan, build_data
 from tools.experiment.document import render
 from tools.experiment.grid import Cell, GridConfig, Run, expand, grid_around_recipe
 from tools.experiment.report import aggregate, chance, plot_axes
@@ -42,11 +42,17 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
     Args:
         config: the experiment.
         dry_run: print the cells and runs, build and train nothing.
-        report_only: rebuild the report from the finished runs only.
+        report_only: rebuild the report from the finished runs only (made with the recipe
+            copy already in ``config.out``, when there is one).
     """
     from recipes.config import _resolve, load_recipe
 
-    recipe = load_recipe(config.recipe, list(config.overrides))
+    # every run of one invocation reads one copy of the recipe, even if the file changes
+    # meanwhile; a report-only call describes the runs of the copy that is there
+    snapshot = config.out / "recipe.yaml"
+    keep = report_only and snapshot.is_file()
+    source = snapshot if keep else _resolve(Path(config.recipe))
+    recipe = load_recipe(str(source), list(config.overrides))
     grid, cells, runs = plan_grid(config, recipe)
     todo = pending(runs, config.out)
     if dry_run:
@@ -59,11 +65,14 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
     plan = DataPlan(num_clips=config.num_clips, num_test=config.num_test, seed=config.data_seed,
                     workers=config.workers)
     fractions = tuple(sorted({run.setting.fraction for run in runs} | {1.0}))
-    data = build_data(config.work, plan, fractions)
-    # every run of this invocation reads one copy of the recipe, even if the file changes meanwhile
+    record = config.work / RECORD
+    if report_only and record.is_file():  # describe the data the runs used; rebuild nothing
+        data = DataPaths.from_json(json.loads(record.read_text())["paths"])
+    else:
+        data = build_data(config.work, plan, fractions)
     config.out.mkdir(parents=True, exist_ok=True)
-    snapshot = config.out / "recipe.yaml"
-    shutil.copyfile(_resolve(Path(config.recipe)), snapshot)
+    if not keep:
+        shutil.copyfile(source, snapshot)
     runner = RunnerConfig(recipe=str(snapshot), out=config.out, work=config.work,
                           max_duration=max_duration, batch_size=recipe.trainer.global_batch_size,
                           vtc_weight=recipe.model.vtc_weight or 1.0,

@@ -2,7 +2,8 @@
 
 Spread is the sample standard deviation over seeds. One setting "clearly" beats another when
 its mean exceeds the other's by more than the sum of their standard deviations; anything
-closer is called a tie within seed noise. With two seeds this is a coarse rule, and it is
+closer is called a tie within seed noise, and so is any comparison with a setting that has
+only one finished seed. With two seeds this is a coarse rule, and it is
 applied the same way whichever way the result points. Verdicts are read twice: on t2v R@1
 (SimVTP's headline metric; coarse on a small test set) and on t2v mean rank (uses the rank
 of every query, so it resolves smaller differences; chance is (n + 1) / 2).
@@ -106,7 +107,9 @@ def compare(a: Stat, b: Stat) -> str:
     """``higher``, ``lower`` or ``tie``: a against b under the rule in the module docstring."""
     if not a.values or not b.values:
         return "missing"
-    margin = (0.0 if math.isnan(a.sd) else a.sd) + (0.0 if math.isnan(b.sd) else b.sd)
+    if len(a.values) < 2 or len(b.values) < 2:
+        return "tie"  # one seed has no spread to measure a difference against
+    margin = a.sd + b.sd
     diff = a.mean - b.mean
     return "higher" if diff > margin else "lower" if diff < -margin else "tie"
 
