@@ -1,0 +1,99 @@
+"""`make demo` end to end at a small size: every stage runs and every report file is readable.
+
+The small size (40 clips, 12 steps) is far too short to learn retrieval, so nothing here
+checks the 5x-chance bar; `make demo` states that figure in its report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tools.demo import SIZES, build_demo_data, held_out_check, main
+from tools.figures import read_file_log
+
+EVAL_KEYS = ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_medr", "v2t_r1", "v2t_r5", "v2t_r10", "v2t_medr",
+             "chance_r1", "n")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, Path]:
+    """Runs `python -m tools.demo --size small` once; returns (report folder, work folder)."""
+    root = tmp_path_factory.mktemp("demo")
+    out, work = root / "report", root / "work"
+    assert main(["--size", "small", "--out", str(out), "--work", str(work), "--workers", "2"]) == 0
+    return out, work
+
+
+def test_demo_writes_every_report_file(demo_run):
+    out, _ = demo_run
+    for name in ("report.md", "metrics.json", "loss_curves.png", "reconstruction.png",
+                 "retrieval.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+
+def test_demo_metrics_have_the_eval_keys(demo_run):
+    out, _ = demo_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in EVAL_KEYS:
+        assert key in metrics, key
+    small = SIZES["small"]
+    assert metrics["n"] == small.num_test  # every held-out clip was sharded and ranked
+    assert metrics["chance_r1"] == pytest.approx(100 / small.num_test)
+    assert 0 <= metrics["t2v_r1"] <= metrics["t2v_r5"] <= metrics["t2v_r10"] <= 100
+    assert metrics["t2v_r1_over_chance"] == pytest.approx(metrics["t2v_r1"] / metrics["chance_r1"],
+                                                          abs=0.01)
+
+
+def test_demo_pngs_load(demo_run):
+    from PIL import Image
+
+    out, _ = demo_run
+    for name in ("loss_curves.png", "reconstruction.png"):
+        with Image.open(out / name) as image:
+            image.load()
+            assert image.width > 200 and image.height > 100, (name, image.size)
+
+
+def test_demo_report_states_chance_and_the_held_out_check(demo_run):
+    out, _ = demo_run
+    report = (out / "report.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "chance" in report
+    assert f"{metrics['chance_r1']:.2f}%" in report
+    assert "pairs shared with training: **none**" in report
+    assert "![loss curves](loss_curves.png)" in report and "![reconstruction](reconstruction.png)" in report
+    for stage in ("synth", "clean", "subset", "shard", "pretrain", "eval"):
+        assert f"| {stage} |" in report, stage
+
+
+def test_demo_loss_log_has_every_term_for_every_step(demo_run):
+    _, work = demo_run
+    curves = read_file_log(work / "run-seed17" / "log.txt")
+    assert set(curves) == {"total", "mvm", "mlm", "vtc", "vtm"}
+    steps = SIZES["small"].steps
+    for term, points in curves.items():
+        assert len(points) == steps, term
+        assert all(math.isfinite(v) for _, v in points), term
+
+
+def test_held_out_pairs_never_reach_training(demo_run):
+    _, work = demo_run
+    data = build_demo_data(work, replace(SIZES["small"], workers=2))  # reused, not rebuilt
+    check = held_out_check(data)
+    assert check["shared_pairs"] == [] and check["test_captions_in_train"] == 0
+    assert check["train_clips"] == data.summaries["shard"]["ok"] > 0
+    assert 0 < check["pair_only_r1"] <= 100
+
+
+def test_build_demo_data_reuses_data_when_only_training_settings_change(demo_run, capsys):
+    _, work = demo_run
+    small = replace(SIZES["small"], workers=2)
+    before = (work / "shards" / "manifest.parquet").stat().st_mtime_ns
+    build_demo_data(work, replace(small, steps=99, seed=3))  # training settings do not matter
+    assert "reusing" in capsys.readouterr().out
+    assert (work / "shards" / "manifest.parquet").stat().st_mtime_ns == before
