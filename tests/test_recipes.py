@@ -98,7 +98,7 @@ def test_overrides_apply_with_yaml_types():
     ("model.num_heads=5", "not divisible by num_heads=5"),
     ("data.tubelet=[2,4,4]", "data.tubelet is derived from model.tubelet"),
     ("data.batch_size=3", "derived from trainer.global_batch_size"),
-    ("scheduler.t_warmup=400ba", "t_warmup=400ba is not shorter than trainer.max_duration=300ba"),
+    ("scheduler.t_warmup=1300ba", "t_warmup=1300ba is not shorter than trainer.max_duration=1200ba"),
     ("run_name=null", "autoresume needs a run_name"),
     ("trainer.save_folder=null", "autoresume needs trainer.save_folder"),
     ("data.text_max_length=64", "exceeds the model's position table"),
