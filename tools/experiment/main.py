@@ -100,7 +100,8 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
     return {
         "out": str(config.out), "recipe": str(config.recipe), "model": _model_text(recipe.model),
         "visible_cells": _visible_cells(recipe.model, grid.video_mask_ratios),
-        "recipe_sha": recipe_digest(str(config.out / "recipe.yaml")), "max_duration": max_duration, "batch_size": recipe.trainer.global_batch_size,
+        "recipe_sha": recipe_digest(str(config.out / "recipe.yaml")), "max_duration": max_duration,
+        "recipe_max_duration": recipe.trainer.max_duration, "batch_size": recipe.trainer.global_batch_size,
         "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
         "recipe_video_mask": recipe.model.video_mask_ratio,
         "recipe_text_mask": recipe.model.text_mask_prob,
