@@ -165,42 +165,32 @@ def clip_features(model: UnifiedMAE, data: DataConfig, device: str = "cpu",
                   text_mask_ratio=0.0, device=device, view=0)
     source = build_source(cfg)
     keys: list[str] = []
-    video_sum: list[torch.Tensor] = []
+    video_sum: torch.Tensor | None = None
     text: list[torch.Tensor] = []
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=device == "gpu")
     bar = tqdm(total=cfg.views * len(source), desc="eval features", unit="clip", disable=not progress)
     for view in range(cfg.views):
         builder = BatchBuilder(replace(cfg, view=view))
         loader = torch.utils.data.DataLoader(source, batch_size=cfg.batch_size, collate_fn=builder)
-        row = 0
+        view_keys: list[str] = []
+        view_video: list[torch.Tensor] = []
         for batch in loader:
             with autocast:
                 video = model.encode_video(batch["video"].to(torch_device)).float()
                 if view == 0:
                     ids, mask = batch["text_ids"].to(torch_device), batch["text_mask"].to(torch_device)
                     text.append(model.encode_text(ids, mask).float().cpu())
-            video = torch.nn.functional.normalize(video, dim=-1).cpu()
-            if view == 0:
-                keys.extend(batch["keys"])
-                video_sum.append(video)
-            elif batch["keys"] != keys[row:row + len(video)]:
-                raise RuntimeError("the shard order changed between views")
-            else:
-                video_sum[_chunk(video_sum, row)] += video
-            row += len(video)
+            view_video.append(torch.nn.functional.normalize(video, dim=-1).cpu())
+            view_keys.extend(batch["keys"])
             bar.update(len(video))
+        if view == 0:
+            keys, video_sum = view_keys, torch.cat(view_video)
+        elif view_keys != keys:
+            raise RuntimeError("the shard order changed between views")
+        else:
+            video_sum += torch.cat(view_video)
     bar.close()
-    return keys, torch.cat(video_sum) / cfg.views, torch.cat(text)
-
-
-def _chunk(chunks: list[torch.Tensor], row: int) -> int:
-    """Index of the chunk that starts at ``row`` (views are read in the same batches)."""
-    start = 0
-    for index, chunk in enumerate(chunks):
-        if start == row:
-            return index
-        start += len(chunk)
-    raise RuntimeError(f"no batch starts at row {row}")
+    return keys, video_sum / cfg.views, torch.cat(text)
 
 
 def metrics_table(metrics: dict) -> str:
