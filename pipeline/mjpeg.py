@@ -46,6 +46,25 @@ def avi_chunks(data: bytes | np.ndarray) -> list[tuple[int, int]]:
     return chunks
 
 
+def avi_frame_rate(data: bytes | np.ndarray) -> float:
+    """Frames per second of the AVI's first video stream (its ``strh`` rate / scale).
+
+    Raises:
+        ValueError: when there is no video stream header or its rate is zero.
+    """
+    buf = bytes(memoryview(data).cast("B")[:65536])  # headers precede the movi list
+    pos = buf.find(b"strh")
+    while pos >= 0 and pos + 8 + 28 <= len(buf):
+        body = pos + 8
+        if buf[body:body + 4] == b"vids":
+            scale, rate = struct.unpack_from("<II", buf, body + 20)
+            if scale and rate:
+                return rate / scale
+            break
+        pos = buf.find(b"strh", pos + 4)
+    raise ValueError("AVI without a video stream header (strh vids) giving its frame rate")
+
+
 def jpeg_frames(data: np.ndarray, indices: np.ndarray) -> list[np.ndarray] | None:
     """The JPEG bytes of frames ``indices`` (views, no copy), or None if the AVI can't be cut.
 

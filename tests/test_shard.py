@@ -231,6 +231,34 @@ def test_one_bad_output_in_a_decode_batch_is_named(ground_truth, synth_dir, tmp_
     assert isinstance(checked[1], CheckError) and str(checked[1]).startswith("ffmpeg decode: ")
 
 
+
+def test_mjpeg_is_checked_as_the_pipeline_reads_it(ground_truth, synth_dir, tmp_path):
+    """JPEG frames cut from the AVI and decoded one by one by DALI: the same meta as ffmpeg's
+    probe + DALI's video decoder, and a damaged frame is named by its index."""
+    from pipeline.mjpeg import avi_chunks
+    from tools.shard.check import CheckError, _check_decoded, check_outputs
+    from tools.shard.transcode import transcode
+
+    clip = next(g for g in ground_truth if g["split"] == "train" and g["file_defect"] is None)
+    good = tmp_path / "good.avi"
+    transcode(synth_dir / clip["path"], good, TranscodeOptions(codec="mjpeg", short_side=64))
+    (by_jpeg,) = check_outputs([good], "mjpeg")
+    assert by_jpeg == _check_decoded([good], "mjpeg", 60.0)[0]
+    assert by_jpeg["frames"] == clip["num_frames"] and by_jpeg["fps"] == clip["fps"]
+
+    data = bytearray(good.read_bytes())
+    offset, size = avi_chunks(bytes(data))[5]
+    data[offset:offset + size] = b"\xff" * size  # frame 5 is no JPEG any more
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(bytes(data))
+    not_avi = tmp_path / "not_avi.avi"
+    not_avi.write_bytes(b"RIFX" + bytes(data[4:]))  # can't be cut: ffmpeg + video decoder judge
+    checked = check_outputs([good, broken, not_avi, good], "mjpeg")
+    assert checked[0] == checked[3] == by_jpeg
+    assert isinstance(checked[1], CheckError)
+    assert str(checked[1]).startswith("dali: JPEG frame 5 does not decode")
+    assert isinstance(checked[2], CheckError) and str(checked[2]).startswith("ffmpeg decode: ")
+
 def test_a_tar_cut_short_keeps_what_it_lists_and_records_the_loss(synth_dir, ground_truth, tmp_path):
     good = next(g for g in ground_truth if g["split"] == "train" and g["file_defect"] is None)
     video = (synth_dir / good["path"]).read_bytes()

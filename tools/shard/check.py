@@ -1,10 +1,13 @@
 """Decode-check transcoded clips before they may enter a shard.
 
 One sample DALI cannot decode kills a whole DALI pipeline, so every output is decoded once
-here: H.264 in full by ffmpeg (DALI's CPU decoder lacks H.264; on a GPU the pipeline uses
-NVDEC), VP9 and MJPEG by DALI's CPU ``decoders.video``, the decoder the CPU pipeline uses,
-whose frame count must match the packets ffmpeg reads. The frame count written to ``meta``
-is the count the decoder gave.
+here, the way the pipeline will read it: H.264 in full by ffmpeg (DALI's CPU decoder lacks
+H.264; on a GPU the pipeline uses NVDEC); VP9 by DALI's CPU ``decoders.video``, whose frame
+count must match the packets ffmpeg reads; MJPEG as the pipeline reads it (pipeline/mjpeg.py):
+the AVI cut into its JPEG frames, every one decoded by DALI's ``decoders.image``, rate and size
+from the AVI headers and the decoder. An MJPEG AVI that cannot be cut would take the video
+decoder in training, so it is checked like VP9. The frame count written to ``meta`` is the
+count the decoder gave.
 
 Several clips are decoded by one ffmpeg process: on short clips, starting ffmpeg costs more
 CPU than decoding. When a batch fails, each clip is decoded alone to name the bad one.
@@ -17,9 +20,13 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+
+from pipeline.mjpeg import avi_chunks, avi_frame_rate
 from tools.shard.transcode import CODECS, ffmpeg_message
 
 DALI_CODECS = ("vp9", "mjpeg")
+JPEG_BATCH = 64  # JPEG frames per DALI run; a clip's frames go through in a few runs
 
 
 class CheckError(RuntimeError):
@@ -101,6 +108,81 @@ def _dali_pipeline():
     return pipe
 
 
+@functools.lru_cache(maxsize=1)
+def _jpeg_pipeline():
+    """The pipeline's MJPEG decoder, one per worker process (it builds in milliseconds).
+
+    ANY_DATA decodes every component in full and skips only the YCbCr -> RGB conversion, which
+    cannot fail: 18% less CPU than RGB on 320x240 frames."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=JPEG_BATCH, num_threads=1, device_id=None, prefetch_queue_depth=1,
+                  exec_dynamic=True)
+    def decode():
+        data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
+        return fn.decoders.image(data, device="cpu", output_type=types.ANY_DATA)
+
+    pipe = decode()
+    pipe.build()
+    return pipe
+
+
+def _dali_error(err: Exception) -> str:
+    """DALI's own words: what follows "encountered:", without its traceback and boilerplate."""
+    text = str(err).split("encountered:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()
+             and "no longer valid" not in line and "Critical error" not in line]
+    return "; ".join(lines[:2]) or type(err).__name__
+
+
+def _first_bad_jpeg(frames: list[np.ndarray], start: int) -> str:
+    """Decodes the frames of a failed run one at a time to name the first bad one."""
+    for index, frame in enumerate(frames):
+        try:
+            pipe = _jpeg_pipeline()
+            pipe.feed_input("data", [frame])
+            pipe.run()
+        except Exception as err:
+            _jpeg_pipeline.cache_clear()
+            return f"JPEG frame {start + index} does not decode ({_dali_error(err)})"
+    return f"JPEG frames {start}-{start + len(frames) - 1} do not decode together"
+
+
+def dali_jpeg_frames(data: np.ndarray, chunks: list[tuple[int, int]]) -> tuple[int, int, int]:
+    """Decodes every JPEG frame of an MJPEG AVI with DALI's image decoder.
+
+    Args:
+        data: the AVI as a uint8 array.
+        chunks: (offset, size) of each frame, from ``avi_chunks``.
+
+    Returns:
+        (frames, height, width); every frame must have that size.
+
+    Raises:
+        CheckError: naming the frames DALI could not decode, or the first odd-sized frame.
+    """
+    if not chunks:
+        raise CheckError("avi: no video frames in the movi list")
+    empty = next((i for i, (_, size) in enumerate(chunks) if size == 0), None)
+    if empty is not None:
+        raise CheckError(f"avi: frame {empty} is an empty chunk")
+    pipe, sizes = _jpeg_pipeline(), []
+    for start in range(0, len(chunks), JPEG_BATCH):
+        batch = [data[offset:offset + size] for offset, size in chunks[start:start + JPEG_BATCH]]
+        try:
+            pipe.feed_input("data", batch)
+            (out,) = pipe.run()
+        except Exception as err:  # DALI raises RuntimeError/IndexError; the pipeline is dead after it
+            _jpeg_pipeline.cache_clear()
+            raise CheckError(f"dali: {_first_bad_jpeg(batch, start)}") from err
+        sizes += [tuple(out[i].shape()[:2]) for i in range(len(batch))]
+    odd = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
+    if odd is not None:
+        raise CheckError(f"dali: frame {odd} is {sizes[odd][1]}x{sizes[odd][0]}, frame 0 "
+                         f"{sizes[0][1]}x{sizes[0][0]}")
+    return len(sizes), *sizes[0]
+
+
 def dali_frames(data: bytes) -> tuple[int, int, int]:
     """Decodes an encoded clip with DALI's CPU video decoder.
 
@@ -119,8 +201,7 @@ def dali_frames(data: bytes) -> tuple[int, int, int]:
         frames, height, width, _ = out[0].shape()
     except Exception as err:  # DALI raises RuntimeError/IndexError; the pipeline is dead after it
         _dali_pipeline.cache_clear()
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        raise CheckError(f"dali: {'; '.join(lines[:2]) or type(err).__name__}") from err
+        raise CheckError(f"dali: {_dali_error(err)}") from err
     return int(frames), int(height), int(width)
 
 
@@ -132,6 +213,20 @@ def _dali_agrees(path: Path, meta: dict) -> dict:
     return meta
 
 
+def _check_mjpeg(path: Path, timeout: float) -> dict | CheckError:
+    data = np.fromfile(path, np.uint8)
+    try:
+        chunks, rate = avi_chunks(data), avi_frame_rate(data)
+    except ValueError:  # the pipeline would fall back to the video decoder: check that one
+        return _check_decoded([path], "mjpeg", timeout)[0]
+    try:
+        frames, height, width = dali_jpeg_frames(data, chunks)
+    except CheckError as err:
+        return err
+    return {"frames": frames, "fps": round(rate, 3), "width": width, "height": height,
+            "codec": "mjpeg"}
+
+
 def check_outputs(paths: list[Path], codec: str, timeout: float = 600.0) -> list[dict | CheckError]:
     """Decode-checks transcoded clips; per clip, its ``meta`` (without source) or the error.
 
@@ -140,6 +235,14 @@ def check_outputs(paths: list[Path], codec: str, timeout: float = 600.0) -> list
         codec: the codec they were encoded with.
         timeout: seconds for one ffmpeg decode.
     """
+    if codec == "mjpeg":
+        return [_check_mjpeg(Path(p), timeout) for p in paths]
+    return _check_decoded(paths, codec, timeout)
+
+
+def _check_decoded(paths: list[Path], codec: str, timeout: float) -> list[dict | CheckError]:
+    """ffmpeg reads (and for H.264 decodes) every clip; DALI's video decoder then decodes the
+    codecs it handles."""
     if not paths:
         return []
     try:
@@ -147,7 +250,7 @@ def check_outputs(paths: list[Path], codec: str, timeout: float = 600.0) -> list
     except CheckError as err:
         if len(paths) == 1:
             return [err]
-        return [check_outputs([p], codec, timeout)[0] for p in paths]
+        return [_check_decoded([p], codec, timeout)[0] for p in paths]
     if codec not in DALI_CODECS:
         return metas
     checked: list[dict | CheckError] = []
