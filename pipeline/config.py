@@ -27,6 +27,10 @@ class DataConfig:
         image_size: output height and width.
         crop_scales: multi-scale crop scales relative to the short side.
         flip: random horizontal flip.
+        interpolation: resize filter, ``linear`` (VideoMAE's bilinear), ``cubic`` or
+            ``nearest``. On the CPU, DALI's linear resize costs about 0.7 ms per 224x224 frame,
+            several times the decode of an MJPEG frame; ``nearest`` costs about 0.1 ms
+            (benchmarks/RESULTS.md). On a GPU the choice costs nothing measurable.
         tubelet: (tt, ph, pw) of the model; the mask grid is derived from it.
         mask_kind: ``tube``, ``random`` or ``frame``.
         video_mask_ratio: fraction of video tokens hidden from the encoder.
@@ -60,6 +64,7 @@ class DataConfig:
     image_size: int = 224
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     flip: bool = True
+    interpolation: Literal["nearest", "linear", "cubic"] = "linear"
     tubelet: tuple[int, int, int] = (2, 16, 16)
     mask_kind: Literal["tube", "random", "frame"] = "tube"
     video_mask_ratio: float = 0.9
@@ -86,6 +91,7 @@ class DataConfig:
             "sampler": self.sampler in ("dense", "segments", "sparse"),
             "mask_kind": self.mask_kind in ("tube", "random", "frame"),
             "mlm_mode": self.mlm_mode in ("simvtp", "bert"),
+            "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,

@@ -100,7 +100,7 @@ def center_crop(height: int, width: int, scale: float = 1.0) -> tuple[int, int, 
 
 def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,
                    device_id: int | None = None, jpeg_frames: int = 0,
-                   normalize: bool = True):
+                   normalize: bool = True, interpolation: str = "linear"):
     """Builds the DALI pipeline; feed it the inputs by name, run it, get (B, C, T, H, W) float.
 
     Inputs: ``video`` (encoded clip) and ``frames`` (int32 indices); or, with ``jpeg_frames=T``,
@@ -115,10 +115,13 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
         device_id: CUDA device for ``gpu``; ignored for ``cpu`` (DALI needs None there).
         jpeg_frames: 0 for the video decoder; T to decode T JPEG frames per sample instead.
         normalize: float32 ImageNet-normalised output; False keeps uint8 (see normalize_video).
+        interpolation: resize filter: ``nearest``, ``linear`` or ``cubic``.
     """
     from nvidia.dali import fn, pipeline_def, types
 
     decoder_device = "cpu" if device == "cpu" else "mixed"
+    interp_type = {"nearest": types.INTERP_NN, "linear": types.INTERP_LINEAR,
+                   "cubic": types.INTERP_CUBIC}[interpolation]
 
     # Queue depth 1: each run is fed exactly one batch (a deeper queue waits for more feeds);
     # prefetching happens one level up, in the DataLoader workers.
@@ -131,7 +134,8 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
 
         def crop_resize(frames):
             return fn.resize(frames, roi_start=roi_start, roi_end=roi_end,
-                             size=[image_size, image_size], antialias=False)
+                             size=[image_size, image_size], interp_type=interp_type,
+                             antialias=False)
 
         if jpeg_frames:  # resized before stacking: the stack then copies the smaller frames
             images = [crop_resize(fn.decoders.image(
@@ -200,12 +204,15 @@ class VideoDecoder:
         image_size: output height and width.
         device_id: CUDA device for ``gpu``.
         normalize: float32 normalised output (else uint8).
+        interpolation: resize filter: ``nearest``, ``linear`` or ``cubic``.
     """
 
     def __init__(self, device: str, batch_size: int, num_threads: int, image_size: int,
-                 device_id: int | None = None, normalize: bool = True):
+                 device_id: int | None = None, normalize: bool = True,
+                 interpolation: str = "linear"):
         self.options = dict(device=device, num_threads=num_threads, image_size=image_size,
-                            device_id=device_id, normalize=normalize)
+                            device_id=device_id, normalize=normalize,
+                            interpolation=interpolation)
         self.batch_size = batch_size
         self._pipes: dict[int, object] = {}  # jpeg_frames (0: video decoder) -> pipeline
 

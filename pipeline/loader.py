@@ -63,7 +63,8 @@ class BatchBuilder:
         if self._decoder is None:
             device_id = torch.cuda.current_device() if cfg.device == "gpu" else None
             self._decoder = VideoDecoder(cfg.device, cfg.batch_size, cfg.num_threads,
-                                         cfg.image_size, device_id, not cfg.normalize_on_device)
+                                         cfg.image_size, device_id, not cfg.normalize_on_device,
+                                         cfg.interpolation)
             self._text = TextEncoder(cfg.tokenizer_path, cfg.text_max_length,
                                      cfg.text_mask_ratio, cfg.mlm_mode)
         return self._decoder, self._text

@@ -124,6 +124,37 @@ def test_mjpeg_jpeg_frame_route_matches_the_video_decoder(pipeline_shards):
     assert jpeg_frames(np.frombuffer(b"RIFF....WAVE", np.uint8), np.array([0])) is None
 
 
+def _colours(video: torch.Tensor) -> np.ndarray:
+    """(3, H, W) uint8 -> the set of its RGB colours as sorted int codes."""
+    rgb = video.reshape(3, -1).to(torch.int64)
+    return np.unique((rgb[0] << 16 | rgb[1] << 8 | rgb[2]).numpy())
+
+
+def test_nearest_resize_picks_source_pixels_and_linear_blends_them(pipeline_shards):
+    shards = pipeline_shards["mjpeg"]
+    # Scale 1 on 320x240 crops 240x240: at 240 px the resize is an identity (the source frame).
+    cfg = DataConfig(path=str(shards.root), batch_size=2, image_size=240, crop_scales=(1.0,),
+                     flip=False, shuffle=False)
+    source = build_dataloader(cfg).dataset
+    samples = [{**source[i], "epoch": 0} for i in range(2)]
+    builder = BatchBuilder(cfg)
+    per = [builder.sample_feed(s) for s in samples]
+    feeds = {name: [f[name] for f in per] for name in per[0]}
+    keys = [s["key"] for s in samples]
+
+    def decode(size: int, interpolation: str) -> torch.Tensor:
+        decoder = VideoDecoder("cpu", 2, 2, size, normalize=False, interpolation=interpolation)
+        return decoder(feeds, keys, ["mjpeg"] * 2)
+
+    full = decode(240, "linear")
+    for interpolation in ("nearest", "linear"):
+        small = decode(64, interpolation)
+        assert small.shape == (2, 3, cfg.num_frames, 64, 64) and small.dtype == torch.uint8
+        new = sum(np.setdiff1d(_colours(small[b, :, t]), _colours(full[b, :, t])).size
+                  for b in range(2) for t in range(cfg.num_frames))
+        assert (new == 0) == (interpolation == "nearest"), (interpolation, new)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs a CUDA GPU for DALI's mixed decoder; the same pipeline "
                            "definition is checked against ffmpeg on the CPU above")

@@ -135,3 +135,5 @@ def test_config_derives_mask_grid_and_rejects_bad_values():
         DataConfig(sampler="everything")
     with pytest.raises(ValueError, match="image_size"):
         DataConfig(image_size=100)
+    with pytest.raises(ValueError, match="interpolation"):
+        DataConfig(interpolation="bicubic")
