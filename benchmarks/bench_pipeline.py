@@ -81,7 +81,7 @@ def _resize_cost(results: dict[tuple, object]) -> str:
     return (f"MJPEG is where the target is hard: decoding 16 JPEG frames is cheap, and DALI's "
             f"CPU linear resize (VideoMAE's bilinear) costs {cost:.1f} ms of CPU per sample "
             f"more than nearest ({SETTINGS[0][0]} workers), {cost / budget:.0%} of the limit's "
-            f"whole budget of {budget:.1f} ms per sample. Best MJPEG ratio by CPU: "
+            f"whole budget of {budget:.1f} ms per sample. MJPEG ratio by CPU without workers: "
             f"{_verdict(linear)} with linear, {_verdict(nearest)} with `interpolation: nearest`.")
 
 
