@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.config import MEAN_255, STD_255
-from pipeline.mjpeg import jpeg_frames
+from pipeline.mjpeg import is_whole_jpeg, jpeg_frames
 
 # DALI 2.4: the CPU decoder handles only these; H.264 and friends need NVDEC ("mixed").
 CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
@@ -255,6 +255,11 @@ class VideoDecoder:
             CorruptSampleError: naming the keys whose video DALI could not decode.
         """
         feeds, mode = self.route(feeds, codecs)
+        if mode:  # a cut-off JPEG would cost a DALI failure, and a few of those a segfault
+            cut = [key for index, key in enumerate(keys)
+                   if not all(is_whole_jpeg(feeds[f"jpeg{t}"][index]) for t in range(mode))]
+            if cut:
+                raise CorruptSampleError.of(cut, "a sampled MJPEG frame is not a whole JPEG")
         if mode not in self._pipes:
             self._pipes[mode] = self._build(self.batch_size, mode)
         try:

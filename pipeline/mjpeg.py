@@ -14,6 +14,8 @@ import struct
 import numpy as np
 
 VIDEO_CHUNKS = (b"dc", b"db")  # '00dc' compressed / '00db' uncompressed video chunks
+SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                         0xCE, 0xCF})  # frame headers (0xC4 DHT, 0xC8 JPG, 0xCC DAC are not)
 
 
 def avi_chunks(data: bytes | np.ndarray) -> list[tuple[int, int]]:
@@ -44,6 +46,36 @@ def avi_chunks(data: bytes | np.ndarray) -> list[tuple[int, int]]:
             chunks.append((pos + 8, size))
         pos += 8 + size + (size & 1)
     return chunks
+
+
+def is_whole_jpeg(frame: np.ndarray) -> bool:
+    """True when ``frame`` has a JPEG's structure: start-of-image, a chain of marker segments
+    that stays inside the frame and reaches a frame header and start-of-scan, and end-of-image.
+
+    DALI 2.4's image decoder can segfault the process once a decode has failed in it, so frames
+    that are cut short or overwritten are turned away before they reach it. The entropy-coded
+    data is not checked: libjpeg-turbo decodes damaged data there without failing.
+    """
+    data = frame.tobytes() if isinstance(frame, np.ndarray) else bytes(frame)
+    tail = data.rstrip(b"\0")  # some muxers pad a frame with zeros
+    if not (data.startswith(b"\xff\xd8") and tail.endswith(b"\xff\xd9")):
+        return False
+    pos, frame_header = 2, False
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: entropy-coded data follows
+            return frame_header
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if length < 2 or pos + 2 + length > len(data):
+            return False
+        frame_header |= marker in SOF_MARKERS
+        pos += 2 + length
+    return False
 
 
 def avi_frame_rate(data: bytes | np.ndarray) -> float:

@@ -12,7 +12,7 @@ from pipeline import CodecError, CorruptSampleError, DataConfig, build_dataloade
 from pipeline.config import MEAN_255, STD_255
 from pipeline.decode import VideoDecoder
 from pipeline.loader import BatchBuilder
-from pipeline.mjpeg import avi_chunks, jpeg_frames
+from pipeline.mjpeg import avi_chunks, is_whole_jpeg, jpeg_frames
 
 
 def ffmpeg_frames(path, width: int, height: int) -> np.ndarray:
@@ -123,6 +123,26 @@ def test_mjpeg_jpeg_frame_route_matches_the_video_decoder(pipeline_shards):
     assert (by_jpeg - by_video).abs().mean() < 0.02  # normalised units: < 1 grey level
     assert jpeg_frames(np.frombuffer(b"RIFF....WAVE", np.uint8), np.array([0])) is None
 
+
+def test_a_cut_mjpeg_frame_is_reported_with_its_key_before_dali_sees_it(pipeline_shards):
+    shards = pipeline_shards["mjpeg"]
+    cfg = DataConfig(path=str(shards.root), batch_size=2, image_size=64, shuffle=False)
+    source = build_dataloader(cfg).dataset
+    samples = [{**source[i], "epoch": 0} for i in range(2)]
+    builder = BatchBuilder(cfg)
+    per = [builder.sample_feed(s) for s in samples]
+    video = per[1]["video"].copy()
+    offset, size = avi_chunks(video)[int(per[1]["frames"][3])]
+    frame = video[offset:offset + size].copy()
+    assert is_whole_jpeg(frame) and is_whole_jpeg(np.concatenate([frame, np.zeros(3, np.uint8)]))
+    assert not is_whole_jpeg(frame[: size // 2]) and not is_whole_jpeg(frame[:40])
+    video[offset + 2:offset + size // 2] = 0  # markers gone, start and end intact
+    assert not is_whole_jpeg(video[offset:offset + size])
+    per[1]["video"] = video
+    feeds = {name: [f[name] for f in per] for name in per[0]}
+    with pytest.raises(CorruptSampleError, match="not a whole JPEG") as err:
+        VideoDecoder("cpu", 2, 2, 64)(feeds, [s["key"] for s in samples], ["mjpeg"] * 2)
+    assert err.value.keys == [samples[1]["key"]]
 
 def _colours(video: torch.Tensor) -> np.ndarray:
     """(3, H, W) uint8 -> the set of its RGB colours as sorted int codes."""

@@ -233,8 +233,9 @@ def test_one_bad_output_in_a_decode_batch_is_named(ground_truth, synth_dir, tmp_
 
 
 def test_mjpeg_is_checked_as_the_pipeline_reads_it(ground_truth, synth_dir, tmp_path):
-    """JPEG frames cut from the AVI and decoded one by one by DALI: the same meta as ffmpeg's
-    probe + DALI's video decoder, and a damaged frame is named by its index."""
+    """JPEG frames cut from the AVI and decoded by DALI's image decoder: the same meta as
+    ffmpeg's probe + DALI's video decoder, and a damaged frame is named by its index before
+    DALI sees it (a failed decode can leave DALI 2.4's image decoder unstable)."""
     from pipeline.mjpeg import avi_chunks
     from tools.shard.check import CheckError, _check_decoded, check_outputs
     from tools.shard.transcode import transcode
@@ -246,18 +247,27 @@ def test_mjpeg_is_checked_as_the_pipeline_reads_it(ground_truth, synth_dir, tmp_
     assert by_jpeg == _check_decoded([good], "mjpeg", 60.0)[0]
     assert by_jpeg["frames"] == clip["num_frames"] and by_jpeg["fps"] == clip["fps"]
 
-    data = bytearray(good.read_bytes())
-    offset, size = avi_chunks(bytes(data))[5]
-    data[offset:offset + size] = b"\xff" * size  # frame 5 is no JPEG any more
-    broken = tmp_path / "broken.avi"
-    broken.write_bytes(bytes(data))
+    data = good.read_bytes()
+    chunks = avi_chunks(data)
+    broken = {}
+    for name, (index, damage) in {
+        "overwritten": (5, lambda f: b"\xff" * len(f)),
+        "zeroed_tail": (9, lambda f: f[:200] + bytes(len(f) - 202) + b"\xff\xd9"),
+    }.items():
+        offset, size = chunks[index]
+        frame = damage(data[offset:offset + size])
+        broken[name] = tmp_path / f"{name}.avi"
+        broken[name].write_bytes(data[:offset] + frame + data[offset + size:])
     not_avi = tmp_path / "not_avi.avi"
-    not_avi.write_bytes(b"RIFX" + bytes(data[4:]))  # can't be cut: ffmpeg + video decoder judge
-    checked = check_outputs([good, broken, not_avi, good], "mjpeg")
-    assert checked[0] == checked[3] == by_jpeg
-    assert isinstance(checked[1], CheckError)
-    assert str(checked[1]).startswith("dali: JPEG frame 5 does not decode")
-    assert isinstance(checked[2], CheckError) and str(checked[2]).startswith("ffmpeg decode: ")
+    not_avi.write_bytes(b"RIFX" + data[4:])  # can't be cut: ffmpeg + the video decoder judge
+    checked = check_outputs([good, broken["overwritten"], broken["zeroed_tail"], not_avi, good],
+                            "mjpeg")
+    assert checked[0] == checked[4] == by_jpeg
+    assert all(isinstance(c, CheckError) for c in checked[1:4])
+    assert str(checked[1]).startswith("avi: frame 5 is not a whole JPEG")
+    assert str(checked[2]).startswith("avi: frame 9 is not a whole JPEG")
+    assert str(checked[3]).startswith("ffmpeg decode: ")
+
 
 def test_a_tar_cut_short_keeps_what_it_lists_and_records_the_loss(synth_dir, ground_truth, tmp_path):
     good = next(g for g in ground_truth if g["split"] == "train" and g["file_defect"] is None)

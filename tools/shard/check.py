@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.mjpeg import avi_chunks, avi_frame_rate
+from pipeline.mjpeg import avi_chunks, avi_frame_rate, is_whole_jpeg
 from tools.shard.transcode import CODECS, ffmpeg_message
 
 DALI_CODECS = ("vp9", "mjpeg")
@@ -135,19 +135,6 @@ def _dali_error(err: Exception) -> str:
     return "; ".join(lines[:2]) or type(err).__name__
 
 
-def _first_bad_jpeg(frames: list[np.ndarray], start: int) -> str:
-    """Decodes the frames of a failed run one at a time to name the first bad one."""
-    for index, frame in enumerate(frames):
-        try:
-            pipe = _jpeg_pipeline()
-            pipe.feed_input("data", [frame])
-            pipe.run()
-        except Exception as err:
-            _jpeg_pipeline.cache_clear()
-            return f"JPEG frame {start + index} does not decode ({_dali_error(err)})"
-    return f"JPEG frames {start}-{start + len(frames) - 1} do not decode together"
-
-
 def dali_jpeg_frames(data: np.ndarray, chunks: list[tuple[int, int]]) -> tuple[int, int, int]:
     """Decodes every JPEG frame of an MJPEG AVI with DALI's image decoder.
 
@@ -159,13 +146,16 @@ def dali_jpeg_frames(data: np.ndarray, chunks: list[tuple[int, int]]) -> tuple[i
         (frames, height, width); every frame must have that size.
 
     Raises:
-        CheckError: naming the frames DALI could not decode, or the first odd-sized frame.
+        CheckError: naming the first frame that is not a whole JPEG, the frames DALI could not
+            decode, or the first odd-sized frame.
     """
     if not chunks:
         raise CheckError("avi: no video frames in the movi list")
-    empty = next((i for i, (_, size) in enumerate(chunks) if size == 0), None)
-    if empty is not None:
-        raise CheckError(f"avi: frame {empty} is an empty chunk")
+    cut = next((i for i, (offset, size) in enumerate(chunks)
+                if not is_whole_jpeg(data[offset:offset + size])), None)
+    if cut is not None:
+        raise CheckError(f"avi: frame {cut} is not a whole JPEG (its markers are cut short or "
+                         "overwritten)")
     pipe, sizes = _jpeg_pipeline(), []
     for start in range(0, len(chunks), JPEG_BATCH):
         batch = [data[offset:offset + size] for offset, size in chunks[start:start + JPEG_BATCH]]
@@ -173,8 +163,11 @@ def dali_jpeg_frames(data: np.ndarray, chunks: list[tuple[int, int]]) -> tuple[i
             pipe.feed_input("data", batch)
             (out,) = pipe.run()
         except Exception as err:  # DALI raises RuntimeError/IndexError; the pipeline is dead after it
+            # No frame-by-frame search: every failed decode brings DALI closer to a segfault
+            # (a crashed worker is retried alone by the runner, but costs a pool restart).
             _jpeg_pipeline.cache_clear()
-            raise CheckError(f"dali: {_first_bad_jpeg(batch, start)}") from err
+            raise CheckError(f"dali: JPEG frames {start}-{start + len(batch) - 1} do not decode "
+                             f"({_dali_error(err)})") from err
         sizes += [tuple(out[i].shape()[:2]) for i in range(len(batch))]
     odd = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
     if odd is not None:
