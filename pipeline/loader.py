@@ -164,7 +164,10 @@ def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True) -> Epoch
         build_source(cfg, clean_shared_memory), batch_size=cfg.batch_size,
         collate_fn=BatchBuilder(cfg), num_workers=workers, drop_last=cfg.drop_last,
         prefetch_factor=cfg.prefetch if workers else None,
-        persistent_workers=workers > 0 and cfg.format == "mds")
+        persistent_workers=workers > 0 and cfg.format == "mds",
+        # spawn: a worker forked from a process whose DALI pipelines have live threads can
+        # inherit a held lock and segfault; each worker builds its own pipeline anyway.
+        multiprocessing_context="spawn" if workers else None)
 
 
 def split_batch(batch: dict, microbatch_size: int | float) -> list[dict]:

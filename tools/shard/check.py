@@ -4,10 +4,11 @@ One sample DALI cannot decode kills a whole DALI pipeline, so every output is de
 here, the way the pipeline will read it: H.264 in full by ffmpeg (DALI's CPU decoder lacks
 H.264; on a GPU the pipeline uses NVDEC); VP9 by DALI's CPU ``decoders.video``, whose frame
 count must match the packets ffmpeg reads; MJPEG as the pipeline reads it (pipeline/mjpeg.py):
-the AVI cut into its JPEG frames, every one decoded by DALI's ``decoders.image``, rate and size
-from the AVI headers and the decoder. An MJPEG AVI that cannot be cut would take the video
-decoder in training, so it is checked like VP9. The frame count written to ``meta`` is the
-count the decoder gave.
+the AVI cut into its JPEG frames, each frame's marker structure checked in Python (a failed
+decode can leave DALI 2.4's image decoder crashing on the next one), then every frame decoded
+by DALI's ``decoders.image``; rate and size come from the AVI headers and the decoder. An MJPEG
+AVI that cannot be cut would take the video decoder in training, so it is checked like VP9.
+The frame count written to ``meta`` is the count the decoder gave.
 
 Several clips are decoded by one ffmpeg process: on short clips, starting ffmpeg costs more
 CPU than decoding. When a batch fails, each clip is decoded alone to name the bad one.
