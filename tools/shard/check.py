@@ -113,15 +113,17 @@ def _dali_pipeline():
 def _jpeg_pipeline():
     """The pipeline's MJPEG decoder, one per worker process (it builds in milliseconds).
 
-    ANY_DATA decodes every component in full and skips only the YCbCr -> RGB conversion, which
-    cannot fail: 18% less CPU than RGB on 320x240 frames."""
+    GRAY entropy-decodes every component (the scan interleaves them, so the whole bitstream is
+    read) and transforms luma only; what RGB adds (chroma IDCT, upsampling, colour conversion)
+    is arithmetic that cannot fail on a bitstream that decoded. 0.10 ms a 320x240 frame
+    against 0.22 ms for RGB."""
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(batch_size=JPEG_BATCH, num_threads=1, device_id=None, prefetch_queue_depth=1,
                   exec_dynamic=True)
     def decode():
         data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
-        return fn.decoders.image(data, device="cpu", output_type=types.ANY_DATA)
+        return fn.decoders.image(data, device="cpu", output_type=types.GRAY)
 
     pipe = decode()
     pipe.build()
