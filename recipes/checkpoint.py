@@ -22,8 +22,9 @@ def _extra_state(checkpoint: dict) -> dict:
 
 
 def load_data_settings(path: str | Path) -> dict:
-    """How the checkpoint's training clips were sampled and captions tokenized (sampler,
-    stride, sparse_clips, text_max_length, tokenizer_path); empty for older checkpoints."""
+    """How the checkpoint's training clips were sampled, resized and captions tokenized
+    (sampler, stride, sparse_clips, text_max_length, tokenizer_path, interpolation); empty for
+    older checkpoints."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     return dict(_extra_state(checkpoint).get("data_settings") or {})
 

@@ -29,8 +29,8 @@ class VTPComposerModel(ComposerModel):
         flops_per_batch: training FLOPs (forward + backward) of a batch dict, e.g.
             ``functools.partial(model.flops_per_batch, config)``; None leaves the attribute
             undefined, so SpeedMonitor reports no FLOP/s or MFU.
-        data_settings: how the training clips were sampled and captions tokenized (stride,
-            sampler, text length, tokenizer): saved with the model so that evaluation
+        data_settings: how the training clips were sampled and resized and captions
+            tokenized (stride, sampler, resize filter, text length, tokenizer): saved with the model so that evaluation
             feeds it clips and captions the way it was trained.
     """
 

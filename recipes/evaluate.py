@@ -67,7 +67,7 @@ class EvalConfig:
         workers: processes sharding json clips.
         video_root: folder the json's relative video paths start from (default: the json's).
         settings: overrides of the checkpoint's data settings (sampler, stride, sparse_clips,
-            text_max_length, tokenizer_path).
+            text_max_length, tokenizer_path, interpolation).
         finetune: the fine-tuning run of ``mode="finetune"``.
         seed: seeds fine-tuning (evaluation itself draws nothing at random).
     """
@@ -207,7 +207,8 @@ def metrics_table(metrics: dict) -> str:
 def eval_data_config(model: UnifiedMAE, shards: Path, cfg: EvalConfig, settings: dict) -> DataConfig:
     """The pipeline configuration that feeds ``model`` the test clips as it was trained."""
     mc = model.config
-    known = {"sampler", "stride", "sparse_clips", "text_max_length", "tokenizer_path"}
+    known = {"sampler", "stride", "sparse_clips", "text_max_length", "tokenizer_path",
+             "interpolation"}
     unknown = set(cfg.settings) - known
     if unknown:
         raise ValueError(f"unknown data setting(s) {sorted(unknown)}; known: {sorted(known)}")

@@ -65,7 +65,8 @@ def build_model(recipe: RecipeConfig) -> VTPComposerModel:
     flops = functools.partial(flops_per_batch, recipe.model)
     data = recipe.data
     settings = {"sampler": data.sampler, "stride": data.stride, "sparse_clips": data.sparse_clips,
-                "text_max_length": data.text_max_length, "tokenizer_path": data.tokenizer_path}
+                "text_max_length": data.text_max_length, "tokenizer_path": data.tokenizer_path,
+                "interpolation": data.interpolation}
     return VTPComposerModel(net, recipe.model.active_terms, flops, settings)
 
 

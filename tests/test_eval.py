@@ -262,6 +262,7 @@ def test_more_views_change_video_features_not_the_clips(json_run, tiny_checkpoin
     shards = json_run[0]
     model = load_trained_model(tiny_checkpoint)
     settings = load_data_settings(tiny_checkpoint)
+    assert settings["interpolation"] == "linear"  # the recipe's filter travels to evaluation
     runs = {}
     for views in (1, 2):
         cfg = EvalConfig(data=str(shards / "test-shards"), out=str(tmp_path), views=views,
