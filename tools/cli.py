@@ -55,4 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m tools.cli` runs this file as __main__, whose UsageError is not the one the
+    # commands raise (they import tools.cli): run the imported module's main instead.
+    from tools.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tools.folders import OutputFolderError, check_output_folder, make_output_folder
+
+__all__ = ["OutputFolderError", "check_out", "prepare_out", "scratch_folder", "is_shard_run"]
+
 SCRATCH = ".vtp-tmp"
 SETTINGS = "settings.json"
-
-
-class OutputFolderError(ValueError):
-    """``--out`` is a file, cannot be made, or is a folder that is not one of our runs."""
 
 
 def scratch_folder(out: Path) -> Path:
@@ -38,8 +38,7 @@ def check_out(out: Path) -> None:
     Raises:
         OutputFolderError: naming ``out`` and what is wrong with it.
     """
-    if out.exists() and not out.is_dir():
-        raise OutputFolderError(f"--out {out} is a file, not a folder")
+    check_output_folder(out)
     if out.is_dir() and any(out.iterdir()) and not is_shard_run(out):
         raise OutputFolderError(
             f"--out {out} is a non-empty folder that is not a `vtp shard` output (no "
@@ -53,7 +52,4 @@ def prepare_out(out: Path) -> None:
         OutputFolderError: naming ``out`` and what is wrong with it.
     """
     check_out(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputFolderError(f"--out {out} cannot be made: {err.strerror or err}") from err
+    make_output_folder(out)
