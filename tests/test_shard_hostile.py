@@ -182,3 +182,17 @@ def test_a_truncated_v2d_tar_keeps_the_captions_and_keys_before_the_cut(hostile,
         assert by_key["000000001"].error.startswith("truncated tar: the tar is cut inside this sample")
     assert by_key["tar-00000"].error.startswith("unreadable tar: ")
     assert all(i.caption for i in items if i.error is None)
+
+
+def test_mp4_boxes_declare_what_ffprobe_says(hostile):
+    from tools.shard.source import _probe_json, check_mp4_boxes, mp4_tracks
+
+    for name in ("good", "audio"):
+        path = hostile["root"] / "page" / f"{name}.mp4"
+        ours = mp4_tracks(path, check_mp4_boxes(path))
+        probed = _probe_json(path, "mov", 60)["streams"]
+        assert [{b"vide": "video", b"soun": "audio"}[h] for h, _ in ours] == \
+            [s["codec_type"] for s in probed]
+        for (handler, seconds), stream in zip(ours, probed, strict=True):
+            if handler == b"vide":  # (audio: ffprobe takes the encoder delay off, we need not)
+                assert seconds == pytest.approx(float(stream["duration"]), abs=1e-3)

@@ -111,37 +111,73 @@ def sniff(path: Path) -> str:
         shown = repr(head[:24].decode("ascii", "replace")) if printable else head[:8].hex(" ")
         kind = "text file" if printable else "unknown format"
         raise SourceError(f"{kind}, not a video: starts with {shown}, no known container")
-    if demuxer == "mov":
-        check_mp4_boxes(path)
     return demuxer
 
 
-def check_mp4_boxes(path: Path) -> None:
+def _boxes(f, start: int, end: int):
+    """(type, payload start, box end) of the boxes in ``[start, end)`` of an open mp4."""
+    offset = start
+    while offset + 8 <= end:
+        f.seek(offset)
+        header = f.read(16)
+        size, kind, payload = int.from_bytes(header[:4], "big"), header[4:8], offset + 8
+        if size == 1 and len(header) == 16:
+            size, payload = int.from_bytes(header[8:16], "big"), offset + 16
+        elif size == 0:  # "runs to the end of the file"
+            size = end - offset
+        yield kind, payload, offset + size, size
+        offset += max(size, 8)
+
+
+def check_mp4_boxes(path: Path) -> tuple[int, int] | None:
     """Walks the top-level mp4 boxes; a box that runs past the end means the file was cut.
+
+    Returns:
+        (payload start, end) of the ``moov`` box, or None for a fragmented mp4.
 
     Raises:
         SourceError: ``mp4 truncated: ...`` or ``mp4 damaged: ...``.
     """
-    size, offset, seen = path.stat().st_size, 0, []
+    size, seen, moov = path.stat().st_size, [], None
     with open(path, "rb") as f:
-        while offset + 8 <= size:
-            f.seek(offset)
-            header = f.read(16)
-            box, kind = int.from_bytes(header[:4], "big"), header[4:8]
-            if box == 1 and len(header) == 16:
-                box = int.from_bytes(header[8:16], "big")
-            elif box == 0:  # "runs to the end of the file"
-                box = size - offset
+        for kind, payload, end, box in _boxes(f, 0, size):
             if box < 8:
-                raise SourceError(f"mp4 damaged: box {kind!r} at byte {offset} has size {box}")
-            if offset + box > size:
+                raise SourceError(f"mp4 damaged: box {kind!r} at byte {end - box} has size {box}")
+            if end > size:
                 raise SourceError(f"mp4 truncated: the file ends at byte {size}, inside its "
-                                  f"{kind.decode('latin-1')!r} box, which needs {offset + box}")
+                                  f"{kind.decode('latin-1')!r} box, which needs {end}")
             seen.append(kind)
-            offset += box
-    if b"moov" not in seen and b"moof" not in seen:
+            moov = (payload, end) if kind == b"moov" else moov
+    if moov is None and b"moof" not in seen:
         raise SourceError("mp4 truncated or incomplete: no 'moov' index (boxes: "
                           f"{', '.join(k.decode('latin-1') for k in seen[:6])})")
+    return moov
+
+
+def mp4_tracks(path: Path, moov: tuple[int, int]) -> list[tuple[bytes, float | None]]:
+    """(handler type, media seconds) of every track in the ``moov`` box: ``b"vide"`` for
+    video, ``b"soun"`` for audio. Read from the boxes, without starting ffprobe."""
+    tracks = []
+    with open(path, "rb") as f:
+        for kind, payload, end, _ in list(_boxes(f, *moov)):
+            if kind != b"trak":
+                continue
+            mdia = next(((p, e) for k, p, e, _ in _boxes(f, payload, end) if k == b"mdia"), None)
+            if mdia is None:
+                continue
+            handler, seconds = b"", None
+            for child, start, _, _ in list(_boxes(f, *mdia)):
+                f.seek(start)
+                if child == b"hdlr":
+                    handler = f.read(12)[8:12]
+                elif child == b"mdhd":
+                    head = f.read(36)
+                    timescale, duration = ((head[12:16], head[16:20]) if head[0] == 0
+                                           else (head[20:24], head[24:32]))
+                    scale = int.from_bytes(timescale, "big")
+                    seconds = _seconds(int.from_bytes(duration, "big") / scale) if scale else None
+            tracks.append((handler, seconds))
+    return tracks
 
 
 def _probe_json(path: Path, demuxer: str, timeout: float) -> dict:
@@ -176,8 +212,16 @@ def inspect(path: Path, start: float = 0.0, timeout: float = 600.0) -> Source:
             its end.
     """
     demuxer = sniff(path)
-    info = _probe_json(path, demuxer, timeout)
-    streams = info.get("streams", [])
+    moov = check_mp4_boxes(path) if demuxer == "mov" else None
+    tracks = mp4_tracks(path, moov) if moov else []
+    if tracks:  # an mp4 declares all we need in its boxes: no ffprobe process
+        kinds = {b"vide": "video", b"soun": "audio"}
+        streams = [{"codec_type": kinds.get(handler, ""), "duration": seconds}
+                   for handler, seconds in tracks]
+        info = {"streams": streams}
+    else:
+        info = _probe_json(path, demuxer, timeout)
+        streams = info.get("streams", [])
     video = [s for s in streams if s.get("codec_type") == "video"]
     if not video:
         if any(s.get("codec_type") == "audio" for s in streams):
