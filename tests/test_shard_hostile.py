@@ -196,3 +196,12 @@ def test_mp4_boxes_declare_what_ffprobe_says(hostile):
         for (handler, seconds), stream in zip(ours, probed, strict=True):
             if handler == b"vide":  # (audio: ffprobe takes the encoder delay off, we need not)
                 assert seconds == pytest.approx(float(stream["duration"]), abs=1e-3)
+
+
+def test_keys_that_would_break_a_tar_name_or_a_dali_index_line_are_refused():
+    from tools.shard.inputs import check_key
+
+    assert check_key("a b") == "unsafe videoid: 'a b' contains white space"
+    assert check_key("a\tb").startswith("unsafe videoid: 'a\\tb' contains control characters")
+    assert check_key("9" * 201).startswith("unsafe videoid: 201 characters")
+    assert check_key("0071") is None

@@ -125,8 +125,14 @@ def test_retry_failed_redoes_only_failed_rows_and_appends_without_duplicates(vid
     assert (twice["ok"], twice["failed"], twice["retried_inputs"]) == (3, 1, 1)
     assert sorted(_wds_keys(out / "wds")) == ["a", "b", "late"] and _mds_count(out / "mds") == 3
     assert pq.read_table(out / "manifest.parquet").num_rows == 4
-    # A later plain rerun keeps the retried state.
+    # A later plain rerun keeps the retried state, and merge takes the retry groups along.
     assert shard(items, _config(out))["ok"] == 3
+    from tools.merge import merge
+
+    merged = merge([out], tmp_path / "merged")
+    assert (merged["inputs"], merged["ok"]) == (4, 3)
+    assert sorted(_wds_keys(tmp_path / "merged" / "wds")) == ["a", "b", "late"]
+    assert _mds_count(tmp_path / "merged" / "mds") == 3
 
 
 def test_every_input_failing_exits_non_zero_with_the_summary(videos, tmp_path):

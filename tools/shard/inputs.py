@@ -47,7 +47,8 @@ class InputError(ValueError):
 
 
 def check_key(key: str) -> str | None:
-    """Why ``key`` cannot name a sample, or None. Keys become tar member stems, so no '/' or '.'."""
+    """Why ``key`` cannot name a sample, or None. Keys become tar member stems (no '/' or '.')
+    and words of a DALI index line (no white space)."""
     if not key or not key.strip():
         return "unsafe videoid: empty"
     if len(key.encode("utf-8", "replace")) > MAX_KEY_BYTES:  # it becomes a file name stem
@@ -55,6 +56,8 @@ def check_key(key: str) -> str | None:
     bad = [c for c in ("/", "\\", ".", "\0") if c in key]
     if bad or any(ord(c) < 32 for c in key):
         return f"unsafe videoid: {key!r} contains {bad or 'control characters'}"
+    if any(c.isspace() for c in key):  # DALI's .idx lines are split at white space
+        return f"unsafe videoid: {key!r} contains white space"
     return None
 
 
