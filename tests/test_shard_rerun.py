@@ -69,8 +69,9 @@ def test_reruns_into_a_finished_folder_never_crash_and_change_nothing(videos, tm
                "--workers", "1", "--short-side", "48", "--no-progress"]
     first = _vtp(*command)
     assert first.returncode == 0, first.stderr[-2000:]
-    # Before the fix about two reruns in three aborted (exit 134) importing torch on two threads.
-    for _ in range(4):
+    # Before the fix about two reruns in three aborted (exit 134) importing torch on two
+    # threads: three reruns catch it 26 times in 27. (`vtp shard` was rerun 20 times by hand.)
+    for _ in range(3):
         rerun = _vtp(*command)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         summary = json.loads((tmp_path / "out" / "summary.json").read_text())
