@@ -205,3 +205,16 @@ def test_keys_that_would_break_a_tar_name_or_a_dali_index_line_are_refused():
     assert check_key("a\tb").startswith("unsafe videoid: 'a\\tb' contains control characters")
     assert check_key("9" * 201).startswith("unsafe videoid: 201 characters")
     assert check_key("0071") is None
+
+
+def test_short_decode_compares_frames_with_the_declared_duration():
+    from tools.shard.source import Source, short_decode
+
+    mp4 = Source("mov", 6.0)
+    assert short_decode(48, 8.0, mp4, 0.0, None) is None
+    assert short_decode(47, 8.0, mp4, 0.0, None) is None  # a frame of rounding is fine
+    assert short_decode(16, 8.0, mp4, 0.0, None) == \
+        "mp4 truncated: decoded 16 frames (2.0 s) where the container declares 6.0 s"
+    assert short_decode(16, 8.0, mp4, 4.0, None) is None  # the window starts at 4 s
+    assert short_decode(16, 8.0, mp4, 0.0, 2.0) is None  # and is 2 s long
+    assert short_decode(16, 8.0, Source("mov", None), 0.0, None) is None  # nothing declared
