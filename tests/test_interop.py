@@ -276,3 +276,33 @@ def test_train_cli_refuses_a_wrong_checkpoint_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "init.video:" in err and "file (64, 3, 2, 8, 8) vs model (128, 3, 2, 8, 8)" in err
     assert "Traceback" not in err and not (tmp_path / "ckpt").exists()
+
+
+def fake_training_checkpoint(model: UnifiedMAE, path):
+    """What `vtp train` saves, as far as recipes.checkpoint.load_trained_model reads it."""
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state["_extra_state"] = {"model_config": model.config.to_dict(), "data_settings": {}}
+    torch.save({"state": {"model": state}}, path)
+    return path
+
+
+def test_export_cli_round_trip_and_refusals(hf_dir, tmp_path, capsys):
+    from tools.cli import main
+
+    folder, hf = hf_dir
+    model = UnifiedMAE(tiny_config()).eval()
+    init_video(model, folder)
+    ckpt = fake_training_checkpoint(model, tmp_path / "latest-rank0.pt")
+    out = tmp_path / "hf-export"
+    assert main(["export", str(ckpt), "--format", "hf-videomae", "--out", str(out)]) == 0
+    assert "transformers VideoMAEModel: 4 blocks, width 128" in capsys.readouterr().out
+    loaded, info = VideoMAEModel.from_pretrained(out, output_loading_info=True)
+    assert all(not v for v in info.values()), info
+    video = clip(model.config, seed=8)
+    assert (hf_encoder_out(loaded.eval(), video) - hf_encoder_out(hf, video)).abs().max() < 1e-4
+    for argv, message in (([str(ckpt), "--out", str(out)], "already holds config.json"),
+                          ([str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")],
+                           "does not exist")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", *argv, "--format", "hf-videomae"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
