@@ -35,8 +35,12 @@ class DataConfig:
         mask_kind: ``tube``, ``random`` or ``frame``.
         video_mask_ratio: fraction of video tokens hidden from the encoder.
         text_mask_ratio: fraction of caption word pieces selected for MLM.
-        text_max_length: tokens per caption including [CLS] and [SEP].
+        text_max_length: tokens per caption including [CLS] and [SEP]; longer ones are cut.
+        text_padding: ``max_length`` (every batch is ``text_max_length`` wide) or ``longest``
+            (as wide as the batch's longest caption, as SimVTP pads).
         mlm_mode: ``simvtp`` (every selected token -> [MASK]) or ``bert`` (80/10/10).
+        mlm_selection: ``exact`` (``max(1, round(ratio*n))`` word pieces of each caption) or
+            ``bernoulli`` (each word piece with probability ``text_mask_ratio``, as SimVTP).
         tokenizer_path: local BERT uncased tokenizer; None uses the shipped one.
         shuffle: shuffle the sample order (seeded).
         seed: seeds order, frame sampling, crops, flips and masks; no global RNG is used.
@@ -70,7 +74,9 @@ class DataConfig:
     video_mask_ratio: float = 0.9
     text_mask_ratio: float = 0.75
     text_max_length: int = 32
+    text_padding: Literal["max_length", "longest"] = "max_length"
     mlm_mode: Literal["simvtp", "bert"] = "simvtp"
+    mlm_selection: Literal["exact", "bernoulli"] = "exact"
     tokenizer_path: str | None = None
     shuffle: bool = True
     seed: int = 0
@@ -91,6 +97,8 @@ class DataConfig:
             "sampler": self.sampler in ("dense", "segments", "sparse"),
             "mask_kind": self.mask_kind in ("tube", "random", "frame"),
             "mlm_mode": self.mlm_mode in ("simvtp", "bert"),
+            "text_padding": self.text_padding in ("max_length", "longest"),
+            "mlm_selection": self.mlm_selection in ("exact", "bernoulli"),
             "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,

@@ -66,7 +66,8 @@ class BatchBuilder:
                                          cfg.image_size, device_id, not cfg.normalize_on_device,
                                          cfg.interpolation)
             self._text = TextEncoder(cfg.tokenizer_path, cfg.text_max_length,
-                                     cfg.text_mask_ratio, cfg.mlm_mode)
+                                     cfg.text_mask_ratio, cfg.mlm_mode, cfg.text_padding,
+                                     cfg.mlm_selection)
         return self._decoder, self._text
 
     def sample_feed(self, sample: dict) -> dict:

@@ -67,7 +67,7 @@ class EvalConfig:
         workers: processes sharding json clips.
         video_root: folder the json's relative video paths start from (default: the json's).
         settings: overrides of the checkpoint's data settings (sampler, stride, sparse_clips,
-            text_max_length, tokenizer_path, interpolation).
+            text_max_length, tokenizer_path, interpolation, text_padding).
         finetune: the fine-tuning run of ``mode="finetune"``.
         seed: seeds fine-tuning (evaluation itself draws nothing at random).
     """
@@ -208,7 +208,7 @@ def eval_data_config(model: UnifiedMAE, shards: Path, cfg: EvalConfig, settings:
     """The pipeline configuration that feeds ``model`` the test clips as it was trained."""
     mc = model.config
     known = {"sampler", "stride", "sparse_clips", "text_max_length", "tokenizer_path",
-             "interpolation"}
+             "interpolation", "text_padding"}
     unknown = set(cfg.settings) - known
     if unknown:
         raise ValueError(f"unknown data setting(s) {sorted(unknown)}; known: {sorted(known)}")

@@ -68,7 +68,7 @@ def build_model(recipe: RecipeConfig) -> VTPComposerModel:
     data = recipe.data
     settings = {"sampler": data.sampler, "stride": data.stride, "sparse_clips": data.sparse_clips,
                 "text_max_length": data.text_max_length, "tokenizer_path": data.tokenizer_path,
-                "interpolation": data.interpolation}
+                "interpolation": data.interpolation, "text_padding": data.text_padding}
     composer_model = VTPComposerModel(net, recipe.model.active_terms, flops, settings)
     composer_model.init_reports = reports
     return composer_model

@@ -242,7 +242,8 @@ def test_export_loads_in_transformers_with_no_missing_keys(hf_dir, tmp_path):
 
 
 TINY_OVERRIDES = ["model.size=tiny", "model.image_size=32", "model.num_frames=8",
-                  "model.tubelet=[2,8,8]", "model.vocab_size=1000", "data.text_max_length=32"]
+                  "model.tubelet=[2,8,8]", "model.vocab_size=1000", "model.max_text_len=32",
+                  "data.text_max_length=32"]
 
 
 def test_simvtp_recipe_starts_from_init_video_and_text(hf_dir, tmp_path, capsys):

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a data setting of the checkpoint (stride, sampler, "
-                             "sparse_clips, text_max_length, tokenizer_path, interpolation)")
+                             "sparse_clips, text_max_length, tokenizer_path, interpolation, "
+                             "text_padding)")
     parser.add_argument("--finetune-data", default="", help="training shards for --mode finetune")
     parser.add_argument("--finetune-steps", type=int, default=200)
     parser.add_argument("--finetune-batch-size", type=int, default=32)
