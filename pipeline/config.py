@@ -25,7 +25,13 @@ class DataConfig:
         sampler: ``dense`` (VideoMAE), ``segments`` (TSN) or ``sparse`` (ClipBERT).
         sparse_clips: number of short clips of the sparse sampler.
         image_size: output height and width.
-        crop_scales: multi-scale crop scales relative to the short side.
+        crop: training crop, ``multiscale`` (VideoMAE/SimVTP pretraining's
+            GroupMultiScaleCrop over ``crop_scales``) or ``random_resized`` (SimVTP
+            fine-tuning's RandomResizedCrop over ``crop_area`` and ``crop_ratio``).
+        crop_scales: multi-scale crop scales relative to the short side (the first one is
+            also the evaluation crop's side).
+        crop_area: random resized crop: fraction of the frame's area, (min, max).
+        crop_ratio: random resized crop: aspect ratio w/h, (min, max).
         flip: random horizontal flip.
         interpolation: resize filter, ``linear`` (VideoMAE's bilinear), ``cubic`` or
             ``nearest``. On the CPU, DALI's linear resize costs about 0.7 ms per 224x224 frame,
@@ -54,6 +60,8 @@ class DataConfig:
         view: None for training (random frames, crop and flip); an int selects evaluation:
             the ``view``-th of ``views`` evenly spaced clips, centre crop, no flip.
         views: evaluation clips per video (multi-view testing averages their features).
+        crop_view: evaluation: which of ``crops`` spatial crops (along the long side).
+        crops: evaluation: spatial crops per clip (3 in SimVTP's test; 1 = centre).
     """
 
     path: str = ""
@@ -66,7 +74,10 @@ class DataConfig:
     sampler: Literal["dense", "segments", "sparse"] = "dense"
     sparse_clips: int = 4
     image_size: int = 224
+    crop: Literal["multiscale", "random_resized"] = "multiscale"
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    crop_area: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     interpolation: Literal["nearest", "linear", "cubic"] = "linear"
     tubelet: tuple[int, int, int] = (2, 16, 16)
@@ -87,9 +98,13 @@ class DataConfig:
     normalize_on_device: bool = False
     view: int | None = None
     views: int = 1
+    crop_view: int = 0
+    crops: int = 1
 
     def __post_init__(self) -> None:
         self.crop_scales = tuple(float(s) for s in self.crop_scales)
+        self.crop_area = tuple(float(s) for s in self.crop_area)
+        self.crop_ratio = tuple(float(s) for s in self.crop_ratio)
         self.tubelet = tuple(int(t) for t in self.tubelet)
         checks = {
             "format": self.format in ("mds", "wds"),
@@ -102,6 +117,10 @@ class DataConfig:
             "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,
+            "crop_view": 0 <= self.crop_view < self.crops,
+            "crop": self.crop in ("multiscale", "random_resized"),
+            "crop_area": len(self.crop_area) == 2 and 0 < self.crop_area[0] <= self.crop_area[1] <= 1,
+            "crop_ratio": len(self.crop_ratio) == 2 and 0 < self.crop_ratio[0] <= self.crop_ratio[1],
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,
             "text_mask_ratio": 0.0 <= self.text_mask_ratio <= 1.0,
             "num_frames": self.num_frames % self.tubelet[0] == 0,

@@ -86,16 +86,56 @@ def multiscale_crop(height: int, width: int, scales: tuple[float, ...],
     return gy * ((height - crop_h) // 4), gx * ((width - crop_w) // 4), crop_h, crop_w
 
 
-def center_crop(height: int, width: int, scale: float = 1.0) -> tuple[int, int, int, int]:
-    """The evaluation crop: a centred square ``scale`` times the short side, (y0, x0, h, w).
+def random_resized_crop(height: int, width: int, area: tuple[float, float],
+                        ratio: tuple[float, float],
+                        rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop window (SimVTP fine-tuning): (y0, x0, h, w).
+
+    Area uniform in ``area`` times the frame's, aspect ratio log-uniform in ``ratio``; ten
+    tries, then the centred crop of the frame clamped to ``ratio`` (torchvision's fallback).
+    """
+    total = height * width
+    log_lo, log_hi = np.log(ratio[0]), np.log(ratio[1])
+    for _ in range(10):
+        target = total * rng.uniform(*area)
+        aspect = float(np.exp(rng.uniform(log_lo, log_hi)))
+        w, h = int(round((target * aspect) ** 0.5)), int(round((target / aspect) ** 0.5))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def center_crop(height: int, width: int, scale: float = 1.0, index: int = 0,
+                count: int = 1) -> tuple[int, int, int, int]:
+    """The evaluation crop: a square ``scale`` times the short side, (y0, x0, h, w).
+
+    With ``count`` spatial views (VideoMAE/SimVTP test with 3), view ``index`` slides along
+    the long side from one end (0) to the other (count-1); one view is centred.
 
     Args:
         height: frame height.
         width: frame width.
         scale: crop side relative to the short side.
+        index: which spatial view, 0..count-1.
+        count: spatial views per clip.
     """
+    if not 0 <= index < count:
+        raise ValueError(f"spatial view {index} is not in 0..{count - 1}")
     side = int(min(height, width) * scale)
-    return (height - side) // 2, (width - side) // 2, side, side
+    fraction = 0.5 if count == 1 else index / (count - 1)
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    if height > width:
+        y0 = int(round((height - side) * fraction))
+    elif width > height:
+        x0 = int(round((width - side) * fraction))
+    return y0, x0, side, side
 
 
 def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,

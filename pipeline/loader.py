@@ -27,6 +27,7 @@ from pipeline.decode import (
     check_codec,
     multiscale_crop,
     normalize_video,
+    random_resized_crop,
 )
 from pipeline.masks import video_mask
 from pipeline.samplers import eval_indices, frame_indices, sample_rng
@@ -72,19 +73,26 @@ class BatchBuilder:
 
     def sample_feed(self, sample: dict) -> dict:
         """Frame indices, crop window and flip of one sample: drawn from its own generator in
-        training, fixed (evenly spaced view, centre crop, no flip) in evaluation."""
+        training, fixed (evenly spaced view, spatial crop ``crop_view``, no flip) in
+        evaluation."""
         cfg, meta = self.cfg, sample["meta"]
         check_codec(meta["codec"], cfg.device)
         count, height, width = int(meta["frames"]), int(meta["height"]), int(meta["width"])
         if cfg.view is not None:
             frames = eval_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
                                   cfg.sparse_clips, cfg.view, cfg.views)
-            (y0, x0, h, w), flip = center_crop(height, width, cfg.crop_scales[0]), 0
+            y0, x0, h, w = center_crop(height, width, cfg.crop_scales[0], cfg.crop_view,
+                                       cfg.crops)
+            flip = 0
         else:
             rng = sample_rng(cfg.seed, sample.get("epoch", 0), sample["key"])
             frames = frame_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
                                    cfg.sparse_clips, rng)
-            y0, x0, h, w = multiscale_crop(height, width, cfg.crop_scales, rng)
+            if cfg.crop == "random_resized":
+                y0, x0, h, w = random_resized_crop(height, width, cfg.crop_area, cfg.crop_ratio,
+                                                   rng)
+            else:
+                y0, x0, h, w = multiscale_crop(height, width, cfg.crop_scales, rng)
             flip = int(cfg.flip and rng.random() < 0.5)
         return {"video": np.frombuffer(sample["video"], np.uint8), "frames": frames,
                 "roi_start": np.array([y0, x0], np.float32),

@@ -324,8 +324,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def shipped_recipes() -> list[str]:
-    """Names of the recipes that ship inside this package (``vtp train NAME`` finds them)."""
-    return sorted(p.name for p in RECIPE_DIR.glob("*.yaml"))
+    """Names of the training recipes that ship inside this package (``vtp train NAME`` finds
+    them); ``finetune-*.yaml`` are fine-tuning recipes (recipes/finetune_config.py)."""
+    return sorted(p.name for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("finetune-"))
 
 
 def _resolve(path: Path) -> Path:

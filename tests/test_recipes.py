@@ -13,7 +13,7 @@ from recipes.optim import build_optimizer, build_scheduler, param_groups
 from tools.cli import main as vtp_main
 
 RECIPE_DIR = Path(recipes.__file__).parent
-SHIPPED = sorted(RECIPE_DIR.glob("*.yaml"))
+SHIPPED = sorted(p for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("finetune-"))
 TINY = RECIPE_DIR / "tiny-synthetic.yaml"
 
 
@@ -26,6 +26,13 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_the_three_recipes_ship():
     names = {p.name for p in SHIPPED}
     assert {"tiny-synthetic.yaml", "simvtp-vitb-webvid10.yaml", "videomae-vitb.yaml"} <= names
+
+
+@pytest.mark.parametrize("name", ["finetune-msrvtt", "finetune-tiny"])
+def test_finetune_recipes_ship_and_validate(name):
+    from recipes.finetune_config import load_finetune_recipe
+
+    assert load_finetune_recipe(RECIPE_DIR / f"{name}.yaml").finetune.batch_size >= 32
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
