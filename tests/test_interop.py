@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
+from train_fixtures import train_shards  # noqa: F401  (session fixture)
 from transformers import BertConfig, BertModel, VideoMAEForPreTraining, VideoMAEModel
 
 from model import UnifiedMAE, model_config
@@ -307,3 +309,41 @@ def test_export_cli_round_trip_and_refusals(hf_dir, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(["export", *argv, "--format", "hf-videomae"])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_vtp_train_of_the_simvtp_recipe_starts_from_the_given_weights(hf_dir, tmp_path,
+                                                                      train_shards):  # noqa: F811
+    """`vtp train recipes/simvtp-vitb-webvid10.yaml init.video=DIR init.text=DIR` at the tiny
+    size: the first step runs at lr 0 (warm-up from 0), so its checkpoint holds the init."""
+    import os
+    import subprocess
+    import sys
+
+    from recipes.checkpoint import load_trained_model
+
+    folder, hf = hf_dir
+    bert = hf_bert(128, seed=9, vocab=30522)  # the shipped tokenizer's vocabulary
+    bert.save_pretrained(tmp_path / "bert")
+    log = tmp_path / "log.txt"
+    overrides = [*[o for o in TINY_OVERRIDES if "vocab" not in o], f"init.video={folder}",
+                 f"init.text={tmp_path / 'bert'}", f"data.path={train_shards}",
+                 "data.device=cpu", "data.num_threads=1", "trainer.device=cpu",
+                 "trainer.precision=fp32", "trainer.global_batch_size=4",
+                 "trainer.device_train_microbatch_size=4", "trainer.max_duration=1ba",
+                 "trainer.save_interval=1ba", f"trainer.save_folder={tmp_path / 'ckpt'}",
+                 "loggers.progress_bar=false", f"loggers.file={log}", "loggers.tensorboard=null"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "train",
+                           "recipes/simvtp-vitb-webvid10.yaml", *overrides],
+                          cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "loaded 52 tensors into encoder.blocks" in done.stdout
+    assert "loaded 5 tensors into encoder.text_embed" in done.stdout
+    logged = log.read_text()
+    assert "init.video.report" in logged and "loaded 5 tensors into encoder.text_embed" in logged
+    net = load_trained_model(tmp_path / "ckpt" / "latest-rank0.pt")
+    video = clip(net.config, seed=10)
+    assert (vtp_encoder_out(net, video) - hf_encoder_out(hf, video)).abs().max() < 1e-4
+    assert torch.equal(net.encoder.text_embed.token_type_embeddings.weight,
+                       bert.embeddings.token_type_embeddings.weight)
