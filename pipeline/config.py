@@ -33,6 +33,12 @@ class DataConfig:
         crop_area: random resized crop: fraction of the frame's area, (min, max).
         crop_ratio: random resized crop: aspect ratio w/h, (min, max).
         flip: random horizontal flip.
+        rand_augment: training only: ``[n, m]`` for DALI's RandAugment (n operations at
+            magnitude m of 10 per clip, every frame alike; SimVTP fine-tunes with n=4, m=7);
+            None for none. Its draws come from DALI's generator seeded by ``seed``, so unlike
+            crops and flips they do not follow the sample keys across a resume.
+        random_erasing: training only: per-frame probability of timm's random erasing
+            (pipeline/erasing.py; SimVTP fine-tunes with 0.25); 0 for none.
         interpolation: resize filter, ``linear`` (VideoMAE's bilinear), ``cubic`` or
             ``nearest``. On the CPU, DALI's linear resize costs about 0.7 ms per 224x224 frame,
             several times the decode of an MJPEG frame; ``nearest`` costs about 0.1 ms
@@ -79,6 +85,8 @@ class DataConfig:
     crop_area: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
+    rand_augment: tuple[int, int] | None = None
+    random_erasing: float = 0.0
     interpolation: Literal["nearest", "linear", "cubic"] = "linear"
     tubelet: tuple[int, int, int] = (2, 16, 16)
     mask_kind: Literal["tube", "random", "frame"] = "tube"
@@ -104,6 +112,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.crop_scales = tuple(float(s) for s in self.crop_scales)
         self.crop_area = tuple(float(s) for s in self.crop_area)
+        if self.rand_augment is not None:
+            self.rand_augment = tuple(int(v) for v in self.rand_augment)
         self.crop_ratio = tuple(float(s) for s in self.crop_ratio)
         self.tubelet = tuple(int(t) for t in self.tubelet)
         checks = {
@@ -119,6 +129,11 @@ class DataConfig:
             "view": self.view is None or 0 <= self.view < self.views,
             "crop_view": 0 <= self.crop_view < self.crops,
             "crop": self.crop in ("multiscale", "random_resized"),
+            "random_erasing": 0.0 <= self.random_erasing <= 1.0
+            and not (self.random_erasing and self.normalize_on_device),
+            "rand_augment": self.rand_augment is None or (
+                len(self.rand_augment) == 2 and self.rand_augment[0] >= 1
+                and 0 <= self.rand_augment[1] <= 10),
             "crop_area": len(self.crop_area) == 2 and 0 < self.crop_area[0] <= self.crop_area[1] <= 1,
             "crop_ratio": len(self.crop_ratio) == 2 and 0 < self.crop_ratio[0] <= self.crop_ratio[1],
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,

@@ -140,7 +140,8 @@ def center_crop(height: int, width: int, scale: float = 1.0, index: int = 0,
 
 def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,
                    device_id: int | None = None, jpeg_frames: int = 0,
-                   normalize: bool = True, interpolation: str = "linear"):
+                   normalize: bool = True, interpolation: str = "linear",
+                   rand_augment: tuple[int, int] | None = None, seed: int = 0):
     """Builds the DALI pipeline; feed it the inputs by name, run it, get (B, C, T, H, W) float.
 
     Inputs: ``video`` (encoded clip) and ``frames`` (int32 indices); or, with ``jpeg_frames=T``,
@@ -156,6 +157,9 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
         jpeg_frames: 0 for the video decoder; T to decode T JPEG frames per sample instead.
         normalize: float32 ImageNet-normalised output; False keeps uint8 (see normalize_video).
         interpolation: resize filter: ``nearest``, ``linear`` or ``cubic``.
+        rand_augment: (n, m): DALI's RandAugment after the resize, n operations per clip at
+            magnitude m of 10, the same operations on every frame of a clip; None for none.
+        seed: seeds DALI's own draws (RandAugment); crops, flips and frames are fed in.
     """
     from nvidia.dali import fn, pipeline_def, types
 
@@ -166,7 +170,8 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
     # Queue depth 1: each run is fed exactly one batch (a deeper queue waits for more feeds);
     # prefetching happens one level up, in the DataLoader workers.
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, prefetch_queue_depth=1,
-                  device_id=device_id if device == "gpu" else None, exec_dynamic=True)
+                  device_id=device_id if device == "gpu" else None, exec_dynamic=True,
+                  enable_conditionals=rand_augment is not None, seed=seed)
     def definition():
         roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
         roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
@@ -186,6 +191,14 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
             video = fn.external_source(name="video", dtype=types.UINT8)
             frames = fn.external_source(name="frames", dtype=types.INT32)
             clip = crop_resize(fn.decoders.video(video, frames=frames, device=decoder_device))
+        if rand_augment is not None:
+            from nvidia.dali.auto_aug.rand_augment import rand_augment as apply_rand_augment
+
+            # 11 bins make m a level of 10, as timm's "rand-m7" (VideoMAE/SimVTP fine-tuning);
+            # monotonic magnitudes are timm's "inc1" operations.
+            clip = apply_rand_augment(fn.reshape(clip, layout="FHWC"), n=rand_augment[0],
+                                      m=rand_augment[1], num_magnitude_bins=11,
+                                      monotonic_mag=True)
         if not normalize:
             return fn.crop_mirror_normalize(clip, mirror=flip, output_layout="CFHW",
                                             dtype=types.UINT8)
@@ -245,14 +258,17 @@ class VideoDecoder:
         device_id: CUDA device for ``gpu``.
         normalize: float32 normalised output (else uint8).
         interpolation: resize filter: ``nearest``, ``linear`` or ``cubic``.
+        rand_augment: (n, m) of DALI's RandAugment, or None (see video_pipeline).
+        seed: seeds DALI's own draws.
     """
 
     def __init__(self, device: str, batch_size: int, num_threads: int, image_size: int,
                  device_id: int | None = None, normalize: bool = True,
-                 interpolation: str = "linear"):
+                 interpolation: str = "linear", rand_augment: tuple[int, int] | None = None,
+                 seed: int = 0):
         self.options = dict(device=device, num_threads=num_threads, image_size=image_size,
                             device_id=device_id, normalize=normalize,
-                            interpolation=interpolation)
+                            interpolation=interpolation, rand_augment=rand_augment, seed=seed)
         self.batch_size = batch_size
         self._pipes: dict[int, object] = {}  # jpeg_frames (0: video decoder) -> pipeline
 

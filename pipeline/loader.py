@@ -29,6 +29,7 @@ from pipeline.decode import (
     normalize_video,
     random_resized_crop,
 )
+from pipeline.erasing import random_erasing
 from pipeline.masks import video_mask
 from pipeline.samplers import eval_indices, frame_indices, sample_rng
 from pipeline.sources import (
@@ -63,9 +64,10 @@ class BatchBuilder:
         cfg = self.cfg
         if self._decoder is None:
             device_id = torch.cuda.current_device() if cfg.device == "gpu" else None
+            augment = cfg.rand_augment if cfg.view is None else None  # training only
             self._decoder = VideoDecoder(cfg.device, cfg.batch_size, cfg.num_threads,
                                          cfg.image_size, device_id, not cfg.normalize_on_device,
-                                         cfg.interpolation)
+                                         cfg.interpolation, augment, cfg.seed)
             self._text = TextEncoder(cfg.tokenizer_path, cfg.text_max_length,
                                      cfg.text_mask_ratio, cfg.mlm_mode, cfg.text_padding,
                                      cfg.mlm_selection)
@@ -106,6 +108,9 @@ class BatchBuilder:
         feeds = {name: [f[name] for f in per_sample] for name in per_sample[0]}
         video = decoder(feeds, keys, [s["meta"]["codec"] for s in samples])
         seed = _batch_seed(self.cfg.seed, samples[0].get("epoch", 0), keys)
+        if self.cfg.random_erasing and self.cfg.view is None:
+            video = random_erasing(video, self.cfg.random_erasing,
+                                   torch.Generator().manual_seed(seed + 1))
         generator = torch.Generator(device=video.device).manual_seed(seed)
         mask = video_mask(self.cfg.mask_kind, len(keys), self.cfg.mask_grid,
                           self.cfg.video_mask_ratio, generator)

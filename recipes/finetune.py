@@ -88,8 +88,9 @@ def finetune_data_config(data: DataConfig, cfg: FinetuneConfig, device: str, see
     return replace(data, path=str(path), format=fmt, view=None, views=1, crop_view=0, crops=1,
                    batch_size=cfg.batch_size, shuffle=True, drop_last=True, flip=cfg.flip,
                    crop=cfg.crop, crop_scales=cfg.crop_scales, crop_area=cfg.crop_area,
-                   crop_ratio=cfg.crop_ratio, video_mask_ratio=0.0, text_mask_ratio=0.0,
-                   device=device, seed=seed)
+                   crop_ratio=cfg.crop_ratio, rand_augment=cfg.rand_augment,
+                   random_erasing=cfg.random_erasing, normalize_on_device=False,
+                   video_mask_ratio=0.0, text_mask_ratio=0.0, device=device, seed=seed)
 
 
 def _checked_dataspec(train: DataConfig):

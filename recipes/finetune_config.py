@@ -39,6 +39,9 @@ class FinetuneConfig:
         crop_scales: multi-scale crop scales.
         crop_area, crop_ratio: random resized crop area fraction and aspect-ratio ranges.
         flip: random horizontal flip.
+        rand_augment: ``[n, m]``: DALI's RandAugment, n operations at magnitude m of 10 per
+            clip; None for none (see ``pipeline.DataConfig``).
+        random_erasing: per-frame probability of timm-style random erasing; 0 for none.
     """
 
     train_data: str = ""
@@ -57,6 +60,8 @@ class FinetuneConfig:
     crop_area: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
+    rand_augment: tuple[int, int] | None = None
+    random_erasing: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_duration", "t_warmup"):

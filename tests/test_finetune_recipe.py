@@ -25,6 +25,22 @@ def test_msrvtt_recipe_holds_the_released_protocol():
     assert (f.crop, f.crop_area) == ("random_resized", (0.08, 1.0))
     assert f.crop_ratio == pytest.approx((3 / 4, 4 / 3), rel=1e-6)
     assert (r.test.views, r.test.crops, r.test.split_name) == (3, 3, "MSR-VTT 1k-A")
+    assert f.rand_augment == (4, 7) and f.random_erasing == 0.25
+
+
+def test_finetune_recipe_reaches_the_training_pipeline(tmp_path):
+    from dataclasses import replace
+
+    from pipeline import DataConfig
+    from recipes.finetune import finetune_data_config
+
+    cfg = replace(load_finetune_recipe("finetune-msrvtt").finetune, train_data=str(tmp_path))
+    evaluation = DataConfig(path="x", view=0, views=3, crops=3, crop_view=2, flip=False)
+    data = finetune_data_config(evaluation, cfg, "cpu", seed=4)
+    assert (data.view, data.crops, data.crop_view, data.flip) == (None, 1, 0, True)
+    assert (data.crop, data.crop_area, data.rand_augment, data.random_erasing) == (
+        "random_resized", (0.08, 1.0), (4, 7), 0.25)
+    assert (data.batch_size, data.video_mask_ratio, data.path) == (64, 0.0, str(tmp_path))
 
 
 def test_finetune_recipe_rejects_unknown_keys_and_bad_times(tmp_path):
@@ -72,3 +88,21 @@ def test_random_resized_crop_stays_inside_with_its_area_and_ratio():
     assert min(areas) < 0.15 and max(areas) > 0.8
     # a frame far wider than 4/3 that no sample fits falls back to the clamped centre crop
     assert random_resized_crop(10, 1000, (1.0, 1.0), (3 / 4, 4 / 3), rng) == (0, 493, 10, 13)
+
+
+def test_random_erasing_fills_one_noise_rectangle_per_chosen_frame():
+    from pipeline.erasing import random_erasing
+
+    video = torch.zeros(4, 3, 8, 32, 32)
+    out = random_erasing(video.clone(), 1.0, torch.Generator().manual_seed(0))
+    touched = (out != 0).any(1)  # (B, T, H, W)
+    areas = touched.flatten(2).float().mean(2)
+    assert (areas > 0.015).all() and (areas < 0.34).all()
+    again = random_erasing(video.clone(), 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert torch.equal(random_erasing(video.clone(), 0.0, torch.Generator()), video)
+    some = random_erasing(torch.zeros(64, 3, 8, 16, 16), 0.25, torch.Generator().manual_seed(1))
+    share = (some != 0).flatten(3).any(3).any(1).float().mean()
+    assert 0.18 < share < 0.32
+    with pytest.raises(ValueError, match="normalised float video"):
+        random_erasing(torch.zeros(1, 3, 2, 8, 8, dtype=torch.uint8), 0.5, torch.Generator())
