@@ -134,8 +134,10 @@ class DataConfig:
             "rand_augment": self.rand_augment is None or (
                 len(self.rand_augment) == 2 and self.rand_augment[0] >= 1
                 and 0 <= self.rand_augment[1] <= 10),
-            "crop_area": len(self.crop_area) == 2 and 0 < self.crop_area[0] <= self.crop_area[1] <= 1,
-            "crop_ratio": len(self.crop_ratio) == 2 and 0 < self.crop_ratio[0] <= self.crop_ratio[1],
+            "crop_area": len(self.crop_area) == 2
+            and 0 < self.crop_area[0] <= self.crop_area[1] <= 1,
+            "crop_ratio": len(self.crop_ratio) == 2
+            and 0 < self.crop_ratio[0] <= self.crop_ratio[1],
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,
             "text_mask_ratio": 0.0 <= self.text_mask_ratio <= 1.0,
             "num_frames": self.num_frames % self.tubelet[0] == 0,

@@ -2,8 +2,9 @@
 
 Sections follow llm-foundry: ``model`` (a size preset plus :class:`model.ModelConfig`
 fields), ``data`` (:class:`pipeline.DataConfig` fields), ``optimizer``, ``scheduler``,
-``trainer``, ``callbacks``, ``loggers``, ``init`` (released weights to start from); top level ``seed``, ``run_name`` and ``variables``
-(``${variables.NAME}`` anywhere in a value is replaced by that variable).
+``trainer``, ``callbacks``, ``loggers``, ``init`` (released weights to start from); top
+level ``seed``, ``run_name`` and ``variables`` (``${variables.NAME}`` anywhere in a value is
+replaced by that variable).
 
 Shapes are typed once: the data section's frames, size, tubelet and mask ratios come from
 the model section, its batch size from ``trainer.global_batch_size`` and its seed from the
@@ -25,7 +26,8 @@ from model.config import MODEL_SIZES, ModelConfig
 from pipeline.config import DataConfig
 from recipes.fields import RecipeError, apply_override, build
 
-__all__ = ["InitConfig", "RecipeConfig", "RecipeError", "load_recipe", "recipe_from_dict", "shipped_recipes"]
+__all__ = ["InitConfig", "RecipeConfig", "RecipeError", "load_recipe", "recipe_from_dict",
+           "shipped_recipes"]
 
 # data field -> the model field (or other key) it is derived from.
 DERIVED_DATA_KEYS = {
