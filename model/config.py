@@ -50,6 +50,8 @@ class ModelConfig:
             the VTC similarity.
         activation_checkpointing: recompute encoder blocks in backward (less memory, ~1/3
             more compute).
+        drop_path: stochastic-depth rate of the last encoder block, rising linearly from 0 at
+            the first (VideoMAE's schedule); 0 in pretraining, 0.1 in SimVTP's fine-tuning.
     """
 
     image_size: int = 224
@@ -87,6 +89,7 @@ class ModelConfig:
     vtc_gather_with_grad: bool = False
     vtm_negatives: Literal["random", "hard"] = "random"
     activation_checkpointing: bool = False
+    drop_path: float = 0.0
 
     def __post_init__(self) -> None:
         self.tubelet = tuple(int(v) for v in self.tubelet)
@@ -112,6 +115,8 @@ class ModelConfig:
             yield f"video_mask_ratio={self.video_mask_ratio} must be in [0, 1)"
         if self.vtm_negatives not in ("random", "hard"):
             yield f"vtm_negatives must be 'random' or 'hard', got {self.vtm_negatives!r}"
+        if not 0.0 <= self.drop_path < 1.0:
+            yield f"drop_path={self.drop_path} must be in [0, 1)"
         if self.vtc_temperature <= 0:
             yield f"vtc_temperature={self.vtc_temperature} must be positive"
         weights = (self.mvm_weight, self.mlm_weight, self.vtc_weight, self.vtm_weight)

@@ -11,6 +11,7 @@ pretrained model did (``pool_text_padding``, True as released). Training is cont
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -42,13 +43,21 @@ class DualEncoder(nn.Module):
         self.text_encoder.patch_embed = None
         for encoder in (self.video_encoder, self.text_encoder):
             encoder.norm = nn.Identity()
+            encoder.set_drop_path(config.drop_path)
         self.video_fc_norm = nn.LayerNorm(config.width, eps=config.ln_eps)
         self.text_fc_norm = nn.LayerNorm(config.width, eps=config.ln_eps)
 
     @classmethod
-    def from_unified(cls, model: UnifiedMAE) -> DualEncoder:
-        """Two independent copies of ``model.encoder`` (``model`` itself is left untouched)."""
-        return cls(model.config, copy.deepcopy(model.encoder), copy.deepcopy(model.encoder))
+    def from_unified(cls, model: UnifiedMAE, drop_path: float | None = None) -> DualEncoder:
+        """Two independent copies of ``model.encoder`` (``model`` itself is left untouched).
+
+        Args:
+            model: the pretrained model.
+            drop_path: stochastic depth of the copies (``ModelConfig.drop_path``); None keeps
+                the pretrained model's.
+        """
+        config = model.config if drop_path is None else replace(model.config, drop_path=drop_path)
+        return cls(config, copy.deepcopy(model.encoder), copy.deepcopy(model.encoder))
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """Unmasked video (B, C, T, H, W) -> (B, D) features."""

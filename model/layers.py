@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "Mlp", "Block", "sinusoid_table"]
+__all__ = ["Attention", "Mlp", "Block", "drop_path", "sinusoid_table"]
 
 
 class Attention(nn.Module):
@@ -55,26 +55,43 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (timm's DropPath): drop a residual branch per sample with ``rate``.
+
+    The kept samples are scaled by 1/(1-rate) so the expectation is unchanged. Draws from
+    torch's RNG, which Composer seeds; a no-op when not training or at rate 0.
+    """
+    if not training or rate == 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
 class Block(nn.Module):
-    """Pre-LN transformer block (no layer scale, no drop path: VideoMAE pretraining).
+    """Pre-LN transformer block (no layer scale; drop path 0 in pretraining, as VideoMAE).
 
     Args:
         dim: token width.
         num_heads: attention heads.
         mlp_ratio: MLP hidden width over ``dim``.
         eps: LayerNorm eps.
+        drop_path: stochastic-depth rate of both residual branches (an attribute: fine-tuning
+            sets it on a pretrained block).
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), attn_mask)
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(self.attn(self.norm1(x), attn_mask), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:

@@ -65,6 +65,13 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(c.width, eps=c.ln_eps)
         self.activation_checkpointing = c.activation_checkpointing
         self.blocks.apply(init_weights)
+        self.set_drop_path(c.drop_path)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth rising linearly from 0 (first block) to ``rate`` (last block)."""
+        depth = len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            block.drop_path = rate * i / (depth - 1) if depth > 1 else rate
 
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, N, D) tube tokens with positions, before masking."""

@@ -25,8 +25,20 @@ class DataConfig:
         sampler: ``dense`` (VideoMAE), ``segments`` (TSN) or ``sparse`` (ClipBERT).
         sparse_clips: number of short clips of the sparse sampler.
         image_size: output height and width.
-        crop_scales: multi-scale crop scales relative to the short side.
+        crop: training crop, ``multiscale`` (VideoMAE/SimVTP pretraining's
+            GroupMultiScaleCrop over ``crop_scales``) or ``random_resized`` (SimVTP
+            fine-tuning's RandomResizedCrop over ``crop_area`` and ``crop_ratio``).
+        crop_scales: multi-scale crop scales relative to the short side (the first one is
+            also the evaluation crop's side).
+        crop_area: random resized crop: fraction of the frame's area, (min, max).
+        crop_ratio: random resized crop: aspect ratio w/h, (min, max).
         flip: random horizontal flip.
+        rand_augment: training only: ``[n, m]`` for DALI's RandAugment (n operations at
+            magnitude m of 10 per clip, every frame alike; SimVTP fine-tunes with n=4, m=7);
+            None for none. Its draws come from DALI's generator seeded by ``seed``, so unlike
+            crops and flips they do not follow the sample keys across a resume.
+        random_erasing: training only: per-frame probability of timm's random erasing
+            (pipeline/erasing.py; SimVTP fine-tunes with 0.25); 0 for none.
         interpolation: resize filter, ``linear`` (VideoMAE's bilinear), ``cubic`` or
             ``nearest``. On the CPU, DALI's linear resize costs about 0.7 ms per 224x224 frame,
             several times the decode of an MJPEG frame; ``nearest`` costs about 0.1 ms
@@ -35,8 +47,12 @@ class DataConfig:
         mask_kind: ``tube``, ``random`` or ``frame``.
         video_mask_ratio: fraction of video tokens hidden from the encoder.
         text_mask_ratio: fraction of caption word pieces selected for MLM.
-        text_max_length: tokens per caption including [CLS] and [SEP].
+        text_max_length: tokens per caption including [CLS] and [SEP]; longer ones are cut.
+        text_padding: ``max_length`` (every batch is ``text_max_length`` wide) or ``longest``
+            (as wide as the batch's longest caption, as SimVTP pads).
         mlm_mode: ``simvtp`` (every selected token -> [MASK]) or ``bert`` (80/10/10).
+        mlm_selection: ``exact`` (``max(1, round(ratio*n))`` word pieces of each caption) or
+            ``bernoulli`` (each word piece with probability ``text_mask_ratio``, as SimVTP).
         tokenizer_path: local BERT uncased tokenizer; None uses the shipped one.
         shuffle: shuffle the sample order (seeded).
         seed: seeds order, frame sampling, crops, flips and masks; no global RNG is used.
@@ -50,6 +66,8 @@ class DataConfig:
         view: None for training (random frames, crop and flip); an int selects evaluation:
             the ``view``-th of ``views`` evenly spaced clips, centre crop, no flip.
         views: evaluation clips per video (multi-view testing averages their features).
+        crop_view: evaluation: which of ``crops`` spatial crops (along the long side).
+        crops: evaluation: spatial crops per clip (3 in SimVTP's test; 1 = centre).
     """
 
     path: str = ""
@@ -62,15 +80,22 @@ class DataConfig:
     sampler: Literal["dense", "segments", "sparse"] = "dense"
     sparse_clips: int = 4
     image_size: int = 224
+    crop: Literal["multiscale", "random_resized"] = "multiscale"
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    crop_area: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
+    rand_augment: tuple[int, int] | None = None
+    random_erasing: float = 0.0
     interpolation: Literal["nearest", "linear", "cubic"] = "linear"
     tubelet: tuple[int, int, int] = (2, 16, 16)
     mask_kind: Literal["tube", "random", "frame"] = "tube"
     video_mask_ratio: float = 0.9
     text_mask_ratio: float = 0.75
     text_max_length: int = 32
+    text_padding: Literal["max_length", "longest"] = "max_length"
     mlm_mode: Literal["simvtp", "bert"] = "simvtp"
+    mlm_selection: Literal["exact", "bernoulli"] = "exact"
     tokenizer_path: str | None = None
     shuffle: bool = True
     seed: int = 0
@@ -81,9 +106,15 @@ class DataConfig:
     normalize_on_device: bool = False
     view: int | None = None
     views: int = 1
+    crop_view: int = 0
+    crops: int = 1
 
     def __post_init__(self) -> None:
         self.crop_scales = tuple(float(s) for s in self.crop_scales)
+        self.crop_area = tuple(float(s) for s in self.crop_area)
+        if self.rand_augment is not None:
+            self.rand_augment = tuple(int(v) for v in self.rand_augment)
+        self.crop_ratio = tuple(float(s) for s in self.crop_ratio)
         self.tubelet = tuple(int(t) for t in self.tubelet)
         checks = {
             "format": self.format in ("mds", "wds"),
@@ -91,9 +122,22 @@ class DataConfig:
             "sampler": self.sampler in ("dense", "segments", "sparse"),
             "mask_kind": self.mask_kind in ("tube", "random", "frame"),
             "mlm_mode": self.mlm_mode in ("simvtp", "bert"),
+            "text_padding": self.text_padding in ("max_length", "longest"),
+            "mlm_selection": self.mlm_selection in ("exact", "bernoulli"),
             "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,
+            "crop_view": 0 <= self.crop_view < self.crops,
+            "crop": self.crop in ("multiscale", "random_resized"),
+            "random_erasing": 0.0 <= self.random_erasing <= 1.0
+            and not (self.random_erasing and self.normalize_on_device),
+            "rand_augment": self.rand_augment is None or (
+                len(self.rand_augment) == 2 and self.rand_augment[0] >= 1
+                and 0 <= self.rand_augment[1] <= 10),
+            "crop_area": len(self.crop_area) == 2
+            and 0 < self.crop_area[0] <= self.crop_area[1] <= 1,
+            "crop_ratio": len(self.crop_ratio) == 2
+            and 0 < self.crop_ratio[0] <= self.crop_ratio[1],
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,
             "text_mask_ratio": 0.0 <= self.text_mask_ratio <= 1.0,
             "num_frames": self.num_frames % self.tubelet[0] == 0,

@@ -86,21 +86,62 @@ def multiscale_crop(height: int, width: int, scales: tuple[float, ...],
     return gy * ((height - crop_h) // 4), gx * ((width - crop_w) // 4), crop_h, crop_w
 
 
-def center_crop(height: int, width: int, scale: float = 1.0) -> tuple[int, int, int, int]:
-    """The evaluation crop: a centred square ``scale`` times the short side, (y0, x0, h, w).
+def random_resized_crop(height: int, width: int, area: tuple[float, float],
+                        ratio: tuple[float, float],
+                        rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop window (SimVTP fine-tuning): (y0, x0, h, w).
+
+    Area uniform in ``area`` times the frame's, aspect ratio log-uniform in ``ratio``; ten
+    tries, then the centred crop of the frame clamped to ``ratio`` (torchvision's fallback).
+    """
+    total = height * width
+    log_lo, log_hi = np.log(ratio[0]), np.log(ratio[1])
+    for _ in range(10):
+        target = total * rng.uniform(*area)
+        aspect = float(np.exp(rng.uniform(log_lo, log_hi)))
+        w, h = int(round((target * aspect) ** 0.5)), int(round((target / aspect) ** 0.5))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def center_crop(height: int, width: int, scale: float = 1.0, index: int = 0,
+                count: int = 1) -> tuple[int, int, int, int]:
+    """The evaluation crop: a square ``scale`` times the short side, (y0, x0, h, w).
+
+    With ``count`` spatial views (VideoMAE/SimVTP test with 3), view ``index`` slides along
+    the long side from one end (0) to the other (count-1); one view is centred.
 
     Args:
         height: frame height.
         width: frame width.
         scale: crop side relative to the short side.
+        index: which spatial view, 0..count-1.
+        count: spatial views per clip.
     """
+    if not 0 <= index < count:
+        raise ValueError(f"spatial view {index} is not in 0..{count - 1}")
     side = int(min(height, width) * scale)
-    return (height - side) // 2, (width - side) // 2, side, side
+    fraction = 0.5 if count == 1 else index / (count - 1)
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    if height > width:
+        y0 = int(round((height - side) * fraction))
+    elif width > height:
+        x0 = int(round((width - side) * fraction))
+    return y0, x0, side, side
 
 
 def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,
                    device_id: int | None = None, jpeg_frames: int = 0,
-                   normalize: bool = True, interpolation: str = "linear"):
+                   normalize: bool = True, interpolation: str = "linear",
+                   rand_augment: tuple[int, int] | None = None, seed: int = 0):
     """Builds the DALI pipeline; feed it the inputs by name, run it, get (B, C, T, H, W) float.
 
     Inputs: ``video`` (encoded clip) and ``frames`` (int32 indices); or, with ``jpeg_frames=T``,
@@ -116,6 +157,9 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
         jpeg_frames: 0 for the video decoder; T to decode T JPEG frames per sample instead.
         normalize: float32 ImageNet-normalised output; False keeps uint8 (see normalize_video).
         interpolation: resize filter: ``nearest``, ``linear`` or ``cubic``.
+        rand_augment: (n, m): DALI's RandAugment after the resize, n operations per clip at
+            magnitude m of 10, the same operations on every frame of a clip; None for none.
+        seed: seeds DALI's own draws (RandAugment); crops, flips and frames are fed in.
     """
     from nvidia.dali import fn, pipeline_def, types
 
@@ -126,7 +170,8 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
     # Queue depth 1: each run is fed exactly one batch (a deeper queue waits for more feeds);
     # prefetching happens one level up, in the DataLoader workers.
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, prefetch_queue_depth=1,
-                  device_id=device_id if device == "gpu" else None, exec_dynamic=True)
+                  device_id=device_id if device == "gpu" else None, exec_dynamic=True,
+                  enable_conditionals=rand_augment is not None, seed=seed)
     def definition():
         roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
         roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
@@ -146,6 +191,14 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
             video = fn.external_source(name="video", dtype=types.UINT8)
             frames = fn.external_source(name="frames", dtype=types.INT32)
             clip = crop_resize(fn.decoders.video(video, frames=frames, device=decoder_device))
+        if rand_augment is not None:
+            from nvidia.dali.auto_aug.rand_augment import rand_augment as apply_rand_augment
+
+            # 11 bins make m a level of 10, as timm's "rand-m7" (VideoMAE/SimVTP fine-tuning);
+            # monotonic magnitudes are timm's "inc1" operations.
+            clip = apply_rand_augment(fn.reshape(clip, layout="FHWC"), n=rand_augment[0],
+                                      m=rand_augment[1], num_magnitude_bins=11,
+                                      monotonic_mag=True)
         if not normalize:
             return fn.crop_mirror_normalize(clip, mirror=flip, output_layout="CFHW",
                                             dtype=types.UINT8)
@@ -205,14 +258,17 @@ class VideoDecoder:
         device_id: CUDA device for ``gpu``.
         normalize: float32 normalised output (else uint8).
         interpolation: resize filter: ``nearest``, ``linear`` or ``cubic``.
+        rand_augment: (n, m) of DALI's RandAugment, or None (see video_pipeline).
+        seed: seeds DALI's own draws.
     """
 
     def __init__(self, device: str, batch_size: int, num_threads: int, image_size: int,
                  device_id: int | None = None, normalize: bool = True,
-                 interpolation: str = "linear"):
+                 interpolation: str = "linear", rand_augment: tuple[int, int] | None = None,
+                 seed: int = 0):
         self.options = dict(device=device, num_threads=num_threads, image_size=image_size,
                             device_id=device_id, normalize=normalize,
-                            interpolation=interpolation)
+                            interpolation=interpolation, rand_augment=rand_augment, seed=seed)
         self.batch_size = batch_size
         self._pipes: dict[int, object] = {}  # jpeg_frames (0: video decoder) -> pipeline
 

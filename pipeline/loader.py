@@ -27,7 +27,9 @@ from pipeline.decode import (
     check_codec,
     multiscale_crop,
     normalize_video,
+    random_resized_crop,
 )
+from pipeline.erasing import random_erasing
 from pipeline.masks import video_mask
 from pipeline.samplers import eval_indices, frame_indices, sample_rng
 from pipeline.sources import (
@@ -62,28 +64,37 @@ class BatchBuilder:
         cfg = self.cfg
         if self._decoder is None:
             device_id = torch.cuda.current_device() if cfg.device == "gpu" else None
+            augment = cfg.rand_augment if cfg.view is None else None  # training only
             self._decoder = VideoDecoder(cfg.device, cfg.batch_size, cfg.num_threads,
                                          cfg.image_size, device_id, not cfg.normalize_on_device,
-                                         cfg.interpolation)
+                                         cfg.interpolation, augment, cfg.seed)
             self._text = TextEncoder(cfg.tokenizer_path, cfg.text_max_length,
-                                     cfg.text_mask_ratio, cfg.mlm_mode)
+                                     cfg.text_mask_ratio, cfg.mlm_mode, cfg.text_padding,
+                                     cfg.mlm_selection)
         return self._decoder, self._text
 
     def sample_feed(self, sample: dict) -> dict:
         """Frame indices, crop window and flip of one sample: drawn from its own generator in
-        training, fixed (evenly spaced view, centre crop, no flip) in evaluation."""
+        training, fixed (evenly spaced view, spatial crop ``crop_view``, no flip) in
+        evaluation."""
         cfg, meta = self.cfg, sample["meta"]
         check_codec(meta["codec"], cfg.device)
         count, height, width = int(meta["frames"]), int(meta["height"]), int(meta["width"])
         if cfg.view is not None:
             frames = eval_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
                                   cfg.sparse_clips, cfg.view, cfg.views)
-            (y0, x0, h, w), flip = center_crop(height, width, cfg.crop_scales[0]), 0
+            y0, x0, h, w = center_crop(height, width, cfg.crop_scales[0], cfg.crop_view,
+                                       cfg.crops)
+            flip = 0
         else:
             rng = sample_rng(cfg.seed, sample.get("epoch", 0), sample["key"])
             frames = frame_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
                                    cfg.sparse_clips, rng)
-            y0, x0, h, w = multiscale_crop(height, width, cfg.crop_scales, rng)
+            if cfg.crop == "random_resized":
+                y0, x0, h, w = random_resized_crop(height, width, cfg.crop_area, cfg.crop_ratio,
+                                                   rng)
+            else:
+                y0, x0, h, w = multiscale_crop(height, width, cfg.crop_scales, rng)
             flip = int(cfg.flip and rng.random() < 0.5)
         return {"video": np.frombuffer(sample["video"], np.uint8), "frames": frames,
                 "roi_start": np.array([y0, x0], np.float32),
@@ -97,6 +108,9 @@ class BatchBuilder:
         feeds = {name: [f[name] for f in per_sample] for name in per_sample[0]}
         video = decoder(feeds, keys, [s["meta"]["codec"] for s in samples])
         seed = _batch_seed(self.cfg.seed, samples[0].get("epoch", 0), keys)
+        if self.cfg.random_erasing and self.cfg.view is None:
+            video = random_erasing(video, self.cfg.random_erasing,
+                                   torch.Generator().manual_seed(seed + 1))
         generator = torch.Generator(device=video.device).manual_seed(seed)
         mask = video_mask(self.cfg.mask_kind, len(keys), self.cfg.mask_grid,
                           self.cfg.video_mask_ratio, generator)

@@ -2,8 +2,9 @@
 
 Sections follow llm-foundry: ``model`` (a size preset plus :class:`model.ModelConfig`
 fields), ``data`` (:class:`pipeline.DataConfig` fields), ``optimizer``, ``scheduler``,
-``trainer``, ``callbacks``, ``loggers``; top level ``seed``, ``run_name`` and ``variables``
-(``${variables.NAME}`` anywhere in a value is replaced by that variable).
+``trainer``, ``callbacks``, ``loggers``, ``init`` (released weights to start from); top
+level ``seed``, ``run_name`` and ``variables`` (``${variables.NAME}`` anywhere in a value is
+replaced by that variable).
 
 Shapes are typed once: the data section's frames, size, tubelet and mask ratios come from
 the model section, its batch size from ``trainer.global_batch_size`` and its seed from the
@@ -25,7 +26,8 @@ from model.config import MODEL_SIZES, ModelConfig
 from pipeline.config import DataConfig
 from recipes.fields import RecipeError, apply_override, build
 
-__all__ = ["RecipeConfig", "RecipeError", "load_recipe", "recipe_from_dict", "shipped_recipes"]
+__all__ = ["InitConfig", "RecipeConfig", "RecipeError", "load_recipe", "recipe_from_dict",
+           "shipped_recipes"]
 
 # data field -> the model field (or other key) it is derived from.
 DERIVED_DATA_KEYS = {
@@ -205,6 +207,25 @@ class LoggersConfig:
 
 
 @dataclass
+class InitConfig:
+    """Released weights to start from (spec §3: SimVTP starts from VideoMAE and BERT).
+
+    Args:
+        video: a VideoMAE pretraining checkpoint: the original ``.pth`` (``model``/``module``
+            dict, ``encoder.``-prefixed keys) or a transformers ``VideoMAEModel`` /
+            ``VideoMAEForPreTraining`` folder. Fills the video encoder, and the decoder,
+            ``encoder_to_decoder`` and mask token when the file has them.
+        text: a transformers BERT folder; its word, position and token-type embeddings and
+            their LayerNorm fill the text embeddings.
+
+    Any tensor that does not fit stops the run before training (see model/interop.py).
+    """
+
+    video: str | None = None
+    text: str | None = None
+
+
+@dataclass
 class RecipeConfig:
     """A whole training recipe. Build it with :func:`load_recipe` or :func:`recipe_from_dict`."""
 
@@ -218,8 +239,11 @@ class RecipeConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     loggers: LoggersConfig = field(default_factory=LoggersConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     def __post_init__(self) -> None:
+        if self.init.text and not self.model.use_text:
+            raise ValueError("init.text is set but model.use_text is false (no text embeddings)")
         if self.trainer.autoresume and not self.run_name:
             raise ValueError("trainer.autoresume needs a run_name (the checkpoint folder is keyed by it)")
         if self.data.device == "gpu" and self.trainer.device == "cpu":
@@ -302,8 +326,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def shipped_recipes() -> list[str]:
-    """Names of the recipes that ship inside this package (``vtp train NAME`` finds them)."""
-    return sorted(p.name for p in RECIPE_DIR.glob("*.yaml"))
+    """Names of the training recipes that ship inside this package (``vtp train NAME`` finds
+    them); ``finetune-*.yaml`` are fine-tuning recipes (recipes/finetune_config.py)."""
+    return sorted(p.name for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("finetune-"))
 
 
 def _resolve(path: Path) -> Path:

@@ -25,30 +25,14 @@ from model.retrieval import text_video_metrics
 from pipeline import BatchBuilder, DataConfig
 from pipeline.loader import build_source
 from recipes.checkpoint import load_data_settings, load_trained_model
+from recipes.finetune_config import FinetuneConfig
+
+# model/retrieval.py ranks ties against the query; SimVTP's metric.py (Frozen's) ranks them
+# in its favour. Stated beside every number.
+TIE_RULE = "pessimistic (a tie with the true match counts against it; SimVTP: optimistic)"
 
 __all__ = ["EvalConfig", "FinetuneConfig", "evaluate_checkpoint", "prepare_test_shards",
            "test_items", "clip_features", "metrics_table"]
-
-
-@dataclass
-class FinetuneConfig:
-    """Contrastive fine-tuning of the dual encoder before evaluation (``mode="finetune"``).
-
-    Args:
-        train_data: shard folder of the fine-tuning (training) split.
-        steps: optimizer steps.
-        batch_size: clips per step (in-batch negatives).
-        lr: peak learning rate (cosine decay after a 10% warm-up).
-        weight_decay: AdamW weight decay.
-        temperature: VTC temperature.
-    """
-
-    train_data: str = ""
-    steps: int = 200
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    temperature: float = 0.05
 
 
 @dataclass
@@ -60,6 +44,10 @@ class EvalConfig:
         out: folder for ``metrics.json``, ``retrieval.md`` and the sharded json clips.
         mode: ``zero-shot`` (pretrained encoder) or ``finetune`` (dual encoder fine-tuned first).
         views: temporal clips per video whose features are averaged (multi-view testing).
+        crops: spatial crops per clip (along the long side), averaged too; SimVTP tests
+            3 clips x 3 crops.
+        split_name: the name of the test split for the reports (e.g. "MSR-VTT 1k-A");
+            None names it after ``data``.
         batch_size: clips per forward pass.
         device: ``auto`` (GPU when there is one), ``cpu`` or ``gpu``.
         codec: codec for sharding json clips; None picks vp9 on the CPU, h264 on the GPU.
@@ -67,7 +55,7 @@ class EvalConfig:
         workers: processes sharding json clips.
         video_root: folder the json's relative video paths start from (default: the json's).
         settings: overrides of the checkpoint's data settings (sampler, stride, sparse_clips,
-            text_max_length, tokenizer_path, interpolation).
+            text_max_length, tokenizer_path, interpolation, text_padding).
         finetune: the fine-tuning run of ``mode="finetune"``.
         seed: seeds fine-tuning (evaluation itself draws nothing at random).
     """
@@ -76,6 +64,8 @@ class EvalConfig:
     out: str
     mode: Literal["zero-shot", "finetune"] = "zero-shot"
     views: int = 1
+    crops: int = 1
+    split_name: str | None = None
     batch_size: int = 16
     device: Literal["auto", "cpu", "gpu"] = "auto"
     codec: str | None = None
@@ -89,8 +79,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("zero-shot", "finetune"):
             raise ValueError(f"mode must be zero-shot or finetune, got {self.mode!r}")
-        if self.views < 1 or self.batch_size < 1:
-            raise ValueError(f"views and batch_size must be >= 1, got {self.views}, {self.batch_size}")
+        if min(self.views, self.crops, self.batch_size) < 1:
+            raise ValueError(f"views, crops and batch_size must be >= 1, got {self.views}, "
+                             f"{self.crops}, {self.batch_size}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
 
@@ -152,7 +143,8 @@ def prepare_test_shards(json_path: Path, out: Path, codec: str, short_side: int 
 @torch.no_grad()
 def clip_features(model: UnifiedMAE, data: DataConfig, device: str = "cpu",
                   progress: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Every sample's key, video features (mean over ``data.views`` views) and text features.
+    """Every sample's key, video features (mean over ``data.views`` temporal clips x
+    ``data.crops`` spatial crops, each L2-normalised) and text features.
 
     Args:
         model: the trained model (or anything with ``encode_video``/``encode_text``).
@@ -162,35 +154,44 @@ def clip_features(model: UnifiedMAE, data: DataConfig, device: str = "cpu",
     """
     torch_device = torch.device("cuda" if device == "gpu" else "cpu")
     cfg = replace(data, shuffle=False, drop_last=False, video_mask_ratio=0.0,
-                  text_mask_ratio=0.0, device=device, view=0)
+                  text_mask_ratio=0.0, device=device, view=0, crop_view=0)
     source = build_source(cfg)
     keys: list[str] = []
     video_sum: torch.Tensor | None = None
     text: list[torch.Tensor] = []
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=device == "gpu")
-    bar = tqdm(total=cfg.views * len(source), desc="eval features", unit="clip", disable=not progress)
-    for view in range(cfg.views):
-        builder = BatchBuilder(replace(cfg, view=view))
+    views = [(t, s) for t in range(cfg.views) for s in range(cfg.crops)]
+    bar = tqdm(total=len(views) * len(source), desc="eval features", unit="clip",
+               disable=not progress)
+    for index, (view, crop) in enumerate(views):
+        builder = BatchBuilder(replace(cfg, view=view, crop_view=crop))
         loader = torch.utils.data.DataLoader(source, batch_size=cfg.batch_size, collate_fn=builder)
         view_keys: list[str] = []
         view_video: list[torch.Tensor] = []
         for batch in loader:
             with autocast:
                 video = model.encode_video(batch["video"].to(torch_device)).float()
-                if view == 0:
+                if index == 0:
                     ids, mask = batch["text_ids"].to(torch_device), batch["text_mask"].to(torch_device)
                     text.append(model.encode_text(ids, mask).float().cpu())
             view_video.append(torch.nn.functional.normalize(video, dim=-1).cpu())
             view_keys.extend(batch["keys"])
             bar.update(len(video))
-        if view == 0:
+        if index == 0:
             keys, video_sum = view_keys, torch.cat(view_video)
         elif view_keys != keys:
             raise RuntimeError("the shard order changed between views")
         else:
             video_sum += torch.cat(view_video)
     bar.close()
-    return keys, video_sum / cfg.views, torch.cat(text)
+    return keys, video_sum / len(views), torch.cat(text)
+
+
+def protocol_line(metrics: dict) -> str:
+    """How the numbers were measured, so that none is read without its protocol."""
+    return (f"{metrics['split']}: {metrics['n']} clips, {metrics['mode']}, "
+            f"{metrics['views']} temporal clip(s) x {metrics['crops']} spatial crop(s) per "
+            f"video (normalised features averaged), ties: {metrics['tie_rule']}")
 
 
 def metrics_table(metrics: dict) -> str:
@@ -208,13 +209,13 @@ def eval_data_config(model: UnifiedMAE, shards: Path, cfg: EvalConfig, settings:
     """The pipeline configuration that feeds ``model`` the test clips as it was trained."""
     mc = model.config
     known = {"sampler", "stride", "sparse_clips", "text_max_length", "tokenizer_path",
-             "interpolation"}
+             "interpolation", "text_padding"}
     unknown = set(cfg.settings) - known
     if unknown:
         raise ValueError(f"unknown data setting(s) {sorted(unknown)}; known: {sorted(known)}")
     return DataConfig(path=str(shards), batch_size=cfg.batch_size, num_frames=mc.num_frames,
                       image_size=mc.image_size, tubelet=tuple(mc.tubelet), flip=False,
-                      crop_scales=(1.0,), views=cfg.views, seed=cfg.seed,
+                      crop_scales=(1.0,), views=cfg.views, crops=cfg.crops, seed=cfg.seed,
                       **{**settings, **cfg.settings})
 
 
@@ -223,8 +224,8 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
 
     Returns:
         t2v_r1, t2v_r5, t2v_r10, t2v_medr, t2v_meanr, the same for v2t, chance_r1 and n (the
-        clips evaluated), plus mode, views, checkpoint and, for json input, the clips that
-        could not be sharded (``failed``, with reasons in ``test-shards/manifest.parquet``).
+        clips evaluated), plus the protocol (mode, views, crops, tie_rule, split), checkpoint
+        and, for json input, the clips that could not be sharded (``failed``, with reasons in ``test-shards/manifest.parquet``).
     """
     out, device = Path(cfg.out), cfg.resolved_device()
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +246,10 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
     model = model.to("cuda" if device == "gpu" else "cpu").eval()
     keys, video, text = clip_features(model, data, device, progress)
     metrics = {**text_video_metrics(text, video), "mode": cfg.mode, "views": cfg.views,
-               "checkpoint": str(checkpoint), "data": cfg.data, "failed": failed}
+               "crops": cfg.crops, "tie_rule": TIE_RULE,
+               "split": cfg.split_name or Path(cfg.data).name, "checkpoint": str(checkpoint),
+               "data": cfg.data, "failed": failed}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "retrieval.md").write_text(metrics_table(metrics) + "\n")
+    (out / "retrieval.md").write_text(protocol_line(metrics) + "\n\n" + metrics_table(metrics)
+                                      + "\n")
     return metrics

@@ -2,9 +2,10 @@
 
 The downstream protocol of the spec (§7): two copies of the pretrained encoder
 (``model.dual.DualEncoder``), a symmetric NormSoftmax/InfoNCE loss at a fixed temperature on
-in-batch negatives, AdamW (0.9, 0.999) with decoupled weight decay, linear warm-up then cosine
-decay. Clips come from the training shards through the training pipeline (random frames, crop
-and flip, nothing masked). Composer runs the loop; nothing is checkpointed. The loss curve is
+in-batch negatives, AdamW with decoupled weight decay, linear warm-up then cosine decay, drop
+path on both encoders. Every setting comes from a fine-tuning recipe (recipes/finetune_config.py;
+``finetune-msrvtt.yaml`` holds §7's). Clips come from the training shards through the training
+pipeline (random frames, the recipe's crop and flip, nothing masked). Composer runs the loop; nothing is checkpointed. The loss curve is
 written to ``OUT/finetune_log.json`` and ``OUT/finetune_loss.png``.
 """
 
@@ -26,15 +27,11 @@ from model import UnifiedMAE
 from model.dual import DualEncoder
 from model.losses import vtc_loss
 from pipeline import DataConfig, build_dataspec
-from recipes.evaluate import FinetuneConfig
+from recipes.finetune_config import FinetuneConfig
 from recipes.optim import param_groups
 
 __all__ = ["finetune_dual_encoder", "finetune_data_config", "DualComposerModel", "LossHistory"]
 
-BETAS = (0.9, 0.999)
-WARMUP_FRACTION = 0.1  # of the steps, at least one (a fraction of a short run rounds to 0)
-# Milder than pretraining's crops: the tiny clips are only 48 pixels on the short side.
-CROP_SCALES = (1.0, 0.875, 0.75)
 
 
 class DualComposerModel(ComposerModel):
@@ -88,10 +85,12 @@ def finetune_data_config(data: DataConfig, cfg: FinetuneConfig, device: str, see
     """
     path = Path(cfg.train_data)
     fmt = "wds" if (path / "wds").is_dir() and not (path / "mds").is_dir() else "mds"
-    return replace(data, path=str(path), format=fmt, view=None, views=1,
-                   batch_size=cfg.batch_size, shuffle=True, drop_last=True, flip=True,
-                   crop_scales=CROP_SCALES, video_mask_ratio=0.0, text_mask_ratio=0.0,
-                   device=device, seed=seed)
+    return replace(data, path=str(path), format=fmt, view=None, views=1, crop_view=0, crops=1,
+                   batch_size=cfg.batch_size, shuffle=True, drop_last=True, flip=cfg.flip,
+                   crop=cfg.crop, crop_scales=cfg.crop_scales, crop_area=cfg.crop_area,
+                   crop_ratio=cfg.crop_ratio, rand_augment=cfg.rand_augment,
+                   random_erasing=cfg.random_erasing, normalize_on_device=False,
+                   video_mask_ratio=0.0, text_mask_ratio=0.0, device=device, seed=seed)
 
 
 def _checked_dataspec(train: DataConfig):
@@ -111,7 +110,14 @@ def _build_optimizer(model: DualComposerModel, cfg: FinetuneConfig) -> Decoupled
     groups = param_groups(model.net, cfg.weight_decay * cfg.lr)
     for group in groups:
         group.pop("names")
-    return DecoupledAdamW(groups, lr=cfg.lr, betas=BETAS, weight_decay=0.0)
+    return DecoupledAdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=0.0)
+
+
+def _warmup(cfg: FinetuneConfig) -> str:
+    # A fraction of a short run can round to 0 steps, which Composer rejects: at least one.
+    if cfg.t_warmup.endswith("dur") and cfg.steps is not None:
+        return f"{max(1, round(float(cfg.t_warmup[:-3]) * cfg.steps))}ba"
+    return cfg.t_warmup
 
 
 def finetune_dual_encoder(model: UnifiedMAE, data: DataConfig, cfg: FinetuneConfig, device: str,
@@ -122,7 +128,8 @@ def finetune_dual_encoder(model: UnifiedMAE, data: DataConfig, cfg: FinetuneConf
         model: the pretrained model (left untouched: the dual encoder holds copies).
         data: the evaluation data configuration, carrying the checkpoint's frame and text
             settings; the training pipeline is derived from it (see finetune_data_config).
-        cfg: steps, batch size, lr, weight decay, temperature and the training shards.
+        cfg: the fine-tuning recipe section (duration, batch, lr schedule, drop path,
+            augmentation, temperature) and the training shards.
         device: ``cpu`` (fp32, one torch thread so DALI keeps the other cores) or ``gpu``
             (bf16 autocast).
         seed: seeds the data order and augmentation, and Composer's RNGs.
@@ -134,11 +141,11 @@ def finetune_dual_encoder(model: UnifiedMAE, data: DataConfig, cfg: FinetuneConf
     """
     if not cfg.train_data:
         raise ValueError("fine-tuning needs training shards (FinetuneConfig.train_data)")
-    if cfg.steps < 1:
+    if cfg.steps is not None and cfg.steps < 1:
         raise ValueError(f"fine-tuning steps must be >= 1, got {cfg.steps}")
     train = finetune_data_config(data, cfg, device, seed)
     dataspec = _checked_dataspec(train)
-    net = DualEncoder.from_unified(model).train()
+    net = DualEncoder.from_unified(model, cfg.drop_path).train()
     composer_model = DualComposerModel(net, cfg.temperature)
     history = LossHistory()
     threads = torch.get_num_threads()
@@ -147,9 +154,9 @@ def finetune_dual_encoder(model: UnifiedMAE, data: DataConfig, cfg: FinetuneConf
     try:
         trainer = Trainer(
             model=composer_model, train_dataloader=dataspec,
-            max_duration=f"{cfg.steps}ba", optimizers=_build_optimizer(composer_model, cfg),
+            max_duration=cfg.max_duration, optimizers=_build_optimizer(composer_model, cfg),
             schedulers=CosineAnnealingWithWarmupScheduler(
-                t_warmup=f"{max(1, round(WARMUP_FRACTION * cfg.steps))}ba", alpha_f=0.0),
+                t_warmup=_warmup(cfg), alpha_f=cfg.min_lr / cfg.lr),
             step_schedulers_every_batch=True, callbacks=[history], loggers=[],
             progress_bar=progress, log_to_console=False, device=device,
             precision="amp_bf16" if device == "gpu" else "fp32", seed=seed,

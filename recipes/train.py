@@ -20,13 +20,14 @@ from composer.loggers import FileLogger, LoggerDestination, TensorboardLogger
 from composer.utils import dist
 
 from model import UnifiedMAE, flops_per_batch
+from model.interop import InitError, InitReport, init_text, init_video
 from pipeline import DataConfig, build_dataspec
 from recipes.callbacks import BatchLog
 from recipes.composer_model import VTPComposerModel
-from recipes.config import RecipeConfig, RecipeError, load_recipe
+from recipes.config import InitConfig, RecipeConfig, RecipeError, load_recipe
 from recipes.optim import build_optimizer, build_scheduler
 
-__all__ = ["train_from_yaml", "build_trainer", "build_model", "summary"]
+__all__ = ["train_from_yaml", "build_trainer", "build_model", "initialise", "summary"]
 
 
 def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
@@ -62,12 +63,34 @@ def build_model(recipe: RecipeConfig) -> VTPComposerModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         net = UnifiedMAE(recipe.model)
+    reports = initialise(net, recipe.init)
     flops = functools.partial(flops_per_batch, recipe.model)
     data = recipe.data
     settings = {"sampler": data.sampler, "stride": data.stride, "sparse_clips": data.sparse_clips,
                 "text_max_length": data.text_max_length, "tokenizer_path": data.tokenizer_path,
-                "interpolation": data.interpolation}
-    return VTPComposerModel(net, recipe.model.active_terms, flops, settings)
+                "interpolation": data.interpolation, "text_padding": data.text_padding}
+    composer_model = VTPComposerModel(net, recipe.model.active_terms, flops, settings)
+    composer_model.init_reports = reports
+    return composer_model
+
+
+def initialise(net: UnifiedMAE, init: InitConfig) -> dict[str, InitReport]:
+    """Load ``init.video`` / ``init.text`` into ``net``; print what was loaded (rank 0).
+
+    Raises:
+        RecipeError: a file that does not fit, listing every mismatch (exit 2 in `vtp train`).
+    """
+    reports = {}
+    for name, path, load in (("video", init.video, init_video), ("text", init.text, init_text)):
+        if not path:
+            continue
+        try:
+            reports[name] = load(net, path)
+        except InitError as err:
+            raise RecipeError(f"init.{name}: {err}") from err
+        if dist.get_global_rank() == 0:
+            print(reports[name].summary(name), flush=True)
+    return reports
 
 
 def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> Trainer:
@@ -100,6 +123,8 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
     )
     # every logger records the resolved recipe, overrides and derived values included
     trainer.logger.log_hyperparameters({"recipe." + k: v for k, v in recipe.flat().items()})
+    trainer.logger.log_hyperparameters(
+        {f"init.{name}.report": report.lines() for name, report in model.init_reports.items()})
     return trainer
 
 

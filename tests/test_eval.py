@@ -278,12 +278,35 @@ def test_more_views_change_video_features_not_the_clips(json_run, tiny_checkpoin
     assert two["views"] == 2 and two["n"] == TEST_CLIPS
 
 
+def test_three_by_three_views_are_averaged_and_stated(json_run, tiny_checkpoint, tmp_path):  # noqa: F811
+    from recipes.checkpoint import load_data_settings, load_trained_model
+    from recipes.evaluate import EvalConfig, clip_features, eval_data_config
+
+    shards = json_run[0] / "test-shards"
+    model = load_trained_model(tiny_checkpoint)
+    features = {}
+    for crops in (1, 3):
+        cfg = EvalConfig(data=str(shards), out=str(tmp_path), views=3, crops=crops, batch_size=4,
+                         device="cpu")
+        data = eval_data_config(model, shards, cfg, load_data_settings(tiny_checkpoint))
+        features[crops] = clip_features(model, data, "cpu", progress=False)[1]
+    assert not torch.allclose(features[1], features[3], atol=1e-6)  # the side crops count
+    out = tmp_path / "3x3"
+    metrics = _eval(tiny_checkpoint, shards, out, "--recipe", "finetune-msrvtt",
+                    "--split-name", "synthetic 1k-A-like")
+    assert (metrics["views"], metrics["crops"]) == (3, 3)  # the MSR-VTT recipe's protocol
+    assert metrics["split"] == "synthetic 1k-A-like" and "pessimistic" in metrics["tie_rule"]
+    first = (out / "retrieval.md").read_text().splitlines()[0]
+    assert first.startswith("synthetic 1k-A-like: 6 clips, zero-shot, 3 temporal clip(s) x 3 "
+                            "spatial crop(s)") and "ties: pessimistic" in first
+
+
 def test_finetune_mode_trains_the_dual_encoder(json_run, tiny_checkpoint, train_shards,  # noqa: F811
                                                tmp_path, capsys):
     out = tmp_path / "finetuned"
     metrics = _eval(tiny_checkpoint, json_run[0] / "test-shards", out, "--mode", "finetune",
-                    "--finetune-data", str(train_shards), "--finetune-steps", "3",
-                    "--finetune-batch-size", "4")
+                    "--recipe", "finetune-tiny", "--finetune-data", str(train_shards),
+                    "--finetune-steps", "3", "--finetune-batch-size", "4")
     assert metrics["mode"] == "finetune" and metrics["n"] == TEST_CLIPS
     assert METRIC_KEYS <= set(metrics)
     log = json.loads((out / "finetune_log.json").read_text())
@@ -291,7 +314,9 @@ def test_finetune_mode_trains_the_dual_encoder(json_run, tiny_checkpoint, train_
     assert all(math.isfinite(s["loss"]) and s["loss"] > 0 for s in log["steps"])
     # in-batch negatives of 4: an untrained contrastive pair of CEs starts near 2 ln 4
     assert log["steps"][0]["loss"] == pytest.approx(2 * math.log(4), rel=0.5)
-    assert log["config"]["steps"] == 3 and log["config"]["batch_size"] == 4
+    assert log["config"]["max_duration"] == "3ba" and log["config"]["batch_size"] == 4
+    assert log["config"]["crop_scales"] == [1.0, 0.875, 0.75]  # from finetune-tiny.yaml
+    assert metrics["split"] == "synthetic held-out" and (metrics["views"], metrics["crops"]) == (1, 1)
     assert (out / "finetune_loss.png").read_bytes()[:4] == b"\x89PNG"
     summary = log["summary"]
     assert summary["steps"] == 3 and summary["chance_loss"] == pytest.approx(2 * math.log(4))

@@ -146,3 +146,19 @@ def test_wds_resume_with_workers_continues_exactly_across_epochs(pipeline_shards
     late = build_dataloader(config)
     late.dataset.load_state_dict(loader.dataset.state_dict(num_samples=4, from_beginning=True))
     assert _keys(late) == second[2:]
+
+
+def test_finetune_augmentations_change_training_clips_not_evaluation(pipeline_shards):
+    shards = pipeline_shards["vp9"]
+    plain = next(iter(build_dataloader(_config(shards, flip=False))))
+    augmented = next(iter(build_dataloader(_config(shards, flip=False, rand_augment=(4, 7)),
+                                           False)))
+    assert augmented["keys"] == plain["keys"] and augmented["video"].shape == plain["video"].shape
+    assert not torch.allclose(augmented["video"], plain["video"], atol=1e-3)
+    erased = next(iter(build_dataloader(_config(shards, flip=False, random_erasing=1.0), False)))
+    changed = (erased["video"] != plain["video"]).flatten(3).any(3)  # (B, C, T): frame touched
+    assert changed.any(1).float().mean() > 0.5  # nearly every frame gets a rectangle
+    evaluation = dict(flip=False, view=0, rand_augment=(4, 7), random_erasing=1.0)
+    clean_eval = next(iter(build_dataloader(_config(shards, flip=False, view=0), False)))
+    eval_batch = next(iter(build_dataloader(_config(shards, **evaluation), False)))
+    assert torch.equal(eval_batch["video"], clean_eval["video"])  # training only

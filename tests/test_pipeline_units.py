@@ -137,3 +137,33 @@ def test_config_derives_mask_grid_and_rejects_bad_values():
         DataConfig(image_size=100)
     with pytest.raises(ValueError, match="interpolation"):
         DataConfig(interpolation="bicubic")
+
+
+def test_longest_padding_is_as_wide_as_the_longest_caption_and_cuts_at_the_limit(
+        bert_tokenizer_dir):
+    short = ["two red circles", "a dog"]
+    encoder = TextEncoder(str(bert_tokenizer_dir), 512, 0.75, "simvtp", padding="longest")
+    out = encoder(short, torch.Generator().manual_seed(0))
+    longest = max(len(encoder.tokenizer(c)["input_ids"]) for c in short)
+    assert out["text_ids"].shape == (2, longest) and out["text_mask"][0].all()
+    long = encoder(["word " * 600], torch.Generator().manual_seed(0))
+    assert long["text_ids"].shape == (1, 512)
+    fixed = TextEncoder(str(bert_tokenizer_dir), 24, 0.75, "simvtp")
+    assert fixed(short, torch.Generator().manual_seed(0))["text_ids"].shape == (2, 24)
+
+
+def test_bernoulli_selection_is_independent_per_word_piece(bert_tokenizer_dir):
+    captions = ["a caption with a good number of distinct words in it"] * 400
+    encoder = TextEncoder(str(bert_tokenizer_dir), 32, 0.75, "simvtp", padding="longest",
+                          selection="bernoulli")
+    out = encoder(captions, torch.Generator().manual_seed(2))
+    ids, selected = out["text_ids"], out["mlm_labels"] != -100
+    special = torch.isin(ids, torch.tensor(encoder.tokenizer.all_special_ids))
+    assert not (selected & special).any()
+    rate = selected.sum() / (~special).sum()
+    assert abs(rate - 0.75) < 0.02  # 4400 word pieces: 3 standard deviations ~ 0.02
+    counts = selected.sum(1)
+    assert counts.min() < counts.max(), "exact selection would give every caption the same count"
+    assert (out["mlm_ids"][selected] == encoder.tokenizer.mask_token_id).all()
+    none = TextEncoder(str(bert_tokenizer_dir), 32, 0.0, "simvtp", selection="bernoulli")
+    assert (none(captions[:4], torch.Generator())["mlm_labels"] == -100).all()

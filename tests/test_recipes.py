@@ -13,7 +13,7 @@ from recipes.optim import build_optimizer, build_scheduler, param_groups
 from tools.cli import main as vtp_main
 
 RECIPE_DIR = Path(recipes.__file__).parent
-SHIPPED = sorted(RECIPE_DIR.glob("*.yaml"))
+SHIPPED = sorted(p for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("finetune-"))
 TINY = RECIPE_DIR / "tiny-synthetic.yaml"
 
 
@@ -26,6 +26,13 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_the_three_recipes_ship():
     names = {p.name for p in SHIPPED}
     assert {"tiny-synthetic.yaml", "simvtp-vitb-webvid10.yaml", "videomae-vitb.yaml"} <= names
+
+
+@pytest.mark.parametrize("name", ["finetune-msrvtt", "finetune-tiny"])
+def test_finetune_recipes_ship_and_validate(name):
+    from recipes.finetune_config import load_finetune_recipe
+
+    assert load_finetune_recipe(RECIPE_DIR / f"{name}.yaml").finetune.batch_size >= 32
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -49,9 +56,30 @@ def test_paper_recipe_has_the_paper_numbers():
     assert r.data.video_mask_ratio == 0.9 and r.data.text_mask_ratio == 0.75
 
 
+def test_paper_recipe_is_the_released_data_side():
+    r = load_recipe(RECIPE_DIR / "simvtp-vitb-webvid10.yaml")
+    assert r.data.flip is False and r.data.crop_scales == (1.0, 0.875, 0.75, 0.66)
+    assert (r.data.text_padding, r.data.text_max_length) == ("longest", 512)
+    assert (r.data.mlm_mode, r.data.mlm_selection) == ("simvtp", "bernoulli")
+    assert (r.data.sampler, r.data.stride, r.data.interpolation) == ("dense", 4, "linear")
+    assert r.model.vtc_gather is False and r.model.vtm_negatives == "random"
+    assert r.model.pool_text_padding is True and r.trainer.clip_grad_norm is None
+    assert r.trainer.device_train_microbatch_size == 16
+    assert (r.init.video, r.init.text) == (None, None)
+    text = (RECIPE_DIR / "simvtp-vitb-webvid10.yaml").read_text()
+    assert "K400_pretrain_1600_checkpoint.pth" in text and "deviation: bf16" in text
+
+
 def test_videomae_recipe_is_video_only():
     r = load_recipe(RECIPE_DIR / "videomae-vitb.yaml")
     assert r.model.use_text is False and r.model.active_terms == ("mvm",)
+    assert r.trainer.global_batch_size == 2048 and r.data.flip is False
+    assert r.peak_lr == pytest.approx(1.5e-4 * 8)
+
+
+def test_init_text_needs_a_text_side():
+    with pytest.raises(RecipeError, match="init.text is set but model.use_text is false"):
+        load_recipe(RECIPE_DIR / "videomae-vitb.yaml", ["init.text=/some/bert"])
 
 
 @pytest.mark.parametrize("key, section", [

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("tools.bench_pipeline", "measure the data pipeline against the ffmpeg decode limit"),
     "train": ("tools.train_cmd", "train from a YAML recipe with section.key=value overrides"),
     "eval": ("tools.eval_cmd", "text-video retrieval (R@1/5/10, ranks) of a checkpoint on a test split"),
+    "export": ("tools.export_cmd", "write a checkpoint's video encoder as a transformers VideoMAEModel"),
     "experiment": ("tools.experiment", "SimVTP's claims in miniature: a grid of short runs -> table + plots"),
 }
 

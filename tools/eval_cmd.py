@@ -17,7 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="test json (MSR-VTT style) or shard folder")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--mode", choices=("zero-shot", "finetune"), default="zero-shot")
-    parser.add_argument("--views", type=int, default=1, help="temporal clips averaged per video")
+    parser.add_argument("--recipe", default=None,
+                        help="fine-tuning recipe (finetune-msrvtt, finetune-tiny or a YAML path): "
+                             "its finetune section drives --mode finetune, its test section "
+                             "sets the default views, crops and split name")
+    parser.add_argument("--views", type=int, default=None,
+                        help="temporal clips averaged per video (default: the recipe's, else 1)")
+    parser.add_argument("--crops", type=int, default=None,
+                        help="spatial crops per clip, averaged (default: the recipe's, else 1)")
+    parser.add_argument("--split-name", default=None,
+                        help="name of the test split in the reports, e.g. 'MSR-VTT 1k-A'")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--codec", choices=("h264", "vp9", "mjpeg"), default=None,
@@ -29,11 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a data setting of the checkpoint (stride, sampler, "
-                             "sparse_clips, text_max_length, tokenizer_path, interpolation)")
-    parser.add_argument("--finetune-data", default="", help="training shards for --mode finetune")
-    parser.add_argument("--finetune-steps", type=int, default=200)
-    parser.add_argument("--finetune-batch-size", type=int, default=32)
-    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+                             "sparse_clips, text_max_length, tokenizer_path, interpolation, "
+                             "text_padding)")
+    parser.add_argument("--finetune-data", default=None,
+                        help="training shards for --mode finetune (overrides the recipe's)")
+    parser.add_argument("--finetune-steps", type=int, default=None,
+                        help="optimizer steps (overrides the recipe's max_duration)")
+    parser.add_argument("--finetune-batch-size", type=int, default=None)
+    parser.add_argument("--finetune-lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
 
@@ -60,34 +72,53 @@ def _finetune_line(out) -> str:
             f"(chance {summary['chance_loss']:.3f}); curve: {out / 'finetune_loss.png'}")
 
 
+def _recipe(args: argparse.Namespace):
+    """The fine-tuning recipe (or the defaults), with the command line's overrides applied."""
+    from dataclasses import replace
+
+    from recipes.finetune_config import FinetuneRecipe, load_finetune_recipe
+
+    recipe = load_finetune_recipe(args.recipe) if args.recipe else FinetuneRecipe()
+    given = {"train_data": args.finetune_data, "batch_size": args.finetune_batch_size,
+             "lr": args.finetune_lr,
+             "max_duration": args.finetune_steps and f"{args.finetune_steps}ba"}
+    given = {k: v for k, v in given.items() if v is not None}
+    test = recipe.test
+    protocol = {"views": args.views or test.views, "crops": args.crops or test.crops,
+                "split_name": args.split_name or test.split_name}
+    return replace(recipe.finetune, **given), protocol
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from recipes.evaluate import EvalConfig, FinetuneConfig, evaluate_checkpoint, metrics_table
+    from recipes.evaluate import EvalConfig, evaluate_checkpoint, metrics_table, protocol_line
+    from recipes.fields import RecipeError
     from tools.cli import UsageError
 
     if not Path(args.checkpoint).is_file():
         raise UsageError(f"checkpoint {args.checkpoint} does not exist")
     if not Path(args.data).exists():
         raise UsageError(f"--data {args.data} does not exist")
-    if args.mode == "finetune" and not args.finetune_data:
-        raise UsageError("--mode finetune needs --finetune-data TRAIN_SHARDS")
     try:
-        finetune = FinetuneConfig(train_data=args.finetune_data, steps=args.finetune_steps,
-                                  batch_size=args.finetune_batch_size, lr=args.finetune_lr)
-        config = EvalConfig(data=args.data, out=args.out, mode=args.mode, views=args.views,
+        finetune, protocol = _recipe(args)
+        if args.mode == "finetune" and not finetune.train_data:
+            raise UsageError("--mode finetune needs --finetune-data TRAIN_SHARDS (or a recipe "
+                             "whose finetune.train_data is set)")
+        config = EvalConfig(data=args.data, out=args.out, mode=args.mode, **protocol,
                             batch_size=args.batch_size, device=args.device, codec=args.codec,
                             short_side=args.short_side, workers=args.workers,
                             video_root=args.video_root, settings=_settings(args.set),
                             finetune=finetune, seed=args.seed)
         metrics = evaluate_checkpoint(args.checkpoint, config, progress=not args.no_progress)
-    except ValueError as err:
+    except (RecipeError, ValueError) as err:
         raise UsageError(str(err)) from err
     if args.mode == "finetune":
         print(_finetune_line(Path(args.out)))
+    print(protocol_line(metrics))
     print(metrics_table(metrics))
     failed = f" ({metrics['failed']} test clips failed to shard)" if metrics["failed"] else ""
-    print(f"eval ({metrics['mode']}, {metrics['views']} view(s)): text->video R@1 "
+    print(f"eval ({metrics['mode']}, {metrics['views']}x{metrics['crops']} views): text->video R@1 "
           f"{metrics['t2v_r1']:.1f}% vs chance {metrics['chance_r1']:.2f}% on {metrics['n']} clips"
           f"{failed};"
           f" wrote {Path(args.out) / 'metrics.json'}")
