@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
+from tools.shard.array import resolve_part
 from tools.shard.inputs import InputError, WorkItem, manifest_items, mark_duplicates, v2d_items
 from tools.shard.transcode import CODECS, TranscodeOptions
 from tools.shard.writers import FORMATS
@@ -53,8 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=256, help="inputs per shard group (unit of resume)")
     parser.add_argument("--batch", type=int, default=8,
                         help="samples per pool task, decode-checked by one ffmpeg (default %(default)s)")
-    parser.add_argument("--num-workers", type=int, default=1, help="machines sharing the input")
-    parser.add_argument("--worker-index", type=int, default=0, help="this machine's part, 0-based")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="machines sharing the input (default: the array job's size, else 1)")
+    parser.add_argument("--worker-index", type=int, default=None,
+                        help="this machine's part, 0-based (default: SLURM_ARRAY_TASK_ID or "
+                             "JOB_COMPLETION_INDEX, else 0)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per ffmpeg call")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -85,14 +90,16 @@ def run(args: argparse.Namespace) -> int:
     from tools.shard.runner import SettingsMismatch, ShardConfig, shard
 
     try:
+        part = resolve_part(args.num_workers, args.worker_index, os.environ)
+        print(f"shard: part {part.index} of {part.count} ({part.source})", file=sys.stderr)
         options = TranscodeOptions(
             codec=args.codec, fps=args.fps, short_side=args.short_side, start=args.start,
             max_seconds=args.max_seconds, gop=args.gop, preset=args.preset, crf=args.crf,
             timeout=args.timeout)
         config = ShardConfig(
             out=args.out, format=args.format, transcode=options, workers=args.workers,
-            shard_size=args.shard_size, num_workers=args.num_workers,
-            worker_index=args.worker_index, progress=not args.no_progress, batch=args.batch)
+            shard_size=args.shard_size, num_workers=part.count,
+            worker_index=part.index, progress=not args.no_progress, batch=args.batch)
         items, dropped = load_items(args.manifest, args.video_root, args.v2d_tars)
         summary = shard(items, config)
     except (ValueError, InputError, SettingsMismatch) as err:
