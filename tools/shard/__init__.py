@@ -14,12 +14,14 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from tools.shard.array import resolve_part
 from tools.shard.inputs import InputError, WorkItem, manifest_items, mark_duplicates, v2d_items
 from tools.shard.transcode import CODECS, TranscodeOptions
 from tools.shard.writers import FORMATS
+from tools.storage import is_remote, path_or_url
 
 __all__ = ["ShardConfig", "TranscodeOptions", "WorkItem", "load_items", "shard",
            "add_arguments", "run"]
@@ -36,10 +38,16 @@ def __getattr__(name: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", type=Path, nargs="?", help="manifest .csv or .parquet")
-    parser.add_argument("--video-root", type=Path, help="folder holding {page_dir}/{videoid}.mp4")
+    parser.add_argument("manifest", type=path_or_url, nargs="?",
+                        help="manifest .csv or .parquet (a file, or s3://bucket/key)")
+    parser.add_argument("--video-root", type=path_or_url,
+                        help="folder or s3://bucket/prefix holding {page_dir}/{videoid}.mp4")
     parser.add_argument("--v2d-tars", type=Path, help="folder of video2dataset tars (instead of a manifest)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=path_or_url, required=True,
+                        help="output folder, or s3://bucket/prefix (written through --stage)")
+    parser.add_argument("--stage", type=Path, default=None,
+                        help="local folder for a remote --out's staging (default: under the "
+                             "system temp folder); only finished groups' skeletons stay there")
     parser.add_argument("--format", choices=sorted(FORMATS), default="both")
     parser.add_argument("--codec", choices=sorted(CODECS), default="h264",
                         help="h264 (mp4, GPU decode), vp9 (webm) or mjpeg (avi) for CPU decode")
@@ -64,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def load_items(manifest: Path | None, video_root: Path | None, v2d_tars: Path | None) -> tuple[list[WorkItem], int]:
+def load_items(manifest: Path | None, video_root: Path | str | None, v2d_tars: Path | None) -> tuple[list[WorkItem], int]:
     """The work items of a manifest + video root, or of a folder of video2dataset tars.
 
     Returns:
@@ -77,11 +85,17 @@ def load_items(manifest: Path | None, video_root: Path | None, v2d_tars: Path | 
         raise InputError("give either MANIFEST with --video-root, or --v2d-tars")
     if v2d_tars is not None:
         return mark_duplicates(v2d_items(v2d_tars)), 0
-    if video_root is None or not video_root.is_dir():
+    locate = None
+    if is_remote(video_root):  # hook: videos in a bucket, downloaded by the pool tasks
+        from tools.shard.remote import locate
+        from tools.storage import check_access
+
+        check_access(video_root)
+    elif video_root is None or not video_root.is_dir():
         raise InputError(f"--video-root must be an existing folder, got {video_root}")
     if not manifest.is_file():
         raise InputError(f"manifest {manifest} does not exist")
-    items, dropped = manifest_items(manifest, video_root)
+    items, dropped = manifest_items(manifest, video_root, locate)
     return mark_duplicates(items), dropped
 
 
@@ -89,7 +103,18 @@ def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
     from tools.shard.runner import SettingsMismatch, ShardConfig, shard
 
+    remote = None
     try:
+        if is_remote(args.out):  # hook: the run writes a local stage mirrored to the bucket
+            from tools.shard.remote import RemoteOut, default_stage
+
+            remote = RemoteOut(args.out, default_stage(args.out, args.stage))
+            remote.pull()
+        manifest = args.manifest
+        if is_remote(manifest):
+            from tools.shard.remote import fetch_manifest
+
+            manifest = fetch_manifest(manifest, Path(tempfile.mkdtemp(prefix="vtp-manifest-")))
         part = resolve_part(args.num_workers, args.worker_index, os.environ)
         print(f"shard: part {part.index} of {part.count} ({part.source})", file=sys.stderr)
         options = TranscodeOptions(
@@ -97,15 +122,19 @@ def run(args: argparse.Namespace) -> int:
             max_seconds=args.max_seconds, gop=args.gop, preset=args.preset, crf=args.crf,
             timeout=args.timeout)
         config = ShardConfig(
-            out=args.out, format=args.format, transcode=options, workers=args.workers,
+            out=remote.stage if remote else args.out, format=args.format, transcode=options, workers=args.workers,
             shard_size=args.shard_size, num_workers=part.count,
-            worker_index=part.index, progress=not args.no_progress, batch=args.batch)
-        items, dropped = load_items(args.manifest, args.video_root, args.v2d_tars)
+            worker_index=part.index, progress=not args.no_progress, batch=args.batch,
+            on_group=remote.push_group if remote else None)
+        items, dropped = load_items(manifest, args.video_root, args.v2d_tars)
         summary = shard(items, config)
+        if remote:
+            remote.push_final()
+            summary["out"] = args.out
     except (ValueError, InputError, SettingsMismatch) as err:
         raise UsageError(str(err)) from err
     summary["dropped_upstream"] = dropped
     print(json.dumps(summary, indent=1))
     print(f"shard: {summary['inputs']} inputs = {summary['ok']} ok + {summary['failed']} failed"
-          f" ({dropped} rows skipped for their drop_reason); manifest: {args.out / 'manifest.parquet'}")
+          f" ({dropped} rows skipped for their drop_reason); manifest: {args.out}/manifest.parquet")
     return 0 if summary["complete"] else 1

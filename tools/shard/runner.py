@@ -64,6 +64,8 @@ class ShardConfig:
         worker_index: which part of the input this machine does, 0-based.
         progress: show a tqdm bar.
         batch: samples per pool task; their outputs are decode-checked by one ffmpeg process.
+        on_group: called with a group's name once it is written and marked finished (a remote
+            output uploads it; see tools/shard/remote.py).
     """
 
     out: Path
@@ -75,6 +77,7 @@ class ShardConfig:
     worker_index: int = 0
     progress: bool = True
     batch: int = 8
+    on_group: Callable[[str], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -183,6 +186,8 @@ def _write(name: str, results: list[Result], config: ShardConfig) -> list[dict]:
     samples = [{"key": r.key, "video": r.data, "caption": r.caption, "meta": r.meta} for r in ok]
     rows = [_row(r, name, len(r.data)) for r in results]
     write_group(config.out, name, samples, rows, FORMATS[config.format], config.transcode.codec)
+    if config.on_group is not None:  # hook: remote outputs upload the group here
+        config.on_group(name)
     return rows
 
 
