@@ -18,7 +18,8 @@ import pytest
 # developer's own profile can never be picked up by a test.
 _FIXED_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
               "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-              "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials"}
+              "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+              "AWS_EC2_METADATA_DISABLED": "true"}  # no credential lookups off loopback
 _buckets = itertools.count()
 
 
