@@ -101,3 +101,10 @@ def test_a_missing_object_is_not_retried_a_transient_error_is_retried_a_bounded_
         download("s3://b/v/1.mp4", tmp_path / "x", attempts=3, backoff=0.05, s3=flaky)
     assert flaky.calls == 3
     assert time.monotonic() - start >= 0.05 + 0.1, "no backoff between attempts"
+
+
+def test_a_missing_remote_manifest_is_one_clear_error(s3, tmp_path, capsys):
+    bucket = s3.new_bucket()
+    err, _ = _exit_2(["shard", f"s3://{bucket}/lists/none.csv", "--video-root",
+                      f"s3://{bucket}/videos", "--out", str(tmp_path / "out")], capsys)
+    assert f"manifest: missing object: s3://{bucket}/lists/none.csv" in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -46,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=path_or_url, required=True,
                         help="output folder, or s3://bucket/prefix (written through --stage)")
     parser.add_argument("--stage", type=Path, default=None,
-                        help="local folder for a remote --out's staging (default: under the "
-                             "system temp folder); only finished groups' skeletons stay there")
+                        help="local folder for a remote --out's staging, in a subfolder named "
+                             "after the URL (default: the system temp folder); finished groups "
+                             "keep only their index files there")
     parser.add_argument("--format", choices=sorted(FORMATS), default="both")
     parser.add_argument("--codec", choices=sorted(CODECS), default="h264",
                         help="h264 (mp4, GPU decode), vp9 (webm) or mjpeg (avi) for CPU decode")
@@ -114,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         if is_remote(manifest):
             from tools.shard.remote import fetch_manifest
 
-            manifest = fetch_manifest(manifest, Path(tempfile.mkdtemp(prefix="vtp-manifest-")))
+            scratch = tempfile.mkdtemp(prefix="vtp-manifest-")
+            manifest = fetch_manifest(manifest, Path(scratch))
         part = resolve_part(args.num_workers, args.worker_index, os.environ)
         print(f"shard: part {part.index} of {part.count} ({part.source})", file=sys.stderr)
         options = TranscodeOptions(
@@ -126,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
             shard_size=args.shard_size, num_workers=part.count,
             worker_index=part.index, progress=not args.no_progress, batch=args.batch,
             on_group=remote.push_group if remote else None)
-        items, dropped = load_items(manifest, args.video_root, args.v2d_tars)
+        try:
+            items, dropped = load_items(manifest, args.video_root, args.v2d_tars)
+        finally:
+            if is_remote(args.manifest):
+                shutil.rmtree(scratch, ignore_errors=True)
         summary = shard(items, config)
         if remote:
             remote.push_final()

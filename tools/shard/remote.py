@@ -26,6 +26,7 @@ from pathlib import Path
 from tools.shard.inputs import WorkItem, _unsafe_component, check_key
 from tools.shard.writers import MARKERS
 from tools.storage import (
+    StorageError,
     Uploader,
     check_access,
     client,
@@ -64,11 +65,18 @@ def fetch_input(item: WorkItem, folder: Path) -> Path:
 
 
 def fetch_manifest(url: str, stage: Path) -> Path:
-    """A local copy of a manifest kept in the bucket (its suffix says its format)."""
+    """A local copy of a manifest kept in the bucket (its suffix says its format).
+
+    Raises:
+        StorageError: the bucket cannot be used, or the manifest cannot be downloaded.
+    """
     check_access(url)
     local = stage / f"input-manifest{Path(url).suffix}"
     stage.mkdir(parents=True, exist_ok=True)
-    download(url, local)
+    try:
+        download(url, local)
+    except OSError as err:
+        raise StorageError(f"manifest: {err}") from None
     return local
 
 
