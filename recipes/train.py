@@ -152,7 +152,24 @@ def _data_config(recipe: RecipeConfig, device: str) -> DataConfig:
         raise RecipeError("data.path is empty: pass data.path=SHARD_DIR")
     if data.device == "gpu" and device != "gpu":
         raise RecipeError("data.device=gpu (DALI mixed decoding) needs trainer.device gpu")
+    if data.remote:
+        _check_remote(data.remote)
     return data
+
+
+def _check_remote(remote: str) -> None:
+    """A wrong bucket, credentials or endpoint fails here, once, before Streaming retries it."""
+    from tools.storage import StorageError, check_access, exists, is_remote, join
+
+    if not is_remote(remote):
+        return  # other schemes: Streaming's own checks
+    try:
+        check_access(remote)
+        if not exists(join(remote, "index.json")):
+            raise StorageError(f"{remote} has no index.json: point data.remote at the mds/ "
+                               "folder of a `vtp shard` or `vtp merge` output")
+    except StorageError as err:
+        raise RecipeError(f"data.remote: {err}") from None
 
 
 def _callbacks(recipe: RecipeConfig, device: str) -> list[Callback]:

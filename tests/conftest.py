@@ -48,5 +48,7 @@ def bert_tokenizer_dir() -> Path:
 
 
 
-# Pipeline shards (VP9/MJPEG/H.264 MDS + WDS), built once per session; see shard_fixtures.py.
+# A loopback S3 server (moto) for the object-storage tests, see s3_fixtures.py; pipeline shards
+# (VP9/MJPEG/H.264 MDS + WDS), built once per session, see shard_fixtures.py.
+from s3_fixtures import s3, s3_server  # noqa: E402, F401
 from shard_fixtures import pipeline_shards  # noqa: E402, F401

@@ -23,8 +23,12 @@ class MergeError(ValueError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("parts", type=Path, nargs="+", help="output folders of `vtp shard` parts")
-    parser.add_argument("--out", type=Path, required=True, help="merged output folder (new or empty)")
+    from tools.storage import path_or_url
+
+    parser.add_argument("parts", type=path_or_url, nargs="+",
+                        help="output folders (or s3://bucket/prefix) of `vtp shard` parts")
+    parser.add_argument("--out", type=path_or_url, required=True,
+                        help="merged output folder or s3://bucket/prefix (new or empty)")
 
 
 def _read_part(part: Path) -> tuple[dict, dict]:
@@ -140,10 +144,16 @@ def merge(parts: list[Path], out: Path) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
+    from tools.storage import StorageError, is_remote
 
     try:
-        summary = merge(args.parts, args.out)
-    except MergeError as err:
+        if any(is_remote(p) for p in [*args.parts, args.out]):  # hook: parts in buckets
+            from tools.shard.remote import merge_remote
+
+            summary = merge_remote(args.parts, args.out)
+        else:
+            summary = merge(args.parts, args.out)
+    except (MergeError, StorageError) as err:
         raise UsageError(str(err)) from err
     print(json.dumps(summary, indent=1))
     print(f"merge: {len(args.parts)} parts, {summary['inputs']} inputs = {summary['ok']} ok + "

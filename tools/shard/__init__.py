@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+from tools.shard.array import resolve_part
 from tools.shard.inputs import InputError, WorkItem, manifest_items, mark_duplicates, v2d_items
 from tools.shard.transcode import CODECS, TranscodeOptions
 from tools.shard.writers import FORMATS
+from tools.storage import is_remote, path_or_url
 
 __all__ = ["ShardConfig", "TranscodeOptions", "WorkItem", "load_items", "shard",
            "add_arguments", "run"]
@@ -37,11 +41,18 @@ def __getattr__(name: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", type=Path, nargs="?", help="manifest .csv or .parquet")
-    parser.add_argument("--video-root", type=Path, help="folder holding {page_dir}/{videoid}.mp4")
+    parser.add_argument("manifest", type=path_or_url, nargs="?",
+                        help="manifest .csv or .parquet (a file, or s3://bucket/key)")
+    parser.add_argument("--video-root", type=path_or_url,
+                        help="folder or s3://bucket/prefix holding {page_dir}/{videoid}.mp4")
     parser.add_argument("--v2d-tars", type=Path, help="folder of video2dataset tars (instead of a manifest)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder: new, empty, or an earlier run's (resumed)")
+    parser.add_argument("--out", type=path_or_url, required=True,
+                        help="output folder (new, empty, or an earlier run's, resumed), or "
+                             "s3://bucket/prefix (written through --stage)")
+    parser.add_argument("--stage", type=Path, default=None,
+                        help="local folder for a remote --out's staging, in a subfolder named "
+                             "after the URL (default: the system temp folder); finished groups "
+                             "keep only their index files there")
     parser.add_argument("--format", choices=sorted(FORMATS), default="both",
                         help="shard formats (default %(default)s)")
     parser.add_argument("--codec", choices=sorted(CODECS), default="h264",
@@ -65,10 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inputs per shard group, the unit of resume (default %(default)s)")
     parser.add_argument("--batch", type=int, default=8,
                         help="samples per pool task, decode-checked by one ffmpeg (default %(default)s)")
-    parser.add_argument("--num-workers", type=int, default=1,
-                        help="machines sharing the input (default %(default)s)")
-    parser.add_argument("--worker-index", type=int, default=0,
-                        help="this machine's part, 0-based (default %(default)s)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="machines sharing the input (default: the array job's size, else 1)")
+    parser.add_argument("--worker-index", type=int, default=None,
+                        help="this machine's part, 0-based (default: SLURM_ARRAY_TASK_ID or "
+                             "JOB_COMPLETION_INDEX, else 0)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds per ffmpeg call; not part of the run's settings, so a "
                              "rerun may raise it (default %(default)s)")
@@ -78,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def load_items(manifest: Path | None, video_root: Path | None, v2d_tars: Path | None) -> tuple[list[WorkItem], int]:
+def load_items(manifest: Path | None, video_root: Path | str | None, v2d_tars: Path | None) -> tuple[list[WorkItem], int]:
     """The work items of a manifest + video root, or of a folder of video2dataset tars.
 
     Returns:
@@ -91,11 +103,17 @@ def load_items(manifest: Path | None, video_root: Path | None, v2d_tars: Path | 
         raise InputError("give either MANIFEST with --video-root, or --v2d-tars")
     if v2d_tars is not None:
         return mark_duplicates(v2d_items(v2d_tars)), 0
-    if video_root is None or not video_root.is_dir():
+    locate = None
+    if is_remote(video_root):  # hook: videos in a bucket, downloaded by the pool tasks
+        from tools.shard.remote import locate
+        from tools.storage import check_access
+
+        check_access(video_root)
+    elif video_root is None or not video_root.is_dir():
         raise InputError(f"--video-root must be an existing folder, got {video_root}")
     if not manifest.is_file():
         raise InputError(f"manifest {manifest} does not exist")
-    items, dropped = manifest_items(manifest, video_root)
+    items, dropped = manifest_items(manifest, video_root, locate)
     return mark_duplicates(items), dropped
 
 
@@ -104,25 +122,46 @@ def run(args: argparse.Namespace) -> int:
     from tools.shard.folder import check_out
     from tools.shard.runner import SettingsMismatch, ShardConfig, shard
 
+    remote = None
     try:
+        if is_remote(args.out):  # hook: the run writes a local stage mirrored to the bucket
+            from tools.shard.remote import RemoteOut, default_stage
+
+            remote = RemoteOut(args.out, default_stage(args.out, args.stage))
+            remote.pull()
+        manifest = args.manifest
+        if is_remote(manifest):
+            from tools.shard.remote import fetch_manifest
+
+            scratch = tempfile.mkdtemp(prefix="vtp-manifest-")
+            manifest = fetch_manifest(manifest, Path(scratch))
+        part = resolve_part(args.num_workers, args.worker_index, os.environ)
+        print(f"shard: part {part.index} of {part.count} ({part.source})", file=sys.stderr)
         options = TranscodeOptions(
             codec=args.codec, fps=args.fps, short_side=args.short_side, start=args.start,
             max_seconds=args.max_seconds, gop=args.gop, preset=args.preset, crf=args.crf,
             timeout=args.timeout)
         config = ShardConfig(
-            out=args.out, format=args.format, transcode=options, workers=args.workers,
-            shard_size=args.shard_size, num_workers=args.num_workers,
-            worker_index=args.worker_index, progress=not args.no_progress, batch=args.batch,
-            retry_failed=args.retry_failed)
-        check_out(args.out)
-        items, dropped = load_items(args.manifest, args.video_root, args.v2d_tars)
+            out=remote.stage if remote else args.out, format=args.format, transcode=options,
+            workers=args.workers, shard_size=args.shard_size, num_workers=part.count,
+            worker_index=part.index, progress=not args.no_progress, batch=args.batch,
+            retry_failed=args.retry_failed, on_group=remote.push_group if remote else None)
+        check_out(config.out)
+        try:
+            items, dropped = load_items(manifest, args.video_root, args.v2d_tars)
+        finally:
+            if is_remote(args.manifest):
+                shutil.rmtree(scratch, ignore_errors=True)
         summary = shard(items, config)
+        if remote:
+            remote.push_final()
+            summary["out"] = args.out
     except (ValueError, InputError, SettingsMismatch) as err:
         raise UsageError(str(err)) from err
     summary["dropped_upstream"] = dropped
     print(json.dumps(summary, indent=1))
     print(f"shard: {summary['inputs']} inputs = {summary['ok']} ok + {summary['failed']} failed"
-          f" ({dropped} rows skipped for their drop_reason); manifest: {args.out / 'manifest.parquet'}")
+          f" ({dropped} rows skipped for their drop_reason); manifest: {args.out}/manifest.parquet")
     if not summary["complete"]:
         return 1
     if summary["inputs"] and not summary["ok"]:

@@ -117,12 +117,14 @@ def read_manifest(path: Path) -> pa.Table:
     return table
 
 
-def manifest_items(path: Path, root: Path) -> tuple[list[WorkItem], int]:
+def manifest_items(path: Path, root: Path | str, locate=None) -> tuple[list[WorkItem], int]:
     """Work items for the rows of a manifest, and how many rows it dropped upstream.
 
     Rows with a ``drop_reason`` (from `vtp clean`) are not sharded; ``caption`` is used when
-    present, else the raw WebVid ``name``.
+    present, else the raw WebVid ``name``. ``locate(root, page_dir, videoid)`` finds a row's
+    video (default ``video_path``; tools/shard/remote.py has the one for a bucket).
     """
+    locate = locate or video_path
     table = read_manifest(path)
     rows = table.to_pylist()
     kept = [r for r in rows if not r.get("drop_reason")]
@@ -130,7 +132,7 @@ def manifest_items(path: Path, root: Path) -> tuple[list[WorkItem], int]:
     items = []
     for row in kept:
         videoid, page_dir = str(row["videoid"] or ""), str(row["page_dir"] or "")
-        real, reason = video_path(root, page_dir, videoid)
+        real, reason = locate(root, page_dir, videoid)
         items.append(WorkItem(
             key=videoid, caption=str(row.get(text) or ""), source=f"{page_dir}/{videoid}.mp4",
             path=str(real) if real else "", error=reason))

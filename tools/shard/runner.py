@@ -69,6 +69,8 @@ class ShardConfig:
         retry_failed: after finishing the planned groups, transcode again every input whose
             latest row failed; results go into new groups (appended shards), and each new row
             replaces the failed one in the manifest.
+        on_group: called with a group's name once it is written and marked finished (a remote
+            output uploads it; see tools/shard/remote.py).
     """
 
     out: Path
@@ -81,6 +83,7 @@ class ShardConfig:
     progress: bool = True
     batch: int = 8
     retry_failed: bool = False
+    on_group: Callable[[str], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -213,6 +216,8 @@ def _write(name: str, results: list[Result], config: ShardConfig, slots: list[st
     for row, slot in zip(rows, slots or [], strict=False):
         row["replaces"] = slot
     write_group(config.out, name, samples, rows, FORMATS[config.format], config.transcode.codec)
+    if config.on_group is not None:  # hook: remote outputs upload the group here
+        config.on_group(name)
     return rows
 
 

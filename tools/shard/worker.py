@@ -30,6 +30,10 @@ class Result:
 
 def _input_file(item: WorkItem, folder: Path) -> Path:
     """The file ffmpeg reads: the video itself, or a copy of its bytes out of a tar."""
+    if item.path.startswith("s3://"):  # hook: a remote video is downloaded first
+        from tools.shard.remote import fetch_input
+
+        return fetch_input(item, folder)
     if item.offset is None:
         return Path(item.path)
     copy = folder / "input.mp4"
