@@ -24,6 +24,9 @@ class DataConfig:
         stride: frame stride of the dense sampler.
         sampler: ``dense`` (VideoMAE), ``segments`` (TSN) or ``sparse`` (ClipBERT).
         sparse_clips: number of short clips of the sparse sampler.
+        key_frame_windows: dense windows start on a key frame, on shards whose meta lists
+            them (`vtp shard --codec vp9-ivf`): nothing is decoded and thrown away, at the
+            cost of fewer distinct start positions (one per GOP instead of one per frame).
         image_size: output height and width.
         crop_scales: multi-scale crop scales relative to the short side.
         flip: random horizontal flip.
@@ -61,6 +64,7 @@ class DataConfig:
     stride: int = 4
     sampler: Literal["dense", "segments", "sparse"] = "dense"
     sparse_clips: int = 4
+    key_frame_windows: bool = False
     image_size: int = 224
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     flip: bool = True

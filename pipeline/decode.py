@@ -15,6 +15,7 @@ import re
 import numpy as np
 import torch
 
+from pipeline import ivf
 from pipeline.config import MEAN_255, STD_255
 from pipeline.mjpeg import is_whole_jpeg, jpeg_frames
 
@@ -191,6 +192,17 @@ def _to_torch(outputs, device: str) -> torch.Tensor:
     return target
 
 
+def cut_ivf(feeds: dict[str, list]) -> dict[str, list]:
+    """IVF clips cut to the frames from the key frame before each sample's first one (DALI's
+    CPU decoder would otherwise decode every frame from the clip's start; pipeline/ivf.py)."""
+    videos, frames = list(feeds["video"]), list(feeds["frames"])
+    for index, video in enumerate(videos):
+        cut = ivf.cut(video, frames[index]) if ivf.is_ivf(video) else None
+        if cut is not None:
+            videos[index], frames[index] = cut
+    return {**feeds, "video": videos, "frames": frames}
+
+
 class VideoDecoder:
     """Runs the DALI pipeline on a batch of encoded clips; rebuilt after a failure.
 
@@ -254,6 +266,7 @@ class VideoDecoder:
         Raises:
             CorruptSampleError: naming the keys whose video DALI could not decode.
         """
+        feeds = cut_ivf(feeds)
         feeds, mode = self.route(feeds, codecs)
         if mode:  # a cut-off JPEG would cost a DALI failure, and a few of those a segfault
             cut = [key for index, key in enumerate(keys)

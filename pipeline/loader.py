@@ -29,7 +29,7 @@ from pipeline.decode import (
     normalize_video,
 )
 from pipeline.masks import video_mask
-from pipeline.samplers import eval_indices, frame_indices, sample_rng
+from pipeline.samplers import eval_indices, frame_indices, sample_rng, shard_stride
 from pipeline.sources import (
     MdsSource,
     WdsSource,
@@ -75,14 +75,17 @@ class BatchBuilder:
         cfg, meta = self.cfg, sample["meta"]
         check_codec(meta["codec"], cfg.device)
         count, height, width = int(meta["frames"]), int(meta["height"]), int(meta["width"])
+        # A stride-4 window on a shard that kept every 4th frame is 4 consecutive frames.
+        stride = shard_stride(cfg.stride, int(meta.get("frame_step", 1)), cfg.sampler)
         if cfg.view is not None:
-            frames = eval_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
+            frames = eval_indices(cfg.sampler, count, cfg.num_frames, stride,
                                   cfg.sparse_clips, cfg.view, cfg.views)
             (y0, x0, h, w), flip = center_crop(height, width, cfg.crop_scales[0]), 0
         else:
             rng = sample_rng(cfg.seed, sample.get("epoch", 0), sample["key"])
-            frames = frame_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
-                                   cfg.sparse_clips, rng)
+            starts = meta.get("key_frames") if cfg.key_frame_windows else None
+            frames = frame_indices(cfg.sampler, count, cfg.num_frames, stride,
+                                   cfg.sparse_clips, rng, starts)
             y0, x0, h, w = multiscale_crop(height, width, cfg.crop_scales, rng)
             flip = int(cfg.flip and rng.random() < 0.5)
         return {"video": np.frombuffer(sample["video"], np.uint8), "frames": frames,

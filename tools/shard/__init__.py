@@ -45,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--short-side", type=int, default=None, help="output short side in pixels")
     parser.add_argument("--start", type=float, default=0.0, help="clip window start, seconds")
     parser.add_argument("--max-seconds", type=float, default=None, help="clip window length, seconds")
-    parser.add_argument("--gop", type=int, default=32, help="key frame interval in frames")
+    parser.add_argument("--gop", type=int, default=None, help="key frame interval in frames (default 32)")
+    parser.add_argument("--frame-step", type=int, default=None,
+                        help="keep every N-th frame (shard at the training stride; default 1)")
+    parser.add_argument("--for-recipe", default=None, metavar="RECIPE",
+                        help="take --frame-step, --gop and --short-side from a recipe's data "
+                             "section (flags given explicitly win)")
     parser.add_argument("--preset", default="veryfast", help="x264 preset (h264 only)")
     parser.add_argument("--crf", type=int, default=None, help="constant quality for h264/vp9")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -85,10 +90,12 @@ def run(args: argparse.Namespace) -> int:
     from tools.shard.runner import SettingsMismatch, ShardConfig, shard
 
     try:
+        from tools.shard.settings import chosen_settings
+
+        chosen = chosen_settings(vars(args), args.for_recipe)
         options = TranscodeOptions(
-            codec=args.codec, fps=args.fps, short_side=args.short_side, start=args.start,
-            max_seconds=args.max_seconds, gop=args.gop, preset=args.preset, crf=args.crf,
-            timeout=args.timeout)
+            codec=args.codec, fps=args.fps, start=args.start, max_seconds=args.max_seconds,
+            preset=args.preset, crf=args.crf, timeout=args.timeout, **chosen)
         config = ShardConfig(
             out=args.out, format=args.format, transcode=options, workers=args.workers,
             shard_size=args.shard_size, num_workers=args.num_workers,

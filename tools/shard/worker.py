@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tools.shard.check import CheckError, check_outputs
 from tools.shard.inputs import WorkItem
+from tools.shard.settings import shard_meta
 from tools.shard.transcode import CODECS, TranscodeError, TranscodeOptions, transcode
 
 
@@ -64,7 +65,8 @@ def _check(done: list[tuple[Result, Path]], options: TranscodeOptions) -> None:
             result.reason = str(meta)
         else:
             result.status, result.data = "ok", path.read_bytes()
-            result.meta = {**meta, "source": result.source}
+            extra = shard_meta(path, options.codec, options.frame_step)
+            result.meta = {**meta, **extra, "source": result.source}
 
 
 def process_batch(items: list[WorkItem], options: TranscodeOptions,
