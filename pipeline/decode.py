@@ -15,7 +15,7 @@ import re
 import numpy as np
 import torch
 
-from pipeline import ivf
+from pipeline import ivf, webm
 from pipeline.config import MEAN_255, STD_255
 from pipeline.mjpeg import is_whole_jpeg, jpeg_frames
 
@@ -192,12 +192,21 @@ def _to_torch(outputs, device: str) -> torch.Tensor:
     return target
 
 
-def cut_ivf(feeds: dict[str, list]) -> dict[str, list]:
-    """IVF clips cut to the frames from the key frame before each sample's first one (DALI's
-    CPU decoder would otherwise decode every frame from the clip's start; pipeline/ivf.py)."""
+def _cut(video: np.ndarray, frames: np.ndarray):
+    if ivf.is_ivf(video):
+        return ivf.cut(video, frames)
+    if webm.is_webm(video):
+        return webm.cut_to_ivf(video, frames)
+    return None
+
+
+def cut_clips(feeds: dict[str, list]) -> dict[str, list]:
+    """IVF and WebM (VP8/VP9) clips cut to the frames from the key frame before each sample's
+    first one, as IVF: DALI's CPU decoder would otherwise decode every frame from the clip's
+    start (pipeline/ivf.py, pipeline/webm.py). Clips that cannot be cut go through whole."""
     videos, frames = list(feeds["video"]), list(feeds["frames"])
     for index, video in enumerate(videos):
-        cut = ivf.cut(video, frames[index]) if ivf.is_ivf(video) else None
+        cut = _cut(video, frames[index])
         if cut is not None:
             videos[index], frames[index] = cut
     return {**feeds, "video": videos, "frames": frames}
@@ -266,7 +275,7 @@ class VideoDecoder:
         Raises:
             CorruptSampleError: naming the keys whose video DALI could not decode.
         """
-        feeds = cut_ivf(feeds)
+        feeds = cut_clips(feeds)
         feeds, mode = self.route(feeds, codecs)
         if mode:  # a cut-off JPEG would cost a DALI failure, and a few of those a segfault
             cut = [key for index, key in enumerate(keys)

@@ -55,13 +55,32 @@ def test_ivf_shards_record_key_frames_that_ffprobe_agrees_with(source_clip, tmp_
     assert meta["key_frames"][:3] == [0, 8, 16]
 
 
-def test_a_cut_ivf_decodes_to_the_same_frames_as_the_whole_clip(source_clip, tmp_path):
-    from pipeline.decode import VideoDecoder, cut_ivf
+def test_webm_frames_and_key_flags_are_read_from_the_container(source_clip, tmp_path):
+    from pipeline.webm import frames
+
+    data, _ = _sharded(source_clip, tmp_path, codec="vp9", gop=8)
+    clip = tmp_path / "clip.webm"
+    clip.write_bytes(data)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "packet=size,flags", "-of", "csv=p=0", str(clip)],
+                           capture_output=True, text=True, check=True).stdout.split()
+    (fourcc, width, height), found = frames(data)
+    assert (fourcc, width, height) == (b"VP90", 96, 64)
+    assert [(size, key) for _, size, key in found] == [
+        (int(size), "K" in flags) for size, flags in (line.split(",") for line in probe)]
+    assert found[8][2] and not found[9][2]
+    with pytest.raises(ValueError, match="not a WebM"):
+        frames(b"RIFF" + bytes(60))
+
+
+@pytest.mark.parametrize("codec", ["vp9-ivf", "vp9"])
+def test_a_cut_clip_decodes_to_the_same_frames_as_the_whole_clip(codec, source_clip, tmp_path):
+    from pipeline.decode import VideoDecoder, cut_clips
     from pipeline.ivf import ivf_frames
 
-    data, meta = _sharded(source_clip, tmp_path, codec="vp9-ivf", gop=8)
+    data, meta = _sharded(source_clip, tmp_path, codec=codec, gop=8)
     video, frames = np.frombuffer(data, np.uint8), np.arange(19, 35, 2, dtype=np.int32)
-    cut = cut_ivf({"video": [video], "frames": [frames]})
+    cut = cut_clips({"video": [video], "frames": [frames]})
     assert len(ivf_frames(cut["video"][0])) == 18  # key frame 16 to frame 33, no more
     assert cut["frames"][0].tolist() == (frames - 16).tolist()
     decoder = VideoDecoder("cpu", 1, 1, 64, normalize=False)
