@@ -35,6 +35,9 @@ SETTINGS = {
     "vp9-ivf --for-recipe, key-frame windows": ({"codec": "vp9-ivf", "recipe": True},
                                                 {"key_frame_windows": True}, ("real",)),
     "mjpeg --for-recipe": ({"codec": "mjpeg", "recipe": True}, {}, ("real",)),
+    "mjpeg --for-recipe, torch resize, uint8 hand-over": (
+        {"codec": "mjpeg", "recipe": True},
+        {"resize_backend": "torch", "normalize_on_device": True}, ("real",)),
 }
 TARGETS = {"peer": 1.5, "peer_vp9": 1.0, "bare": 0.7}
 

@@ -34,6 +34,10 @@ class DataConfig:
             ``nearest``. On the CPU, DALI's linear resize costs about 0.7 ms per 224x224 frame,
             several times the decode of an MJPEG frame; ``nearest`` costs about 0.1 ms
             (benchmarks/RESULTS.md). On a GPU the choice costs nothing measurable.
+        resize_backend: on the CPU with linear resizing, ``torch`` has DALI decode only and
+            crops, resizes (bilinear, uint8 channels-last), flips and normalises in torch:
+            about 7x less CPU for the resize than DALI's CPU resize
+            (benchmarks/RESULTS.md). ``dali`` keeps all pixel work in DALI, as on a GPU.
         tubelet: (tt, ph, pw) of the model; the mask grid is derived from it.
         mask_kind: ``tube``, ``random`` or ``frame``.
         video_mask_ratio: fraction of video tokens hidden from the encoder.
@@ -69,6 +73,7 @@ class DataConfig:
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     flip: bool = True
     interpolation: Literal["nearest", "linear", "cubic"] = "linear"
+    resize_backend: Literal["dali", "torch"] = "dali"
     tubelet: tuple[int, int, int] = (2, 16, 16)
     mask_kind: Literal["tube", "random", "frame"] = "tube"
     video_mask_ratio: float = 0.9
@@ -96,6 +101,7 @@ class DataConfig:
             "mask_kind": self.mask_kind in ("tube", "random", "frame"),
             "mlm_mode": self.mlm_mode in ("simvtp", "bert"),
             "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
+            "resize_backend": self.resize_backend in ("dali", "torch"),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,

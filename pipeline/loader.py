@@ -64,7 +64,7 @@ class BatchBuilder:
             device_id = torch.cuda.current_device() if cfg.device == "gpu" else None
             self._decoder = VideoDecoder(cfg.device, cfg.batch_size, cfg.num_threads,
                                          cfg.image_size, device_id, not cfg.normalize_on_device,
-                                         cfg.interpolation)
+                                         cfg.interpolation, cfg.resize_backend)
             self._text = TextEncoder(cfg.tokenizer_path, cfg.text_max_length,
                                      cfg.text_mask_ratio, cfg.mlm_mode)
         return self._decoder, self._text

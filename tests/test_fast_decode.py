@@ -145,3 +145,20 @@ def test_peer_loader_gives_vtp_shapes_on_the_same_plan(peer, pipeline_shards):
     assert batch["video_mask"].shape == ours["video_mask"].shape
     # the same frames, crop and flip: pictures agree up to the two resize implementations
     assert (batch["video"] - ours["video"]).abs().mean() < 0.1
+
+
+def test_torch_resize_backend_matches_dali_bilinear(source_clip, tmp_path):
+    from pipeline.decode import VideoDecoder
+
+    data, _ = _sharded(source_clip, tmp_path, codec="vp9", gop=8)
+    video = np.frombuffer(data, np.uint8)
+    feeds = {"video": [video, video], "frames": [np.arange(0, 16, dtype=np.int32)] * 2,
+             "roi_start": [np.array([4, 10], np.float32), np.array([0, 0], np.float32)],
+             "roi_end": [np.array([60, 66], np.float32), np.array([64, 96], np.float32)],
+             "flip": [np.array(1, np.int32), np.array(0, np.int32)]}
+    for normalize in (False, True):
+        dali, torch_ = (VideoDecoder("cpu", 2, 1, 48, normalize=normalize, resize_backend=b)(
+            feeds, ["a", "b"]) for b in ("dali", "torch"))
+        assert dali.shape == torch_.shape == (2, 3, 16, 48, 48) and dali.dtype == torch_.dtype
+        scale = 1.0 if normalize else 255.0
+        assert (dali.float() - torch_.float()).abs().mean() < 0.01 * scale

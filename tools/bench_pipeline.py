@@ -217,6 +217,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resize filter (data.interpolation); nearest is far cheaper on a CPU")
     parser.add_argument("--uint8", action="store_true",
                         help="hand over uint8 video, normalise after (data.normalize_on_device)")
+    parser.add_argument("--resize-backend", choices=("dali", "torch"), default="dali",
+                        help="CPU crop/resize in DALI or in torch (data.resize_backend)")
     parser.add_argument("--key-frame-windows", action="store_true",
                         help="dense windows start on key frames (data.key_frame_windows)")
     parser.add_argument("--no-peers", action="store_true", help="measure vtp alone")
@@ -232,12 +234,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = DataConfig(path=str(args.shard_dir), device=args.device, batch_size=args.batch_size,
                      image_size=args.image_size, num_workers=args.workers,
                      num_threads=args.threads, normalize_on_device=args.uint8,
-                     interpolation=args.interpolation, key_frame_windows=args.key_frame_windows)
+                     interpolation=args.interpolation, key_frame_windows=args.key_frame_windows,
+                     resize_backend=args.resize_backend)
     try:
         result = measure(cfg, args.epochs, peers=not args.no_peers)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
     hand_over = "uint8" if args.uint8 else "float32"
     print(report(result, f"{args.device}, {args.workers} workers x {args.threads} DALI threads, "
-                         f"{args.interpolation} resize, {hand_over} hand-over"))
+                         f"{args.interpolation} resize in {args.resize_backend}, "
+                         f"{hand_over} hand-over"))
     return 0
