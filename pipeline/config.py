@@ -24,6 +24,9 @@ class DataConfig:
         stride: frame stride of the dense sampler.
         sampler: ``dense`` (VideoMAE), ``segments`` (TSN) or ``sparse`` (ClipBERT).
         sparse_clips: number of short clips of the sparse sampler.
+        key_frame_windows: dense windows start on a key frame, on shards whose meta lists
+            them (`vtp shard --codec vp9-ivf`): nothing is decoded and thrown away, at the
+            cost of fewer distinct start positions (one per GOP instead of one per frame).
         image_size: output height and width.
         crop: training crop, ``multiscale`` (VideoMAE/SimVTP pretraining's
             GroupMultiScaleCrop over ``crop_scales``) or ``random_resized`` (SimVTP
@@ -43,6 +46,10 @@ class DataConfig:
             ``nearest``. On the CPU, DALI's linear resize costs about 0.7 ms per 224x224 frame,
             several times the decode of an MJPEG frame; ``nearest`` costs about 0.1 ms
             (benchmarks/RESULTS.md). On a GPU the choice costs nothing measurable.
+        resize_backend: on the CPU with linear resizing, ``torch`` has DALI decode only and
+            crops, resizes (bilinear, uint8 channels-last), flips and normalises in torch:
+            about 7x less CPU for the resize than DALI's CPU resize
+            (benchmarks/RESULTS.md). ``dali`` keeps all pixel work in DALI, as on a GPU.
         tubelet: (tt, ph, pw) of the model; the mask grid is derived from it.
         mask_kind: ``tube``, ``random`` or ``frame``.
         video_mask_ratio: fraction of video tokens hidden from the encoder.
@@ -79,6 +86,7 @@ class DataConfig:
     stride: int = 4
     sampler: Literal["dense", "segments", "sparse"] = "dense"
     sparse_clips: int = 4
+    key_frame_windows: bool = False
     image_size: int = 224
     crop: Literal["multiscale", "random_resized"] = "multiscale"
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
@@ -88,6 +96,7 @@ class DataConfig:
     rand_augment: tuple[int, int] | None = None
     random_erasing: float = 0.0
     interpolation: Literal["nearest", "linear", "cubic"] = "linear"
+    resize_backend: Literal["dali", "torch"] = "dali"
     tubelet: tuple[int, int, int] = (2, 16, 16)
     mask_kind: Literal["tube", "random", "frame"] = "tube"
     video_mask_ratio: float = 0.9
@@ -125,6 +134,7 @@ class DataConfig:
             "text_padding": self.text_padding in ("max_length", "longest"),
             "mlm_selection": self.mlm_selection in ("exact", "bernoulli"),
             "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
+            "resize_backend": self.resize_backend in ("dali", "torch"),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,
             "crop_view": 0 <= self.crop_view < self.crops,

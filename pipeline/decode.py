@@ -15,6 +15,7 @@ import re
 import numpy as np
 import torch
 
+from pipeline import ivf, webm
 from pipeline.config import MEAN_255, STD_255
 from pipeline.mjpeg import is_whole_jpeg, jpeg_frames
 
@@ -141,7 +142,8 @@ def center_crop(height: int, width: int, scale: float = 1.0, index: int = 0,
 def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: int,
                    device_id: int | None = None, jpeg_frames: int = 0,
                    normalize: bool = True, interpolation: str = "linear",
-                   rand_augment: tuple[int, int] | None = None, seed: int = 0):
+                   rand_augment: tuple[int, int] | None = None, seed: int = 0,
+                   decode_only: bool = False):
     """Builds the DALI pipeline; feed it the inputs by name, run it, get (B, C, T, H, W) float.
 
     Inputs: ``video`` (encoded clip) and ``frames`` (int32 indices); or, with ``jpeg_frames=T``,
@@ -160,6 +162,8 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
         rand_augment: (n, m): DALI's RandAugment after the resize, n operations per clip at
             magnitude m of 10, the same operations on every frame of a clip; None for none.
         seed: seeds DALI's own draws (RandAugment); crops, flips and frames are fed in.
+        decode_only: return the decoded (F, H, W, C) uint8 frames; crop, resize, flip and
+            normalise happen in torch (``torch_pixels``, the CPU ``resize_backend: torch``).
     """
     from nvidia.dali import fn, pipeline_def, types
 
@@ -173,11 +177,14 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
                   device_id=device_id if device == "gpu" else None, exec_dynamic=True,
                   enable_conditionals=rand_augment is not None, seed=seed)
     def definition():
-        roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
-        roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
-        flip = fn.external_source(name="flip", dtype=types.INT32)
+        if not decode_only:
+            roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
+            roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
+            flip = fn.external_source(name="flip", dtype=types.INT32)
 
         def crop_resize(frames):
+            if decode_only:
+                return frames
             return fn.resize(frames, roi_start=roi_start, roi_end=roi_end,
                              size=[image_size, image_size], interp_type=interp_type,
                              antialias=False)
@@ -199,6 +206,8 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
             clip = apply_rand_augment(fn.reshape(clip, layout="FHWC"), n=rand_augment[0],
                                       m=rand_augment[1], num_magnitude_bins=11,
                                       monotonic_mag=True)
+        if decode_only:
+            return clip
         if not normalize:
             return fn.crop_mirror_normalize(clip, mirror=flip, output_layout="CFHW",
                                             dtype=types.UINT8)
@@ -223,6 +232,40 @@ def normalize_video(batch: dict) -> dict:
     return {**batch, "video": video.float().mul_(scale).add_(shift)}  # one float buffer
 
 
+def torch_pixels(frames: list[np.ndarray], feeds: dict[str, list], image_size: int,
+                 normalize: bool) -> torch.Tensor:
+    """Crop, bilinear resize, flip and normalise decoded (F, H, W, C) uint8 clips in torch:
+    (B, C, F, S, S) float32, or uint8 without ``normalize``.
+
+    torch resizes uint8 channels-last images with a vectorised bilinear kernel (about a third
+    of the CPU of DALI 2.4's CPU resize for 224 px outputs, benchmarks/RESULTS.md); the
+    filter is the same (bilinear, no antialiasing, pixel centres as DALI's).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per-clip ops this small: more threads only spin (3x the CPU)
+    try:
+        video = torch.stack([_torch_clip(clip, index, feeds, image_size)
+                             for index, clip in enumerate(frames)])
+        return normalize_video({"video": video})["video"] if normalize else video
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _torch_clip(clip: np.ndarray, index: int, feeds: dict[str, list],
+                image_size: int) -> torch.Tensor:
+    """One decoded (F, H, W, C) clip cropped, resized and flipped: (C, F, S, S) uint8."""
+    import torch.nn.functional as F
+
+    (y0, x0), (y1, x1) = feeds["roi_start"][index].astype(int), feeds["roi_end"][index].astype(int)
+    view = torch.from_numpy(clip)[:, y0:y1, x0:x1, :].permute(0, 3, 1, 2)
+    view = view.contiguous(memory_format=torch.channels_last)  # the fast uint8 kernel's layout
+    out = F.interpolate(view, size=(image_size, image_size), mode="bilinear",
+                        align_corners=False, antialias=False)
+    if int(feeds["flip"][index]):
+        out = out.flip(-1)
+    return out.permute(1, 0, 2, 3)
+
+
 def _last_line(err: Exception) -> str:
     lines = [line for line in str(err).splitlines() if line.strip()]
     useful = [line for line in lines if "no longer valid" not in line]
@@ -242,6 +285,26 @@ def _to_torch(outputs, device: str) -> torch.Tensor:
     target = torch.empty(dense.shape(), dtype=dtype, device="cuda")
     feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream())
     return target
+
+
+def _cut(video: np.ndarray, frames: np.ndarray):
+    if ivf.is_ivf(video):
+        return ivf.cut(video, frames)
+    if webm.is_webm(video):
+        return webm.cut_to_ivf(video, frames)
+    return None
+
+
+def cut_clips(feeds: dict[str, list]) -> dict[str, list]:
+    """IVF and WebM (VP8/VP9) clips cut to the frames from the key frame before each sample's
+    first one, as IVF: DALI's CPU decoder would otherwise decode every frame from the clip's
+    start (pipeline/ivf.py, pipeline/webm.py). Clips that cannot be cut go through whole."""
+    videos, frames = list(feeds["video"]), list(feeds["frames"])
+    for index, video in enumerate(videos):
+        cut = _cut(video, frames[index])
+        if cut is not None:
+            videos[index], frames[index] = cut
+    return {**feeds, "video": videos, "frames": frames}
 
 
 class VideoDecoder:
@@ -265,10 +328,15 @@ class VideoDecoder:
     def __init__(self, device: str, batch_size: int, num_threads: int, image_size: int,
                  device_id: int | None = None, normalize: bool = True,
                  interpolation: str = "linear", rand_augment: tuple[int, int] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, resize_backend: str = "dali"):
+        # torch resizes only what the CPU decoded (bilinear); the GPU path and RandAugment
+        # (which runs after DALI's resize) stay all DALI
+        decode_only = (device == "cpu" and resize_backend == "torch"
+                       and interpolation == "linear" and rand_augment is None)
         self.options = dict(device=device, num_threads=num_threads, image_size=image_size,
                             device_id=device_id, normalize=normalize,
-                            interpolation=interpolation, rand_augment=rand_augment, seed=seed)
+                            interpolation=interpolation, rand_augment=rand_augment, seed=seed,
+                            decode_only=decode_only)
         self.batch_size = batch_size
         self._pipes: dict[int, object] = {}  # jpeg_frames (0: video decoder) -> pipeline
 
@@ -278,9 +346,16 @@ class VideoDecoder:
         return pipe
 
     def _run(self, pipe, feeds: dict[str, list]) -> torch.Tensor:
-        for name, values in feeds.items():
+        inputs = feeds
+        if self.options["decode_only"]:  # DALI has no use for the crop and flip inputs then
+            inputs = {k: v for k, v in feeds.items() if k not in ("roi_start", "roi_end", "flip")}
+        for name, values in inputs.items():
             pipe.feed_input(name, values)
         (outputs,) = pipe.run()
+        if self.options["decode_only"]:
+            frames = [np.asarray(outputs[i]) for i in range(len(outputs))]
+            return torch_pixels(frames, feeds, self.options["image_size"],
+                                self.options["normalize"])
         return _to_torch(outputs, self.options["device"])
 
     @staticmethod
@@ -310,6 +385,7 @@ class VideoDecoder:
         Raises:
             CorruptSampleError: naming the keys whose video DALI could not decode.
         """
+        feeds = cut_clips(feeds)
         feeds, mode = self.route(feeds, codecs)
         if mode:  # a cut-off JPEG would cost a DALI failure, and a few of those a segfault
             cut = [key for index, key in enumerate(keys)

@@ -31,7 +31,7 @@ from pipeline.decode import (
 )
 from pipeline.erasing import random_erasing
 from pipeline.masks import video_mask
-from pipeline.samplers import eval_indices, frame_indices, sample_rng
+from pipeline.samplers import eval_indices, frame_indices, sample_rng, shard_stride
 from pipeline.sources import (
     MdsSource,
     WdsSource,
@@ -67,7 +67,8 @@ class BatchBuilder:
             augment = cfg.rand_augment if cfg.view is None else None  # training only
             self._decoder = VideoDecoder(cfg.device, cfg.batch_size, cfg.num_threads,
                                          cfg.image_size, device_id, not cfg.normalize_on_device,
-                                         cfg.interpolation, augment, cfg.seed)
+                                         cfg.interpolation, augment, cfg.seed,
+                                         cfg.resize_backend)
             self._text = TextEncoder(cfg.tokenizer_path, cfg.text_max_length,
                                      cfg.text_mask_ratio, cfg.mlm_mode, cfg.text_padding,
                                      cfg.mlm_selection)
@@ -80,16 +81,19 @@ class BatchBuilder:
         cfg, meta = self.cfg, sample["meta"]
         check_codec(meta["codec"], cfg.device)
         count, height, width = int(meta["frames"]), int(meta["height"]), int(meta["width"])
+        # A stride-4 window on a shard that kept every 4th frame is 4 consecutive frames.
+        stride = shard_stride(cfg.stride, int(meta.get("frame_step", 1)), cfg.sampler)
         if cfg.view is not None:
-            frames = eval_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
+            frames = eval_indices(cfg.sampler, count, cfg.num_frames, stride,
                                   cfg.sparse_clips, cfg.view, cfg.views)
             y0, x0, h, w = center_crop(height, width, cfg.crop_scales[0], cfg.crop_view,
                                        cfg.crops)
             flip = 0
         else:
             rng = sample_rng(cfg.seed, sample.get("epoch", 0), sample["key"])
-            frames = frame_indices(cfg.sampler, count, cfg.num_frames, cfg.stride,
-                                   cfg.sparse_clips, rng)
+            starts = meta.get("key_frames") if cfg.key_frame_windows else None
+            frames = frame_indices(cfg.sampler, count, cfg.num_frames, stride,
+                                   cfg.sparse_clips, rng, starts)
             if cfg.crop == "random_resized":
                 y0, x0, h, w = random_resized_crop(height, width, cfg.crop_area, cfg.crop_ratio,
                                                    rng)

@@ -23,8 +23,8 @@ def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
 
 
-def dense_indices(num_frames: int, length: int, stride: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def dense_indices(num_frames: int, length: int, stride: int, rng: np.random.Generator,
+                  starts: list[int] | None = None) -> np.ndarray:
     """VideoMAE/SimVTP dense sampling: ``length`` frames ``stride`` apart at a random offset.
 
     A clip shorter than ``length * stride`` frames starts at 0 and repeats its last frame.
@@ -34,9 +34,15 @@ def dense_indices(num_frames: int, length: int, stride: int,
         length: frames to return (T).
         stride: distance between returned frames.
         rng: the sample's generator.
+        starts: if given (key frame indices), the window starts at one of those that leave
+            room for the whole window; any offset when none does.
     """
     span = (length - 1) * stride + 1
-    offset = int(rng.integers(0, num_frames - span + 1)) if num_frames >= span else 0
+    fits = [int(k) for k in starts or () if int(k) + span <= num_frames]
+    if fits:
+        offset = fits[int(rng.integers(len(fits)))]
+    else:
+        offset = int(rng.integers(0, num_frames - span + 1)) if num_frames >= span else 0
     return np.minimum(offset + np.arange(length) * stride, num_frames - 1)
 
 
@@ -74,7 +80,7 @@ def sparse_indices(num_frames: int, length: int, clips: int,
 
 
 def frame_indices(kind: str, num_frames: int, length: int, stride: int, clips: int,
-                  rng: np.random.Generator) -> np.ndarray:
+                  rng: np.random.Generator, starts: list[int] | None = None) -> np.ndarray:
     """Dispatches to the sampler named ``kind`` (dense, segments or sparse); int32, sorted.
 
     Args:
@@ -84,11 +90,12 @@ def frame_indices(kind: str, num_frames: int, length: int, stride: int, clips: i
         stride: stride of the dense sampler.
         clips: clips of the sparse sampler.
         rng: the sample's generator.
+        starts: key frames a dense window may start on (see dense_indices).
     """
     if num_frames < 1:
         raise ValueError(f"a clip needs at least one frame, got {num_frames}")
     if kind == "dense":
-        indices = dense_indices(num_frames, length, stride, rng)
+        indices = dense_indices(num_frames, length, stride, rng, starts)
     elif kind == "segments":
         indices = segment_indices(num_frames, length, rng)
     elif kind == "sparse":
@@ -135,3 +142,18 @@ def eval_indices(kind: str, num_frames: int, length: int, stride: int, clips: in
     else:
         raise ValueError(f"unknown sampler {kind!r}; choose dense, segments or sparse")
     return np.sort(np.minimum(indices, num_frames - 1)).astype(np.int32)
+
+
+def shard_stride(stride: int, frame_step: int, kind: str) -> int:
+    """The stride in stored frames on a shard that kept one frame in ``frame_step``.
+
+    Raises:
+        ValueError: a dense stride the shard's step does not divide (the window would not
+            be the recipe's); re-shard with ``vtp shard --for-recipe`` or a matching step.
+    """
+    if frame_step == 1:
+        return stride
+    if kind == "dense" and stride % frame_step:
+        raise ValueError(f"data.stride={stride} is not a multiple of the shards' frame_step "
+                         f"{frame_step}; re-shard with --frame-step dividing {stride}")
+    return max(stride // frame_step, 1)

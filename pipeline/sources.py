@@ -89,7 +89,7 @@ def _reader_pipeline(tars: list[str], indexes: list[str], shard_id: int, num_sha
     @pipeline_def(batch_size=1, num_threads=1, device_id=None, seed=seed, exec_dynamic=True)
     def definition():
         video, text, meta = fn.readers.webdataset(
-            paths=tars, index_paths=indexes, ext=["webm;avi;mp4", "txt", "json"],
+            paths=tars, index_paths=indexes, ext=["webm;avi;mp4;ivf", "txt", "json"],
             missing_component_behavior="error", shard_id=shard_id, num_shards=num_shards,
             random_shuffle=shuffle, initial_fill=64, stick_to_shard=True, name="reader")
         return video, text, meta, fn.get_property(video, key="source_info")

@@ -1,10 +1,15 @@
-"""vtp bench pipeline SHARD_DIR: is the data loader the bottleneck?
+"""vtp bench pipeline SHARD_DIR: is the data loader the bottleneck, and is it the fastest?
 
 Runs the whole training pipeline (frame sampling, DALI decode + crop/resize/flip/normalise,
-video masks, tokenizer + MLM masks) over the shards and reports samples/s next to the limit
-measured in the same run: ffmpeg's command line decoding the frames those samples need
-(from the key frame before each sampled frame), with the same number of cores. Prints the
-ratio; ≥ 0.9 means the loader costs little more than decoding itself.
+video masks, tokenizer + MLM masks) over the shards and reports samples/s next to, in the
+same run, on the same shards, frames and cores (DESIGN.md section 8):
+- the bare decoder: libavcodec (PyAV, in-process, one thread) decoding exactly the frames
+  each sample needs, plus the same crop/resize/normalise: the physical limit;
+- the peer loaders a user would write instead (benchmarks/peers.py: PyAV VideoMAE-style,
+  torchcodec, decord), each in a torch DataLoader with as many worker processes as cores.
+Every side is timed alike: each process's first batch (and what workers prefetched
+meanwhile) is warm-up, the batches after it are cut into equal runs and the best run counts; CPU time counts every process of a side. Peers
+and the limit need the ``bench`` extra and a checkout (they live in benchmarks/).
 """
 
 from __future__ import annotations
@@ -12,69 +17,46 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 BENCHMARKS = ("pipeline",)
-LIMIT_REPEATS = 3
+REPEATS = 3
+
+
+@dataclass
+class Rate:
+    """Samples/s of one side: by wall clock, and by CPU time on ``cores`` free cores."""
+
+    wall: float
+    cpu: float
+
+    def __truediv__(self, other: Rate) -> Rate:
+        return Rate(self.wall / other.wall, self.cpu / other.cpu)
 
 
 @dataclass
 class PipelineResult:
-    """One measurement: ours and ffmpeg's, in wall-clock and in CPU seconds.
+    """vtp, the bare-decoder limit and the peers, measured on the same samples."""
 
-    CPU seconds make the ratio robust on a shared machine: both sides are charged only for the
-    processor time they used, converted to samples/s on ``cores`` cores.
-    """
-
-    samples: int
-    seconds: float
-    cpu_seconds: float
-    frames_decoded: int
-    ffmpeg_seconds: float
-    ffmpeg_cpu_seconds: float
-    frames_per_sample: float
-    cores: int
-    decoder_fps: float = 0.0  # ffmpeg's bare decoder (concatenated input), CPU frames/s per core
+    ours: Rate
+    bare: Rate | None = None
+    bare_frames: float = 0.0  # frames the bare decoder decoded per sample
+    decode_only: float = 0.0  # samples/s by CPU of the bare decoder without pixel work
+    peers: dict[str, Rate] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
-    def rate(self) -> float:
-        return self.samples / self.seconds
-
-    @property
-    def limit(self) -> float:
-        return self.frames_decoded / self.ffmpeg_seconds / self.frames_per_sample
-
-    @property
-    def ratio(self) -> float:
-        return self.rate / self.limit
-
-    @property
-    def cpu_rate(self) -> float:
-        return self.samples / self.cpu_seconds * self.cores
-
-    @property
-    def cpu_limit(self) -> float:
-        return self.frames_decoded / self.ffmpeg_cpu_seconds / self.frames_per_sample * self.cores
-
-    @property
-    def cpu_ratio(self) -> float:
-        return self.cpu_rate / self.cpu_limit
-
-    @property
-    def decoder_limit(self) -> float:
-        """Samples/s on ``cores`` free cores if decoding cost only ffmpeg's bare decoder time."""
-        return self.decoder_fps / self.frames_per_sample * self.cores
+    def best_peer(self) -> tuple[str, Rate] | None:
+        if not self.peers:
+            return None
+        return max(self.peers.items(), key=lambda kv: kv[1].cpu)
 
 
 def cpu_time() -> float:
     """CPU seconds used so far by this process, its live children (DataLoader workers) and its
-    finished children (ffmpeg, exited workers); reading live workers leaves out their start-up
-    before the first batch."""
+    finished children."""
     import psutil
 
     own, done = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -88,132 +70,135 @@ def cpu_time() -> float:
     return own.ru_utime + own.ru_stime + done.ru_utime + done.ru_stime + live
 
 
-def key_frames(path: Path) -> list[int]:
-    """Indices of the key frames of a clip (from its packets, nothing decoded)."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "packet=flags", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True).stdout.split()
-    return [i for i, flags in enumerate(out) if "K" in flags]
+def timed(batches, warm_up: int, cores: int, repeats: int = REPEATS, rounds: int = 1) -> Rate:
+    """Best of ``repeats`` equal runs of batches, after ``warm_up`` batches.
 
-
-def frames_to_decode(indices, keys: list[int]) -> int:
-    """Distinct frames any decoder must decode to output ``indices``: each from its key frame."""
-    needed: set[int] = set()
-    for index in {int(i) for i in indices}:
-        start = max((k for k in keys if k <= index), default=0)
-        needed.update(range(start, index + 1))
-    return len(needed)
-
-
-def ffmpeg_decode(files: list[Path], cores: int, folder: Path,
-                  concat: bool = False) -> tuple[int, float, float]:
-    """Decodes every frame of ``files`` with ffmpeg's command line, ``cores`` processes at once.
-
-    By default one process per clip (what DESIGN.md section 8 measured). With ``concat`` each
-    core's share is one concatenated input, so process start-up is paid once per core: the bare
-    decoder, a stricter limit.
-
-    Returns:
-        (frames decoded, wall seconds, CPU seconds).
+    Args:
+        batches: an iterable of batch dicts (each with ``video``) or tensors.
+        warm_up: batches not counted (one per process: start-up, pipeline build).
+        cores: cores the CPU rate is converted to.
+        repeats: runs the counted batches are cut into.
+        rounds: batches that arrive together (DataLoader workers finish theirs at about the
+            same time); a run is a whole number of rounds, or it could time the gap inside one.
     """
-    frames = sum(len(_packets(f)) for f in files)
-    inputs = [["-i", str(f)] for f in files]
-    if concat:
-        inputs = []
-        for core in range(cores):
-            share = folder / f"core{core}.txt"
-            share.write_text("".join(f"file '{f}'\n" for f in files[core::cores]))
-            inputs.append(["-f", "concat", "-safe", "0", "-i", str(share)])
+    marks: list[tuple[float, float, int]] = []
+    seen = samples = 0
+    for batch in batches:
+        seen += 1
+        if seen > warm_up:
+            samples += len(batch["video"])
+        if seen >= warm_up:
+            marks.append((time.perf_counter(), cpu_time(), samples))
+    counted = len(marks) - 1
+    if counted < repeats:
+        raise ValueError(f"too few batches to measure: {seen} (warm-up takes {warm_up}, "
+                         f"then {repeats} runs); raise --epochs or use more clips")
+    step = max(counted // (repeats * rounds), 1) * rounds
+    if step * repeats > counted:
+        raise ValueError(f"too few batches to measure: {counted} after warm-up for {repeats} "
+                         f"runs of {rounds} batches")
+    best = Rate(0.0, 0.0)
+    for run in range(repeats):
+        (t0, c0, s0), (t1, c1, s1) = marks[run * step], marks[(run + 1) * step]
+        best = Rate(max(best.wall, (s1 - s0) / (t1 - t0)),
+                    max(best.cpu, (s1 - s0) / max(c1 - c0, 1e-9) * cores))
+    return best
 
-    def decode(source: list[str]) -> None:
-        subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", *source, "-f", "null", "-"],
-                       check=True)
 
-    cpu, start = cpu_time(), time.perf_counter()
-    with ThreadPoolExecutor(cores) as pool:
-        list(pool.map(decode, inputs))
-    return frames, time.perf_counter() - start, cpu_time() - cpu
+def warm_up_batches(workers: int, prefetch: int) -> int:
+    """Batches not timed: each process's first, and with workers the batches they prefetched
+    meanwhile (timing them would count work done before the clock started)."""
+    return 1 if workers == 0 else workers * (1 + prefetch)
 
 
-def _packets(path: Path) -> list[str]:
-    return subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                           "packet=pts", "-of", "csv=p=0", str(path)],
-                          capture_output=True, text=True, check=True).stdout.split()
+def _epochs(cfg, epochs: int, warm_up: int, samples: list, rounds: int = 1) -> int:
+    """At least ``epochs``, and enough for the warm-up and REPEATS runs of a round each."""
+    per_epoch = max(len(samples) // cfg.batch_size, 1)
+    return max(epochs, -(-(warm_up + rounds * REPEATS + 1) // per_epoch))
 
 
-def pipeline_rate(cfg, epochs: int) -> tuple[int, float, float]:
-    """(samples, wall seconds, CPU seconds) of the full loader after its warm-up: the first
-    batch of each worker (or of the main process) pays for start-up, DALI's build and the
-    tokenizer's load, once per run."""
+def vtp_batches(cfg, epochs: int):
+    """The loader's batches over ``epochs`` epochs, normalised to float32 (counted: a uint8
+    hand-over still ends in float32)."""
     from pipeline import build_dataloader
     from pipeline.decode import normalize_video
 
     loader = build_dataloader(cfg)
-    warm_up = max(cfg.num_workers, 1)
-    samples, seen, start, cpu = 0, 0, None, 0.0
     for _ in range(epochs):
         for batch in loader:
-            batch = normalize_video(batch)  # counted: uint8 hand-over still ends in float32
-            seen += 1
-            if seen == warm_up:
-                start, cpu = time.perf_counter(), cpu_time()
-            elif seen > warm_up:
-                samples += len(batch["keys"])
-    if start is None:
-        raise ValueError(f"too few batches to measure: {seen} (warm-up takes {warm_up}); "
-                         "raise --epochs or use more clips")
-    return samples, time.perf_counter() - start, cpu_time() - cpu  # workers still alive
+            yield normalize_video(batch)
 
 
-def clips_and_needs(cfg, epochs: int, folder: Path) -> tuple[list[Path], float]:
-    """Writes each sample's video to ``folder``; returns the files and mean frames to decode."""
-    from pipeline.loader import BatchBuilder, build_source
+def read_samples(cfg) -> list[dict]:
+    """Every sample of the shards, in index order (what the peers and the limit read)."""
+    from pipeline.loader import build_source
 
-    source = build_source(replace(cfg, format="mds"), clean_shared_memory=False)
-    builder, files, needs = BatchBuilder(cfg), [], []
-    for index in range(len(source)):
-        sample = source[index]
-        path = folder / f"{index}.{sample['meta']['codec']}"
-        path.write_bytes(sample["video"])
-        files.append(path)
-        keys = key_frames(path)
-        for epoch in range(epochs):
-            feed = builder.sample_feed({**sample, "epoch": epoch})
-            needs.append(frames_to_decode(feed["frames"], keys))
-    return files, sum(needs) / len(needs)
+    source = build_source(replace(cfg, format="mds", shuffle=False), clean_shared_memory=False)
+    return [source[i] for i in range(len(source))]
 
 
-def measure(cfg, epochs: int = 3, cores: int | None = None) -> PipelineResult:
-    """Measures the pipeline configured by ``cfg`` and its ffmpeg limit in the same run.
+def measure(cfg, epochs: int = 3, cores: int | None = None, peers: bool = True,
+            peer_path: str | None = None) -> PipelineResult:
+    """Measures vtp over ``cfg``'s shards, then the bare limit and the peers on the same work.
 
     Args:
-        cfg: a DataConfig over MDS shards (the limit reads the clips from MDS).
-        epochs: passes over the shards (each epoch draws new frames).
-        cores: processes for the ffmpeg limit (default: all cores).
+        cfg: a DataConfig over MDS shards.
+        epochs: passes over the shards (each draws new frames).
+        cores: cores the CPU rates are converted to, and peer worker processes.
+        peers: also run the bare limit and the peers (needs benchmarks/ and the bench extra).
+        peer_path: shards the peers read instead, with the same keys and frames in another
+            container (torchcodec and decord cannot read IVF, which declares no duration).
     """
     cores = cores or os.cpu_count() or 1
-    with tempfile.TemporaryDirectory() as tmp:
-        files, per_sample = clips_and_needs(cfg, epochs, Path(tmp))
-        # Best of LIMIT_REPEATS: a decode of a few seconds swings with anything else running.
-        runs = [ffmpeg_decode(files, cores, Path(tmp)) for _ in range(LIMIT_REPEATS)]
-        frames, ff_seconds, ff_cpu = runs[0][0], min(r[1] for r in runs), min(r[2] for r in runs)
-        bare_cpu = min(ffmpeg_decode(files, cores, Path(tmp), concat=True)[2]
-                       for _ in range(LIMIT_REPEATS))
-        samples, seconds, cpu = pipeline_rate(cfg, epochs)
-    return PipelineResult(samples, seconds, cpu, frames, ff_seconds, ff_cpu, per_sample, cores,
-                          frames / bare_cpu)
+    samples = read_samples(cfg)
+    warm_up = warm_up_batches(cfg.num_workers, cfg.prefetch)
+    rounds = max(cfg.num_workers, 1)
+    result = PipelineResult(timed(
+        vtp_batches(cfg, _epochs(cfg, epochs, warm_up, samples, rounds)), warm_up, cores,
+        rounds=rounds))
+    if not peers:
+        return result
+    try:
+        from benchmarks import peers as peer_loaders
+    except ImportError as err:
+        result.notes.append(f"peers and bare limit not run: {err} (run from a checkout)")
+        return result
+    warm_up = warm_up_batches(cores, cfg.prefetch)
+    plans = peer_loaders.plans(cfg, samples, _epochs(cfg, epochs, warm_up, samples, cores))
+    try:
+        bare = peer_loaders.bare_limit(samples, plans[:REPEATS], cfg.image_size)
+        rate = cores / bare["cpu_per_sample"]  # in-process, no start-up: cores in parallel
+        result.bare, result.bare_frames = Rate(rate, rate), bare["frames_per_sample"]
+        result.decode_only = cores / bare["decode_cpu_per_sample"]
+    except ImportError as err:
+        result.notes.append(f"bare limit not run: {err} (pip install -e '.[bench]')")
+    if peer_path:
+        twins = {s["key"]: s for s in read_samples(replace(cfg, path=peer_path))}
+        samples = [twins[s["key"]] for s in samples]
+    for name in peer_loaders.available_peers():
+        loader = peer_loaders.peer_loader(name, cfg, samples, plans, cores)
+        try:
+            result.peers[name] = timed(loader, warm_up, cores, rounds=cores)
+        except Exception as err:  # a peer that cannot read these shards is a finding, not a crash
+            result.notes.append(f"{name}: failed on these shards ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:160]})")
+    return result
 
 
 def report(result: PipelineResult, label: str) -> str:
-    """A few lines a user can read: ours, the limit, the ratio (wall-clock and CPU-time)."""
-    r = result
-    return (f"pipeline ({label}): {r.rate:.1f} samples/s over {r.samples} samples\n"
-            f"limit: ffmpeg decoding the same frames ({r.frames_per_sample:.1f} per sample) on "
-            f"{r.cores} processes: {r.limit:.1f} samples/s\n"
-            f"ratio: {r.ratio:.2f} (wall clock); {r.cpu_ratio:.2f} by CPU time "
-            f"({r.cpu_rate:.1f} vs {r.cpu_limit:.1f} samples/s on {r.cores} free cores)\n"
-            f"stricter limit, ffmpeg's bare decoder (no start-up per clip): "
-            f"{r.decoder_limit:.1f} samples/s by CPU time, ratio {r.cpu_rate / r.decoder_limit:.2f}")
+    """A few lines a user can read: ours, the limit, the peers, the ratios."""
+    lines = [f"vtp ({label}): {result.ours.wall:.1f} samples/s, {result.ours.cpu:.1f} by CPU time"]
+    if result.bare:
+        ratio = result.ours / result.bare
+        lines.append(f"bare decoder limit (PyAV, {result.bare_frames:.1f} frames decoded per "
+                     f"sample, + resize): {result.bare.cpu:.1f} samples/s by CPU time; vtp / "
+                     f"limit {ratio.wall:.2f} (wall), {ratio.cpu:.2f} (CPU); the decoder "
+                     f"alone (no RGB, no resize): {result.decode_only:.1f} samples/s")
+    for name, rate in result.peers.items():
+        ratio = result.ours / rate
+        lines.append(f"peer {name}: {rate.wall:.1f} samples/s, {rate.cpu:.1f} by CPU time; "
+                     f"vtp / {name} {ratio.wall:.2f} (wall), {ratio.cpu:.2f} (CPU)")
+    return "\n".join(lines + result.notes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -227,11 +212,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3,
                         help="passes over the shards (each draws new frames); the first batch "
-                             "of every worker is warm-up and not counted")
+                             "of every process is warm-up and not counted")
     parser.add_argument("--interpolation", choices=("nearest", "linear", "cubic"), default="linear",
                         help="resize filter (data.interpolation); nearest is far cheaper on a CPU")
     parser.add_argument("--uint8", action="store_true",
                         help="hand over uint8 video, normalise after (data.normalize_on_device)")
+    parser.add_argument("--resize-backend", choices=("dali", "torch"), default="dali",
+                        help="CPU crop/resize in DALI or in torch (data.resize_backend)")
+    parser.add_argument("--key-frame-windows", action="store_true",
+                        help="dense windows start on key frames (data.key_frame_windows)")
+    parser.add_argument("--no-peers", action="store_true", help="measure vtp alone")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -244,12 +234,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = DataConfig(path=str(args.shard_dir), device=args.device, batch_size=args.batch_size,
                      image_size=args.image_size, num_workers=args.workers,
                      num_threads=args.threads, normalize_on_device=args.uint8,
-                     interpolation=args.interpolation)
+                     interpolation=args.interpolation, key_frame_windows=args.key_frame_windows,
+                     resize_backend=args.resize_backend)
     try:
-        result = measure(cfg, args.epochs)
+        result = measure(cfg, args.epochs, peers=not args.no_peers)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
     hand_over = "uint8" if args.uint8 else "float32"
     print(report(result, f"{args.device}, {args.workers} workers x {args.threads} DALI threads, "
-                         f"{args.interpolation} resize, {hand_over} hand-over"))
+                         f"{args.interpolation} resize in {args.resize_backend}, "
+                         f"{hand_over} hand-over"))
     return 0

@@ -65,8 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip window start, seconds (default %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="clip window length, seconds (default: to the end)")
-    parser.add_argument("--gop", type=int, default=32,
-                        help="key frame interval in frames (default %(default)s)")
+    parser.add_argument("--gop", type=int, default=None,
+                        help="key frame interval in frames (default 32)")
+    parser.add_argument("--frame-step", type=int, default=None,
+                        help="keep every N-th frame (shard at the training stride; default 1)")
+    parser.add_argument("--for-recipe", default=None, metavar="RECIPE",
+                        help="take --frame-step, --gop and --short-side from a recipe's data "
+                             "section (flags given explicitly win)")
     parser.add_argument("--preset", default="veryfast", help="x264 preset (h264 only; default %(default)s)")
     parser.add_argument("--crf", type=int, default=None,
                         help="constant quality, h264 0-51 / vp9 0-63 (default: 23 / 32)")
@@ -137,10 +142,12 @@ def run(args: argparse.Namespace) -> int:
             manifest = fetch_manifest(manifest, Path(scratch))
         part = resolve_part(args.num_workers, args.worker_index, os.environ)
         print(f"shard: part {part.index} of {part.count} ({part.source})", file=sys.stderr)
+        from tools.shard.settings import chosen_settings
+
+        chosen = chosen_settings(vars(args), args.for_recipe)
         options = TranscodeOptions(
-            codec=args.codec, fps=args.fps, short_side=args.short_side, start=args.start,
-            max_seconds=args.max_seconds, gop=args.gop, preset=args.preset, crf=args.crf,
-            timeout=args.timeout)
+            codec=args.codec, fps=args.fps, start=args.start, max_seconds=args.max_seconds,
+            preset=args.preset, crf=args.crf, timeout=args.timeout, **chosen)
         config = ShardConfig(
             out=remote.stage if remote else args.out, format=args.format, transcode=options,
             workers=args.workers, shard_size=args.shard_size, num_workers=part.count,

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.mjpeg import avi_chunks, avi_frame_rate, is_whole_jpeg
 from tools.shard.transcode import CODECS, ffmpeg_message
 
-DALI_CODECS = ("vp9", "mjpeg")
+DALI_CODECS = ("vp9", "vp9-ivf", "mjpeg")
 JPEG_BATCH = 64  # JPEG frames per DALI run; a clip's frames go through in a few runs
 
 

@@ -112,6 +112,8 @@ def _fingerprint(items: list[WorkItem], config: ShardConfig) -> dict:
     samples that timed out."""
     digest = hashlib.sha256(json.dumps([(i.key, i.source) for i in items]).encode()).hexdigest()
     transcode = {k: v for k, v in asdict(config.transcode).items() if k != "timeout"}
+    if transcode.get("frame_step") == 1:  # a folder sharded before the option resumes as it was
+        del transcode["frame_step"]
     return {"inputs": len(items), "inputs_sha256": digest, "format": config.format,
             "transcode": transcode, "shard_size": config.shard_size,
             "num_workers": config.num_workers, "worker_index": config.worker_index}

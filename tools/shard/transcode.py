@@ -40,9 +40,11 @@ CODECS = {
                   ("row-mt", "1"))),
     "mjpeg": Codec("mjpeg", "avi", "avi", (("q:v", "3"),)),
 }
-CRF_RANGE = {"h264": (0, 51), "vp9": (0, 63)}
+CRF_RANGE = {"h264": (0, 51), "vp9": (0, 63), "vp9-ivf": (0, 63)}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                 "slower", "veryslow", "placebo")
+# VP9 in IVF: the pipeline cuts a clip at the key frame before a window (pipeline/ivf.py).
+CODECS["vp9-ivf"] = Codec("libvpx-vp9", "ivf", "ivf", CODECS["vp9"].options)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class TranscodeOptions:
         crf: constant quality for h264/vp9; None keeps the codec's default (23 / 32).
         threads: threads per ffmpeg process (the process pool supplies the parallelism).
         timeout: seconds before a stuck ffmpeg is killed and the sample fails.
+        frame_step: keep every N-th frame (a stride-N dense window then reads N times fewer
+            frames; recorded in the shard meta, see tools/shard/settings.py).
     """
 
     codec: str = "h264"
@@ -72,6 +76,7 @@ class TranscodeOptions:
     crf: int | None = None
     threads: int = 1
     timeout: float = 600.0
+    frame_step: int = 1
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -97,6 +102,8 @@ class TranscodeOptions:
             raise ValueError(f"short_side must be an even number >= 2, got {self.short_side}")
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.frame_step < 1:
+            raise ValueError(f"frame_step must be >= 1, got {self.frame_step}")
         if self.gop < 1 or self.start < 0 or (self.max_seconds is not None and self.max_seconds <= 0):
             raise ValueError("gop must be >= 1, start >= 0 and max_seconds > 0")
 
@@ -146,6 +153,8 @@ def build_command(src: Path, dst: Path, options: TranscodeOptions, demuxer: str 
     if options.max_seconds is not None:
         window["t"] = options.max_seconds
     video = safe_input(src, demuxer, **window).video
+    if options.frame_step > 1:  # framestep divides the declared rate too: no duplicated frames
+        video = video.filter("framestep", step=options.frame_step)
     if options.fps is not None:
         video = video.filter("fps", fps=options.fps)
     video = _scaled(video, options.short_side)

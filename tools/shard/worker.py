@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tools.shard.check import CheckError, check_outputs
 from tools.shard.inputs import WorkItem
+from tools.shard.settings import shard_meta
 from tools.shard.source import Source, SourceError, inspect, short_decode
 from tools.shard.transcode import CODECS, TranscodeError, TranscodeOptions, transcode
 
@@ -72,7 +73,8 @@ def _check(done: list[tuple[Result, Path, Source]], options: TranscodeOptions) -
             result.reason = short
         else:
             result.status, result.data = "ok", path.read_bytes()
-            result.meta = {**meta, "source": result.source}
+            extra = shard_meta(path, options.codec, options.frame_step)
+            result.meta = {**meta, **extra, "source": result.source}
 
 
 def process_batch(items: list[WorkItem], options: TranscodeOptions,
