@@ -26,7 +26,7 @@ from recipes.composer_model import VTPComposerModel
 from recipes.config import RecipeConfig, RecipeError, load_recipe
 from recipes.optim import build_optimizer, build_scheduler
 
-__all__ = ["train_from_yaml", "build_trainer", "build_model", "summary"]
+__all__ = ["train_from_yaml", "build_trainer", "build_model", "summary", "finished_at"]
 
 
 def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
@@ -39,8 +39,40 @@ def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
         callbacks: extra Composer callbacks, added after the recipe's own.
     """
     trainer = build_trainer(load_recipe(path, overrides), callbacks)
-    trainer.fit()
+    if finished_at(trainer) is None:
+        trainer.fit()
     return trainer
+
+
+def finished_at(trainer: Trainer) -> int | None:
+    """The batches of a run that autoresume found already at ``max_duration``, else None
+    (Composer's fit would raise on it; a rerun of a finished run is not an error)."""
+    state = trainer.state
+    if state.max_duration is None or int(state.timestamp.batch) == 0:
+        return None
+    try:
+        done = state.timestamp.get(state.max_duration.unit) >= state.max_duration
+    except (ValueError, TypeError):  # a unit the timestamp does not count (dur)
+        return None
+    return int(state.timestamp.batch) if done else None
+
+
+def _check_checkpoints(recipe: RecipeConfig) -> None:
+    """Reads the checkpoint Composer would load (load_path, or autoresume's latest) with the
+    weights-only loader first: Composer itself unpickles with code execution allowed."""
+    from recipes.checkpoint import CheckpointError, read_checkpoint
+
+    t = recipe.trainer
+    paths = [t.load_path] if t.load_path and "://" not in t.load_path else []
+    if t.autoresume and t.save_folder:
+        folder = Path(t.save_folder.format(run_name=recipe.run_name))
+        paths.insert(0, str(folder / f"latest-rank{dist.get_global_rank()}.pt"))
+    for path in paths:
+        if Path(path).is_file():
+            try:
+                read_checkpoint(path, t.trust_pickle, mmap=True)
+            except CheckpointError as err:
+                raise RecipeError(str(err).replace("`vtp eval --trust-pickle`, ", "")) from err
 
 
 def summary(trainer: Trainer) -> str:
@@ -82,6 +114,7 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
         torch.set_num_threads(recipe.trainer.torch_threads)
     data_cfg = _data_config(recipe, device)  # the world size comes from the launcher's env
     dist.initialize_dist(device)
+    _check_checkpoints(recipe)
     model = build_model(recipe)
     t, log = recipe.trainer, recipe.loggers
     trainer = Trainer(

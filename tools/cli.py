@@ -55,4 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m tools.cli`: run the importable module's main, so that `except UsageError`
+    # catches the class the commands import (this file's copy as __main__ is another class)
+    from tools.cli import main as package_main
+
+    sys.exit(package_main())

@@ -10,32 +10,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import zipfile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a `vtp train` checkpoint (e.g. .../latest-rank0.pt)")
     parser.add_argument("--data", required=True, help="test json (MSR-VTT style) or shard folder")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--mode", choices=("zero-shot", "finetune"), default="zero-shot")
-    parser.add_argument("--views", type=int, default=1, help="temporal clips averaged per video")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--mode", choices=("zero-shot", "finetune"), default="zero-shot",
+                        help="zero-shot encoder, or the dual encoder fine-tuned first "
+                             "(default: %(default)s)")
+    parser.add_argument("--views", type=int, default=1, help="temporal clips averaged per video (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="clips per forward pass (default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="auto picks the GPU when there is one (default: %(default)s)")
     parser.add_argument("--codec", choices=("h264", "vp9", "mjpeg"), default=None,
                         help="codec for sharding json clips (default: vp9 on CPU, h264 on GPU)")
     parser.add_argument("--short-side", type=int, default=None,
                         help="short side of sharded json clips (default: 8/7 of the model input)")
     parser.add_argument("--video-root", default=None,
                         help="folder the json's video paths start from (default: the json's)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes sharding json clips (default: all cores, %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a data setting of the checkpoint (stride, sampler, "
                              "sparse_clips, text_max_length, tokenizer_path, interpolation)")
     parser.add_argument("--finetune-data", default="", help="training shards for --mode finetune")
-    parser.add_argument("--finetune-steps", type=int, default=200)
-    parser.add_argument("--finetune-batch-size", type=int, default=32)
-    parser.add_argument("--finetune-lr", type=float, default=1e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--finetune-steps", type=int, default=200,
+                        help="optimizer steps of --mode finetune (default: %(default)s)")
+    parser.add_argument("--finetune-batch-size", type=int, default=32,
+                        help="clips per fine-tuning step (default: %(default)s)")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4,
+                        help="peak fine-tuning learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds fine-tuning (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="load a checkpoint that needs full unpickling; this runs code "
+                             "from the file, so only for checkpoints you trust")
 
 
 def _settings(pairs: list[str]) -> dict:
@@ -60,18 +73,51 @@ def _finetune_line(out) -> str:
             f"(chance {summary['chance_loss']:.3f}); curve: {out / 'finetune_loss.png'}")
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_args(args: argparse.Namespace) -> None:
+    """Usage errors found without torch: missing files, a useless json, bad numbers."""
     from pathlib import Path
 
-    from recipes.evaluate import EvalConfig, FinetuneConfig, evaluate_checkpoint, metrics_table
     from tools.cli import UsageError
 
     if not Path(args.checkpoint).is_file():
-        raise UsageError(f"checkpoint {args.checkpoint} does not exist")
-    if not Path(args.data).exists():
+        raise UsageError(f"checkpoint {args.checkpoint} does not exist (or is not a file)")
+    if not zipfile.is_zipfile(args.checkpoint):  # torch.save and Composer write zip archives
+        raise UsageError(f"checkpoint {args.checkpoint} is truncated or not a torch checkpoint "
+                         "(no zip archive directory at its end)")
+    data = Path(args.data)
+    if not data.exists():
         raise UsageError(f"--data {args.data} does not exist")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder")
+    if args.video_root and not Path(args.video_root).is_dir():
+        raise UsageError(f"--video-root {args.video_root} is not a folder")
+    for flag in ("views", "batch_size", "workers", "finetune_steps", "finetune_batch_size"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.mode == "finetune" and not args.finetune_data:
         raise UsageError("--mode finetune needs --finetune-data TRAIN_SHARDS")
+    if args.finetune_data and not Path(args.finetune_data).exists():
+        raise UsageError(f"--finetune-data {args.finetune_data} does not exist")
+    if data.is_file() and data.suffix == ".json":
+        from recipes.eval_inputs import check_usable, test_items
+
+        root = Path(args.video_root) if args.video_root else None
+        try:
+            check_usable(test_items(data, root), data, root)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+    elif data.is_file():
+        raise UsageError(f"--data {args.data} is neither a test json (.json) nor a shard folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tools.cli import UsageError
+
+    _check_args(args)  # before torch loads: a usage error answers at once
+    from recipes.evaluate import EvalConfig, FinetuneConfig, evaluate_checkpoint, metrics_table
+
     try:
         finetune = FinetuneConfig(train_data=args.finetune_data, steps=args.finetune_steps,
                                   batch_size=args.finetune_batch_size, lr=args.finetune_lr)
@@ -79,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, device=args.device, codec=args.codec,
                             short_side=args.short_side, workers=args.workers,
                             video_root=args.video_root, settings=_settings(args.set),
-                            finetune=finetune, seed=args.seed)
+                            finetune=finetune, seed=args.seed, trust_pickle=args.trust_pickle)
         metrics = evaluate_checkpoint(args.checkpoint, config, progress=not args.no_progress)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
     if args.mode == "finetune":
         print(_finetune_line(Path(args.out)))
