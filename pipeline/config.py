@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +51,9 @@ class DataConfig:
         view: None for training (random frames, crop and flip); an int selects evaluation:
             the ``view``-th of ``views`` evenly spaced clips, centre crop, no flip.
         views: evaluation clips per video (multi-view testing averages their features).
+        max_bad_samples: corrupt samples a training run skips (each replaced by another
+            sample, so batches stay full) before it stops: a count of distinct keys, or a
+            fraction in (0, 1) of this process's samples (rounded up). 0 stops at the first.
     """
 
     path: str = ""
@@ -81,6 +85,7 @@ class DataConfig:
     normalize_on_device: bool = False
     view: int | None = None
     views: int = 1
+    max_bad_samples: int | float = 0.001
 
     def __post_init__(self) -> None:
         self.crop_scales = tuple(float(s) for s in self.crop_scales)
@@ -94,6 +99,8 @@ class DataConfig:
             "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,
+            "max_bad_samples": self.max_bad_samples >= 0 and (
+                isinstance(self.max_bad_samples, int) or self.max_bad_samples < 1),
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,
             "text_mask_ratio": 0.0 <= self.text_mask_ratio <= 1.0,
             "num_frames": self.num_frames % self.tubelet[0] == 0,
@@ -103,6 +110,12 @@ class DataConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid DataConfig field(s) {bad}: {self}")
+
+    def bad_sample_budget(self, samples: int) -> int:
+        """How many distinct corrupt samples a run over ``samples`` samples may skip."""
+        if isinstance(self.max_bad_samples, int):
+            return self.max_bad_samples
+        return math.ceil(self.max_bad_samples * samples)
 
     @property
     def mask_grid(self) -> tuple[int, int, int]:

@@ -24,7 +24,7 @@ from torch.torch_version import TorchVersion
 from model import ModelConfig, UnifiedMAE
 
 __all__ = ["CheckpointError", "read_checkpoint", "load_trained_model", "load_data_settings",
-           "checkpoint_batches"]
+           "checkpoint_batches", "check_checkpoints_to_load"]
 
 # What a Composer 0.32 checkpoint holds besides tensors and builtins: wall-clock timedeltas,
 # numpy arrays of the RNG states, and torch.__version__. None of them runs code when built.
@@ -84,6 +84,33 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False, mmap: bool = F
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
                               f"({type(err).__name__}: {why})") from err
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def check_checkpoints_to_load(recipe, rank: int = 0) -> None:
+    """Reads the checkpoint a training run would load (``trainer.load_path``, or autoresume's
+    latest in ``trainer.save_folder``) with the weights-only loader: Composer itself unpickles
+    with code execution allowed, so a file that needs that must be trusted explicitly.
+
+    Args:
+        recipe: a validated :class:`recipes.config.RecipeConfig`.
+        rank: this process's rank (autoresume reads ``latest-rank{rank}.pt``).
+
+    Raises:
+        RecipeError: naming the file and ``trainer.trust_pickle``.
+    """
+    from recipes.fields import RecipeError
+
+    t = recipe.trainer
+    paths = [t.load_path] if t.load_path and "://" not in t.load_path else []
+    if t.autoresume and t.save_folder and "://" not in t.save_folder:
+        folder = Path(t.save_folder.format(run_name=recipe.run_name))
+        paths.insert(0, str(folder / f"latest-rank{rank}.pt"))
+    for path in paths:
+        if Path(path).is_file():
+            try:
+                read_checkpoint(path, t.trust_pickle, mmap=True)
+            except CheckpointError as err:
+                raise RecipeError(str(err).replace("`vtp eval --trust-pickle`, ", "")) from err
 
 
 def _first_line(err: Exception) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from recipes.config import RecipeConfig
 from recipes.fields import RecipeError
 
-__all__ = ["check_recipe_paths", "shard_problem"]
+__all__ = ["check_recipe_paths", "shard_problem", "shard_samples"]
 
 
 def shard_problem(path: str | Path, fmt: str) -> str | None:
@@ -42,6 +42,21 @@ def shard_problem(path: str | Path, fmt: str) -> str | None:
     if not samples:
         return f"{path} holds no samples (its MDS index lists {len(shards)} shards)"
     return None
+
+
+def shard_samples(path: str | Path, fmt: str) -> int:
+    """Samples in a shard folder that :func:`shard_problem` accepted (from index files)."""
+    path = Path(path)
+    folder = path / fmt if (path / fmt).is_dir() else path
+    if fmt == "mds":
+        shards = json.loads((folder / "index.json").read_text())["shards"]
+        return sum(int(s.get("samples", 0)) for s in shards)
+    total = 0
+    for idx in folder.glob("*.idx"):  # DALI's index: first line "v1.2 SAMPLES"
+        with idx.open() as f:
+            parts = f.readline().split()
+        total += int(parts[1]) if len(parts) == 2 and parts[1].isdigit() else 0
+    return total
 
 
 def _writable_folder(path: Path) -> str | None:

@@ -21,7 +21,8 @@ from composer.utils import dist
 
 from model import UnifiedMAE, flops_per_batch
 from pipeline import DataConfig, build_dataspec
-from recipes.callbacks import BatchLog
+from recipes.callbacks import BadSamples, BatchLog
+from recipes.checkpoint import check_checkpoints_to_load
 from recipes.composer_model import VTPComposerModel
 from recipes.config import RecipeConfig, RecipeError, load_recipe
 from recipes.optim import build_optimizer, build_scheduler
@@ -55,24 +56,6 @@ def finished_at(trainer: Trainer) -> int | None:
     except (ValueError, TypeError):  # a unit the timestamp does not count (dur)
         return None
     return int(state.timestamp.batch) if done else None
-
-
-def _check_checkpoints(recipe: RecipeConfig) -> None:
-    """Reads the checkpoint Composer would load (load_path, or autoresume's latest) with the
-    weights-only loader first: Composer itself unpickles with code execution allowed."""
-    from recipes.checkpoint import CheckpointError, read_checkpoint
-
-    t = recipe.trainer
-    paths = [t.load_path] if t.load_path and "://" not in t.load_path else []
-    if t.autoresume and t.save_folder:
-        folder = Path(t.save_folder.format(run_name=recipe.run_name))
-        paths.insert(0, str(folder / f"latest-rank{dist.get_global_rank()}.pt"))
-    for path in paths:
-        if Path(path).is_file():
-            try:
-                read_checkpoint(path, t.trust_pickle, mmap=True)
-            except CheckpointError as err:
-                raise RecipeError(str(err).replace("`vtp eval --trust-pickle`, ", "")) from err
 
 
 def summary(trainer: Trainer) -> str:
@@ -114,7 +97,7 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
         torch.set_num_threads(recipe.trainer.torch_threads)
     data_cfg = _data_config(recipe, device)  # the world size comes from the launcher's env
     dist.initialize_dist(device)
-    _check_checkpoints(recipe)
+    check_checkpoints_to_load(recipe, dist.get_global_rank())
     model = build_model(recipe)
     t, log = recipe.trainer, recipe.loggers
     trainer = Trainer(
@@ -177,6 +160,7 @@ def _callbacks(recipe: RecipeConfig, device: str) -> list[Callback]:
         out.append(RuntimeEstimator())
     if cb.batch_log:
         out.append(BatchLog(cb.batch_log))
+    out.append(BadSamples(recipe.data.max_bad_samples))
     return out
 
 

@@ -9,6 +9,7 @@ Rerunning a run that autoresume finds finished prints so and exits 0.
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,13 @@ def run(args: argparse.Namespace) -> int:
         check_recipe_paths(recipe)
     except RecipeError as err:
         raise UsageError(str(err)) from err
+    from recipes.checkpoint import check_checkpoints_to_load
+
+    try:  # before Composer loads (seconds), and before it unpickles anything
+        check_checkpoints_to_load(recipe, int(os.environ.get("RANK", 0)))
+    except RecipeError as err:
+        raise UsageError(str(err)) from err
+    from recipes.callbacks import BadSampleBudgetError
     from recipes.train import build_trainer, finished_at, summary
 
     try:  # RecipeError, CodecError (shards the device cannot decode), Composer's ValueErrors
@@ -41,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
               "Raise trainer.max_duration to continue it.", flush=True)
         trainer.close()
         return 0
-    trainer.fit()
+    try:
+        trainer.fit()
+    except BadSampleBudgetError as err:
+        trainer.close()
+        raise UsageError(str(err)) from err
     print(summary(trainer), flush=True)
     trainer.close()
     return 0
