@@ -68,7 +68,7 @@ class BatchBuilder:
 
     def __init__(self, cfg: DataConfig, source=None):
         self.cfg = cfg
-        self.source = source if hasattr(source, "__getitem__") else None
+        self.source = source if isinstance(source, MdsSource) else None  # random access
         self._decoder: VideoDecoder | None = None
         self._text: TextEncoder | None = None
         self._bad: set[str] = set()
@@ -149,7 +149,10 @@ class BatchBuilder:
         size = int(getattr(self.source, "num_samples", 0) or len(self.source))
         for attempt in range(8):
             index = zlib.crc32(f"{self.cfg.seed}:{epoch}:{key}:{attempt}".encode()) % size
-            candidate = self.source[index]
+            try:
+                candidate = self.source[index]
+            except Exception:  # e.g. a copy in a worker that cannot reach the shards
+                return None
             if "error" not in candidate and candidate["key"] not in taken:
                 return {**candidate, "epoch": epoch}
         return None

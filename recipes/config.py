@@ -300,6 +300,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {path} is not valid YAML: {err}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"recipe {path} cannot be read as text: {err}") from err
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections")
     for override in overrides:

@@ -28,8 +28,13 @@ def shard_problem(path: str | Path, fmt: str) -> str | None:
         (path / "index.json").is_file() if other == "mds" else any(path.glob("*.tar")))
     hint = f"; it holds {other.upper()} shards: use data.format={other}" if has_other else ""
     if fmt == "wds":
-        if not any(folder.glob("*.tar")):
+        tars = sorted(folder.glob("*.tar"))
+        if not tars:
             return f"{path} holds no WebDataset shards (no .tar files){hint}"
+        unindexed = [t.name for t in tars if not t.with_suffix(".idx").is_file()]
+        if unindexed:
+            return (f"{path}: no DALI index for {unindexed[:3]}; create it with "
+                    "`wds2idx TAR TAR.idx` or re-run `vtp shard`")
         return None
     index = folder / "index.json"
     if not index.is_file():

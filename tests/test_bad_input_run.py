@@ -89,6 +89,7 @@ def test_train_bad_data_and_paths(capsys, tmp_path, train_shards, odd_folders): 
         ([f"trainer.load_path={tmp_path / 'gone.pt'}", "trainer.autoresume=false"],
          "trainer.load_path"),
         (["data.max_bad_samples=1.5"], "max_bad_samples"),
+        (["seed=[1"], "not valid YAML"),
     ]
     for extra, expected in cases:
         err = _refused(capsys, *_train_args(train_shards, tmp_path, *extra))
@@ -163,6 +164,12 @@ def test_eval_bad_checkpoints_and_json(capsys, tmp_path, tiny_checkpoint, synth_
     assert "--out" in refused(tiny_checkpoint, good, *root, out=out_file)
     assert "--views" in refused(tiny_checkpoint, good, *root, "--views", "0")
     assert "--video-root" in refused(tiny_checkpoint, good, "--video-root", str(out_file))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    err = refused(tiny_checkpoint, plain)
+    assert "--data: " in err and "not a shard folder" in err
+    err = refused(tiny_checkpoint, good, *root, "--mode", "finetune", "--finetune-data", str(plain))
+    assert "--finetune-data: " in err
     assert out_file.read_text() == "keep me" and not marker.exists()
     assert not (tmp_path / "out" / "test-shards").exists(), "nothing sharded for a refusal"
 
@@ -260,3 +267,22 @@ def test_bad_sample_budget_counts_distinct_keys_and_stops_past_it():
         fraction.after_dataloader(batch("c"), logger)
     with pytest.raises(BadSampleBudgetError, match="'z'"):
         BadSamples(0).after_dataloader(batch("z"), logger)
+
+
+def test_shard_hashes_are_written_and_checked_when_copied_from_a_remote(tmp_path):
+    from pipeline.sources import MdsSource
+    from tools.shard.writers import write_mds, write_mds_index
+
+    remote = tmp_path / "remote" / "mds"
+    samples = [{"key": f"k{i}", "video": bytes([i]) * 200, "caption": "c", "meta": {"i": i}}
+               for i in range(3)]
+    write_mds(remote / "g0", samples)
+    write_mds_index(remote, ["g0"])
+    shard = json.loads((remote / "index.json").read_text())["shards"][0]["raw_data"]
+    assert set(shard["hashes"]) == {"sha1"}
+    assert MdsSource(str(tmp_path / "cache1"), str(remote), 1, False, 0)[1]["key"] == "k1"
+    data = bytearray((remote / shard["basename"]).read_bytes())
+    data[-10] ^= 0xFF  # damage in transit: one byte of the last sample's record
+    (remote / shard["basename"]).write_bytes(bytes(data))
+    copied = MdsSource(str(tmp_path / "cache2"), str(remote), 1, False, 0)[1]
+    assert "error" in copied and "Checksum failure" in copied["error"]

@@ -108,6 +108,18 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(str(err)) from err
     elif data.is_file():
         raise UsageError(f"--data {args.data} is neither a test json (.json) nor a shard folder")
+    else:
+        from recipes.preflight import shard_problem
+
+        problem = shard_problem(data, "mds")
+        if problem:
+            raise UsageError(f"--data: {problem}")
+    if args.finetune_data:
+        from recipes.preflight import shard_problem
+
+        problem = shard_problem(args.finetune_data, "mds")
+        if problem:
+            raise UsageError(f"--finetune-data: {problem}")
 
 
 def run(args: argparse.Namespace) -> int:
