@@ -99,11 +99,12 @@ def check_checkpoints_to_load(recipe, rank: int = 0) -> None:
         RecipeError: naming the file and ``trainer.trust_pickle``.
     """
     from recipes.fields import RecipeError
+    from recipes.preflight import filled
 
     t = recipe.trainer
     paths = [t.load_path] if t.load_path and "://" not in t.load_path else []
     if t.autoresume and t.save_folder and "://" not in t.save_folder:
-        folder = Path(t.save_folder.format(run_name=recipe.run_name))
+        folder = Path(filled(t.save_folder, recipe.run_name))
         paths.insert(0, str(folder / f"latest-rank{rank}.pt"))
     for path in paths:
         if Path(path).is_file():

@@ -7,6 +7,7 @@ answers in a second instead of after the imports, and names the key to fix.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from recipes.config import RecipeConfig
@@ -64,6 +65,13 @@ def shard_samples(path: str | Path, fmt: str) -> int:
     return total
 
 
+def filled(template: str, run_name: str | None) -> str:
+    """A path template as Composer fills it for rank 0 (``{run_name}``, ``{rank}``); other
+    fields are left as written."""
+    values = {"run_name": run_name or "run", "rank": 0}
+    return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
+
+
 def _writable_folder(path: Path) -> str | None:
     for folder in (path, *path.parents):
         if folder.exists():
@@ -81,14 +89,14 @@ def check_recipe_paths(recipe: RecipeConfig) -> None:
         if problem:
             raise RecipeError(f"data.path: {problem}")
     if trainer.save_folder:
-        folder = Path(trainer.save_folder.format(run_name=recipe.run_name or "run"))
+        folder = Path(filled(trainer.save_folder, recipe.run_name))
         problem = _writable_folder(folder)
         if problem:
             raise RecipeError(f"trainer.save_folder={trainer.save_folder}: {problem}")
     for key in ("file", "tensorboard"):
         target = getattr(recipe.loggers, key)
         if target and "://" not in target:
-            where = Path(target.format(run_name=recipe.run_name or "run", rank=0))
+            where = Path(filled(target, recipe.run_name))
             problem = _writable_folder(where if key == "tensorboard" else where.parent)
             if problem:
                 raise RecipeError(f"loggers.{key}={target}: {problem}")
