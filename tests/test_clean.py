@@ -284,3 +284,19 @@ def test_cli_unreadable_tables_are_usage_errors(tmp_path, name, body):
     assert result.returncode == 2, result.stderr
     assert name in result.stderr or "'name'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_100k_character_caption_keeps_the_report_small():
+    """One huge caption once asked the length plot for ~12,500 bars (25 s) and put all of it
+    in a report table; nested quotes were peeled one pair per pass over the whole text."""
+    from tools.clean.report import CELL_CHARS, MAX_BARS, _cell, length_histograms
+    from tools.clean.rules import _strip_quotes
+
+    huge = ("cat dog " * 12_500)[:100_000]
+    frame = pd.DataFrame({"videoid": ["1", "2", "3"], "name": ["a cat runs", "a dog sits", huge]})
+    result = clean_frame(frame, CleanConfig(workers=1, progress=False))
+    counts, raw, _ = length_histograms(result)
+    assert len(counts) <= MAX_BARS + 1 and raw.sum() == 3 and raw[-1] == 1
+    cell = _cell(huge)
+    assert len(cell) < CELL_CHARS + 50 and "100,000 characters" in cell
+    assert _strip_quotes("'" * 10 + "a" + "'" * 10) == "a"  # all pairs in one pass

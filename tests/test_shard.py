@@ -22,8 +22,8 @@ from tools.shard.inputs import InputError
 DEFECT_REASONS = {
     "missing": "missing file",
     "zero_bytes": "empty file: 0 bytes",
-    "truncated": "moov atom not found",
-    "not_video": "moov atom not found",
+    "truncated": "mp4 truncated: the file ends at byte",
+    "not_video": "HTML page, not a video",
 }
 
 
@@ -188,7 +188,7 @@ def test_video2dataset_tars_with_a_failed_download(synth_dir, ground_truth, tmp_
     assert summary["inputs"] == 3 and summary["ok"] == 2 and summary["failed"] == 1
     assert {g["videoid"] for g in good} == {k for k, r in manifest.items() if r["status"] == "ok"}
     assert "no mp4 in tar" in manifest["999"]["reason"]
-    assert "failed_to_download: HTTP 404" in manifest["999"]["reason"]
+    assert "failed_to_download (HTTP 404)" in manifest["999"]["reason"]
     assert all(manifest[g["videoid"]]["frames"] == g["num_frames"] for g in good)
 
 
@@ -288,5 +288,6 @@ def test_a_tar_cut_short_keeps_what_it_lists_and_records_the_loss(synth_dir, gro
     manifest = _manifest(tmp_path / "out")
     assert manifest["000000000"]["status"] == "ok"
     assert summary["inputs"] == len(items) == summary["ok"] + summary["failed"]
-    # Its header comes before the cut, its video does not end: it fails on the copy.
-    assert manifest["000000001"]["reason"] == "truncated tar: it ends inside the video member"
+    # Its header comes before the cut, its video and caption do not: it fails, saying so.
+    assert manifest["000000001"]["reason"] == \
+        "truncated tar: the tar is cut inside this sample (its txt lost)"

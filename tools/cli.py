@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m tools.cli`: run the importable module's main, so that `except UsageError`
-    # catches the class the commands import (this file's copy as __main__ is another class)
-    from tools.cli import main as package_main
+    # `python -m tools.cli` runs this file as __main__, whose UsageError is not the one the
+    # commands raise (they import tools.cli): run the imported module's main instead.
+    from tools.cli import main as imported_main
 
-    sys.exit(package_main())
+    sys.exit(imported_main())

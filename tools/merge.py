@@ -30,11 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _read_part(part: Path) -> tuple[dict, dict]:
     from tools.shard.writers import finished_groups
 
+    if not part.is_dir():
+        raise MergeError(f"{part} is not a folder (parts are `vtp shard --out` folders)")
     try:
         settings = json.loads((part / "settings.json").read_text())
         summary = json.loads((part / "summary.json").read_text())
     except FileNotFoundError as err:
         raise MergeError(f"{part} is not a finished `vtp shard` output ({err.filename} missing)") from err
+    except (OSError, ValueError) as err:
+        raise MergeError(f"{part} is not a `vtp shard` output: {err}") from err
+    keys = {"format", "transcode", "shard_size", "num_workers", "worker_index"}
+    if not isinstance(settings, dict) or not isinstance(summary, dict) or keys - set(settings) \
+            or "groups" not in summary:
+        raise MergeError(f"{part} is not a `vtp shard` output: its settings.json or summary.json "
+                         "lacks the fields a run writes")
     if not summary.get("complete") or len(finished_groups(part)) != summary["groups"]:
         raise MergeError(f"{part} is incomplete: rerun its `vtp shard` command to finish it")
     return settings, summary
@@ -103,6 +112,8 @@ def merge(parts: list[Path], out: Path) -> dict:
     from tools.shard.runner import FORMATS, finalize
     from tools.shard.writers import finished_groups
 
+    if out.exists() and not out.is_dir():
+        raise MergeError(f"--out {out} is a file, not a folder")
     settings = _check_parts(parts)
     if out.exists() and any(out.iterdir()):
         raise MergeError(f"{out} is not empty")

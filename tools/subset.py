@@ -157,23 +157,28 @@ def subset_file(source: Path, out: Path, fractions: Iterable[float] = DEFAULT_FR
     """
     import pandas as pd
 
+    from tools.folders import check_output_folder, make_output_folder
     from tools.webvid import InputError, read_table
 
+    check_output_folder(out)
     frame = read_table(source).to_pandas()
     for column in ("videoid", "caption"):
         if column not in frame.columns:
             raise InputError(f"{source} has no {column!r} column; expected `vtp clean` output")
     pool = eligible(frame, include_dropped)
     h = unit_hash(pool["videoid"].astype(str), salt)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out)
     for p in fractions:
         tmp = out / f".{subset_name(p)}.tmp"
         pool[h < p].to_parquet(tmp, index=False)
         tmp.replace(out / subset_name(p))  # a reader never sees a half-written subset
     rows = report_rows(pool, h, fractions)
     write_report(rows, source, salt, len(pool), out)
-    return {"out": str(out), "eligible_rows": len(pool), "salt": salt,
-            "subsets": pd.DataFrame(rows).round(4).to_dict("records")}
+    subsets = pd.DataFrame(rows).round(4).to_dict("records")
+    # An empty subset has no KS statistic: null in the JSON summary, not NaN (not JSON).
+    subsets = [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()}
+               for r in subsets]
+    return {"out": str(out), "eligible_rows": len(pool), "salt": salt, "subsets": subsets}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,11 +188,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--salt", default=DEFAULT_SALT, help="hash salt (default %(default)s)")
     parser.add_argument("--include-dropped", action="store_true",
-                        help="also draw from rows that `vtp clean` dropped")
+                        help="also draw from rows that `vtp clean` dropped (default: not)")
 
 
 def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
+    from tools.folders import OutputFolderError
     from tools.webvid import InputError
 
     try:
@@ -196,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     try:
         summary = subset_file(args.input, args.out, fractions, args.salt, args.include_dropped)
-    except (InputError, FileNotFoundError) as err:
+    except (InputError, FileNotFoundError, OutputFolderError) as err:
         raise UsageError(str(err)) from err
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, allow_nan=False))
     return 0

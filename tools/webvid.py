@@ -38,6 +38,8 @@ def read_table(path: Path) -> pa.Table:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise InputError(f"{path} is not a file")
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst")):  # Arrow decompresses by extension
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in TEXT_COLUMNS})
@@ -45,12 +47,12 @@ def read_table(path: Path) -> pa.Table:
         parse = pacsv.ParseOptions(newlines_in_values=True)
         try:
             return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
-        except pa.ArrowInvalid as err:
+        except (pa.ArrowException, OSError) as err:
             raise InputError(f"cannot parse {path} as CSV: {err}") from err
     if name.endswith(".parquet"):
         try:
             table = pq.read_table(path)
-        except pa.ArrowInvalid as err:
+        except (pa.ArrowException, OSError) as err:
             raise InputError(f"cannot read {path} as parquet: {err}") from err
         for name in TEXT_COLUMNS:
             if name in table.column_names and table.schema.field(name).type != pa.string():

@@ -34,16 +34,19 @@ def clean_file(source: Path, out: Path, config: CleanConfig | None = None) -> di
     Raises:
         tools.webvid.InputError: the input is not a table this command can read.
         FileNotFoundError: ``source`` does not exist.
+        tools.folders.OutputFolderError: ``out`` is a file or cannot be made.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tools.clean.report import plot_lengths, write_report
+    from tools.folders import check_output_folder, make_output_folder
     from tools.webvid import read_webvid
 
     config = config or CleanConfig()
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out)
     result = clean_frame(read_webvid(source), config)
+    make_output_folder(out)
     table = pa.Table.from_pandas(result.frame, preserve_index=False)
     tmp = out / ".captions.parquet.tmp"
     pq.write_table(table, tmp)
@@ -81,18 +84,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-words", type=int, default=defaults.min_words,
                         help="drop captions with fewer words after cleaning (default %(default)s)")
     parser.add_argument("--drop-duplicates", action="store_true",
-                        help="mark all but the first row of each duplicate group as dropped")
+                        help="mark all but the first row of each duplicate group as dropped "
+                             "(default: mark them in dup_group only)")
     parser.add_argument("--lang-threshold", type=float, default=defaults.language.threshold,
                         help="drop as non-English when another language wins with at least "
                              "this probability (default %(default)s)")
     parser.add_argument("--workers", type=int, default=defaults.workers,
-                        help="processes (default %(default)s)")
+                        help="processes (default: all cores, %(default)s here)")
     parser.add_argument("--chunk-rows", type=int, default=defaults.chunk_rows,
                         help="rows per task (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
+    from tools.folders import OutputFolderError
     from tools.webvid import InputError
 
     if not 0.0 < args.lang_threshold <= 1.0:
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     config = replace(config, language=replace(config.language, threshold=args.lang_threshold))
     try:
         summary = clean_file(args.input, args.out, config)
-    except (InputError, FileNotFoundError) as err:
+    except (InputError, FileNotFoundError, OutputFolderError) as err:
         raise UsageError(str(err)) from err
     print(json.dumps(summary, indent=2))
     return 0

@@ -11,10 +11,14 @@ from tools.clean.core import DROP_REASONS, CleanConfig, CleanResult
 from tools.clean.rules import RULES, word_counts
 
 EXAMPLES = 3
+CELL_CHARS = 300  # a table cell shows at most this much of a caption
+MAX_BARS = 120  # words per caption beyond this share the last bar of the length plot
 
 
 def _cell(text) -> str:
     text = "" if text is None or text is pd.NA else str(text)
+    if len(text) > CELL_CHARS:
+        text = f"{text[:CELL_CHARS]}... ({len(text):,} characters)"
     text = text.replace("|", "\\|").replace("\n", " ")
     return f"`{text}`" if text else "(empty)"
 
@@ -93,13 +97,14 @@ def write_report(result: CleanResult, config: CleanConfig, source: Path, out: Pa
 def length_histograms(result: CleanResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Words per caption as (counts 0..top, rows per count raw, rows per count kept).
 
-    The last count ``top`` (99.5th percentile + 2) also holds every longer caption, so each
-    histogram sums to its number of rows.
+    The last count ``top`` (99.5th percentile + 2, at most ``MAX_BARS``) also holds every
+    longer caption, so each histogram sums to its number of rows. The cap keeps one
+    100,000-character caption in a small table from asking for thousands of bars (25 s).
     """
     frame = result.frame
     raw = word_counts(frame["caption_raw"])
     kept = word_counts(frame["caption"])[frame["drop_reason"].isna().to_numpy()]
-    top = int(np.percentile(raw, 99.5)) + 2 if len(raw) else 2
+    top = min(int(np.percentile(raw, 99.5)) + 2, MAX_BARS) if len(raw) else 2
     counts = np.arange(top + 1)
     return counts, np.bincount(np.minimum(raw, top), minlength=top + 1), \
         np.bincount(np.minimum(kept, top), minlength=top + 1)

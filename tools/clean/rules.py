@@ -69,9 +69,16 @@ END_CHARS = " \t\n\r\f\v-–—:;,.|/\\*#~_•·+=>"
 
 
 def _strip_quotes(text: str) -> str:
-    """Removes a quote pair around the whole text, then a quote dangling at either end."""
-    if len(text) >= 2 and text[0] in QUOTES and text[-1] in QUOTES:
-        text = text[1:-1].strip()
+    """Removes the quote pairs around the whole text, then a quote dangling at either end."""
+    start, end = 0, len(text)
+    # By index, not by slicing pair after pair: 50,000 nested quotes stay linear.
+    while end - start >= 2 and text[start] in QUOTES and text[end - 1] in QUOTES:
+        start, end = start + 1, end - 1
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+    text = text[start:end]
     if text and text[0] in QUOTES and not any(q in text[1:] for q in QUOTES):
         text = text[1:].lstrip()
     # An apostrophe at the end can be a plural possessive ("the dogs'"): keep it.
@@ -80,10 +87,16 @@ def _strip_quotes(text: str) -> str:
     return text
 
 
+PUNCTUATION_ROUNDS = 8  # real captions settle in two or three
+
+
 def _punctuation(text: str) -> str:
     previous = None
-    while previous != text:  # removing one layer can expose another ("( - )" -> "")
-        previous = text
+    rounds = 0
+    # Removing one layer can expose another ("( - )" -> ""); the cap keeps a hostile caption
+    # ("'-'-'-...", one layer per round) from costing a round per character.
+    while previous != text and rounds < PUNCTUATION_ROUNDS:
+        previous, rounds = text, rounds + 1
         text = _BRACKETS.sub(" ", text)
         text = _REPEATS.sub(r"\1", text)
         text = _SPACE_BEFORE.sub(r"\1", text)

@@ -82,7 +82,7 @@ def ffmpeg_decode(paths: list[Path], codec: str, timeout: float = 600.0) -> list
     crcs = [p.with_name(f"{p.name}.crc") for p in paths]
     try:
         result = subprocess.run(_decode_command(paths, crcs, codec), capture_output=True,
-                                text=True, timeout=timeout)
+                                text=True, errors="replace", timeout=timeout)
     except subprocess.TimeoutExpired as err:
         raise CheckError(f"ffmpeg decode: timed out after {timeout:.0f} s") from err
     if result.returncode != 0 or result.stderr.strip():

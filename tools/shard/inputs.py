@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # pyarrow is imported where it is used: pool workers never ne
     import pyarrow as pa
 
 
+MAX_KEY_BYTES = 200  # KEY.json and friends must fit a 255-byte file name
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """One input sample.
@@ -44,12 +47,17 @@ class InputError(ValueError):
 
 
 def check_key(key: str) -> str | None:
-    """Why ``key`` cannot name a sample, or None. Keys become tar member stems, so no '/' or '.'."""
+    """Why ``key`` cannot name a sample, or None. Keys become tar member stems (no '/' or '.')
+    and words of a DALI index line (no white space)."""
     if not key or not key.strip():
         return "unsafe videoid: empty"
+    if len(key.encode("utf-8", "replace")) > MAX_KEY_BYTES:  # it becomes a file name stem
+        return f"unsafe videoid: {len(key)} characters, more than {MAX_KEY_BYTES} bytes"
     bad = [c for c in ("/", "\\", ".", "\0") if c in key]
     if bad or any(ord(c) < 32 for c in key):
         return f"unsafe videoid: {key!r} contains {bad or 'control characters'}"
+    if any(c.isspace() for c in key):  # DALI's .idx lines are split at white space
+        return f"unsafe videoid: {key!r} contains white space"
     return None
 
 
@@ -71,13 +79,17 @@ def video_path(root: Path, page_dir: str, videoid: str) -> tuple[Path | None, st
         return None, reason
     real_root = root.resolve()
     candidate = real_root / page_dir / f"{videoid}.mp4"
-    real = candidate.resolve()
-    if not real.is_relative_to(real_root):
-        return None, f"unsafe path: {page_dir}/{videoid}.mp4 resolves outside the video root"
-    if not real.exists():
-        return None, "missing file"
-    if not real.is_file():
-        return None, "not a regular file"
+    try:
+        real = candidate.resolve()
+        if not real.is_relative_to(real_root):
+            return None, f"unsafe path: {page_dir}/{videoid}.mp4 resolves outside the video root"
+        if not real.exists():
+            return None, "missing file"
+        if not real.is_file():
+            return None, "not a regular file"
+    except OSError as err:  # a page_dir over the file system's name limit, a loop of links
+        return None, (f"unusable path: {err.strerror or err} (page_dir has {len(page_dir)} "
+                      f"characters, videoid {len(videoid)})")
     return real, None
 
 
@@ -107,14 +119,17 @@ def read_manifest(path: Path) -> pa.Table:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    if path.suffix == ".parquet":
-        table = pq.read_table(path)
-    elif path.suffix == ".csv":
-        names = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=False))
-    else:
+    if path.suffix not in (".parquet", ".csv"):
         raise InputError(f"manifest must be .csv or .parquet, got {path.name}")
+    try:
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+        else:
+            names = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False))
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"cannot read manifest {path}: {err}") from err
     missing = {"videoid", "page_dir"} - set(table.column_names)
     if missing or not {"caption", "name"} & set(table.column_names):
         raise InputError(f"{path.name} needs columns videoid, page_dir and caption or name; "
@@ -162,47 +177,87 @@ def tar_items(tar_path: Path) -> list[WorkItem]:
 
     The video is read later straight from its offset in the tar: nothing is extracted under a
     name taken from the archive. A sample without an mp4 (video2dataset keeps the txt and json
-    of failed downloads) is a failed item whose reason quotes video2dataset's status.
+    of failed downloads) is a failed item whose reason quotes video2dataset's status. A tar cut
+    short (a killed download job) keeps the samples before the cut, with their captions and
+    keys; the sample the cut runs through fails, and one more failed row records the loss.
     """
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
     errors: dict[str, str] = {}
-    broken = None
+    texts: dict[str, tuple[dict, str]] = {}
     try:
         with tarfile.open(tar_path) as tar:
-            _list_members(tar, samples, errors)
-            texts = {k: _read_text(tar, m) for k, m in samples.items() if k not in errors}
+            cut = _list_members(tar, samples, errors)
+            for key, members in samples.items():
+                if key not in errors:
+                    texts[key], reason = _read_text(tar, members)
+                    if reason:
+                        errors[key] = reason
     except (tarfile.TarError, OSError, EOFError) as err:
-        # A tar cut short (a killed download job): keep what was listed, record the rest as lost.
-        texts = {k: ({}, "") for k in samples}
-        broken = WorkItem(key=f"tar-{tar_path.stem}", caption="", source=tar_path.name,
-                          error=f"unreadable tar: {err}; samples after this point are lost")
+        return [WorkItem(key=f"tar-{tar_path.stem}", caption="", source=tar_path.name,
+                         error=f"unreadable tar: {err}")]
+    if cut and samples:
+        _fail_cut_sample(samples, errors)
     items = [_tar_item(tar_path, key, members, errors.get(key), texts.get(key, ({}, "")))
              for key, members in samples.items()]
-    return items + ([broken] if broken else [])
+    if cut:
+        items.append(WorkItem(key=f"tar-{tar_path.stem}", caption="", source=tar_path.name,
+                              error=f"unreadable tar: {cut}; samples after this point are lost"))
+    return items
 
 
-def _list_members(tar: tarfile.TarFile, samples: dict, errors: dict) -> None:
-    for member in tar:
-        key, ext = _split_member(member.name)
-        if not ext:
-            continue
-        samples.setdefault(key, {})[ext] = member
-        reason = _member_error(member)
-        if reason and ext in ("mp4", "txt", "json"):
-            errors.setdefault(key, reason)
+def _list_members(tar: tarfile.TarFile, samples: dict, errors: dict) -> str | None:
+    """Lists the samples; returns why the listing stopped early, or None at a proper end."""
+    try:
+        for member in tar:
+            key, ext = _split_member(member.name)
+            if not ext:
+                continue
+            samples.setdefault(key, {})[ext] = member
+            reason = _member_error(member)
+            if reason and ext in ("mp4", "txt", "json"):
+                errors.setdefault(key, reason)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        return str(err)
+    # tarfile stops quietly at a header cut in two: only the end-of-archive marker (two
+    # zero blocks) tells a whole tar from one cut at a member boundary or inside a header.
+    tar.fileobj.seek(tar.offset)
+    tail = tar.fileobj.read(1024)
+    if len(tail) < 1024 or tail.strip(b"\0"):
+        return f"it ends at byte {tar.offset + len(tail)} without its end-of-archive marker (cut short?)"
+    return None
 
 
-def _read_text(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> tuple[dict, str]:
+def _fail_cut_sample(samples: dict[str, dict], errors: dict[str, str]) -> None:
+    """The last sample listed before a cut fails if it lacks a member the others have: its
+    caption or its json (with the videoid) may be what was lost."""
+    last = next(reversed(samples))
+    others = {ext for key, members in samples.items() if key != last for ext in members}
+    missing = sorted((others or {"txt", "json"}) - set(samples[last]))
+    if missing and (others or not {"txt", "json"} & set(samples[last])):
+        errors.setdefault(last, f"truncated tar: the tar is cut inside this sample "
+                                f"(its {', '.join(missing)} lost)")
+
+
+def _read_text(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> tuple[tuple[dict, str], str | None]:
+    """((json meta, caption), None), or a reason when a text member cannot be read whole."""
+    raw = {}
+    for ext in ("json", "txt"):
+        if ext in members:
+            try:
+                raw[ext] = tar.extractfile(members[ext]).read()
+            except (tarfile.TarError, OSError, EOFError) as err:
+                return ({}, ""), f"truncated tar: its {ext} member cannot be read ({err})"
+            if len(raw[ext]) != members[ext].size:
+                return ({}, ""), f"truncated tar: its {ext} member is cut short"
     meta = {}
-    if "json" in members:
+    if "json" in raw:
         try:
-            meta = json.loads(tar.extractfile(members["json"]).read().decode("utf-8"))
+            meta = json.loads(raw["json"].decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             meta = {}
-    caption = ""
-    if "txt" in members:
-        caption = tar.extractfile(members["txt"]).read().decode("utf-8", "replace").strip()
-    return (meta if isinstance(meta, dict) else {}), caption or str(meta.get("caption") or "")
+    meta = meta if isinstance(meta, dict) else {}
+    caption = raw["txt"].decode("utf-8", "replace").strip() if "txt" in raw else ""
+    return (meta, caption or str(meta.get("caption") or "")), None
 
 
 def _tar_item(tar_path: Path, member_key: str, members: dict, error: str | None,
@@ -215,7 +270,7 @@ def _tar_item(tar_path: Path, member_key: str, members: dict, error: str | None,
     if error is None and video is None:
         status = meta.get("status") or "unknown"
         message = meta.get("error_message")
-        error = f"no mp4 in tar (video2dataset status: {status}{f': {message}' if message else ''})"
+        error = f"no mp4 in tar: video2dataset status {status}{f' ({message})' if message else ''}"
     if error:
         return WorkItem(key=key, caption=caption, source=source, error=error)
     return WorkItem(key=key, caption=caption, source=source, path=str(tar_path.resolve()),

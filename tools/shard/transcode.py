@@ -4,13 +4,14 @@ Web videos are untrusted. Every ffmpeg we start:
 - reads its input through ``file:`` + an absolute path, so a name such as ``-i.mp4`` is never
   read as an option and ``a:b.mp4`` never as a protocol;
 - allows only the ``file`` protocol (``-protocol_whitelist file``), so no network access;
-- is told the input's demuxer with ``-f`` (from a short list of self-contained containers),
-  so a file that is really an HLS playlist, a concat list or an image pattern is parsed as an
-  mp4 (and rejected) instead of being followed to other files.
+- is told the input's demuxer with ``-f``: the self-contained container its first bytes
+  show (see ``source.py``), so a file that is really an HLS playlist, a concat list or an
+  image pattern is refused instead of being followed to other files.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 from dataclasses import dataclass
@@ -18,12 +19,7 @@ from pathlib import Path
 
 import ffmpeg
 
-# Containers that carry their media inside the file. The mov demuxer follows external data
-# references only with `enable_drefs`, which stays off.
-DEMUXERS = {
-    ".mp4": "mov", ".m4v": "mov", ".mov": "mov", ".webm": "matroska", ".mkv": "matroska",
-    ".avi": "avi", ".flv": "flv", ".ts": "mpegts",
-}
+from tools.shard.source import SELF_CONTAINED
 
 
 @dataclass(frozen=True)
@@ -44,6 +40,9 @@ CODECS = {
                   ("row-mt", "1"))),
     "mjpeg": Codec("mjpeg", "avi", "avi", (("q:v", "3"),)),
 }
+CRF_RANGE = {"h264": (0, 51), "vp9": (0, 63)}
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,23 @@ class TranscodeOptions:
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {sorted(CODECS)}, got {self.codec!r}")
+        numbers = {"fps": self.fps, "start": self.start, "max_seconds": self.max_seconds,
+                   "timeout": self.timeout}
+        bad = [f"{k}={v}" for k, v in numbers.items() if v is not None and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: must be a finite number")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.crf is not None:
+            if self.codec not in CRF_RANGE:
+                raise ValueError(f"crf applies to {sorted(CRF_RANGE)} only, not {self.codec}")
+            low, high = CRF_RANGE[self.codec]
+            if not low <= self.crf <= high:
+                raise ValueError(f"crf for {self.codec} must be in [{low}, {high}], got {self.crf}")
+        if self.codec == "h264" and self.preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.short_side is not None and (self.short_side < 2 or self.short_side % 2):
             raise ValueError(f"short_side must be an even number >= 2, got {self.short_side}")
         if self.fps is not None and self.fps <= 0:
@@ -89,20 +105,14 @@ class TranscodeError(RuntimeError):
     """ffmpeg refused or failed; the message carries ffmpeg's own words."""
 
 
-def demuxer_for(path: Path) -> str:
-    """The demuxer forced for ``path``, chosen by its extension.
+def safe_input(path: Path, demuxer: str, **options) -> ffmpeg.nodes.FilterableStream:
+    """An ffmpeg-python input that can only read this one local file as this one container.
 
     Raises:
-        TranscodeError: the extension is not one of the self-contained containers.
+        TranscodeError: ``demuxer`` is not one of the self-contained ones.
     """
-    demuxer = DEMUXERS.get(path.suffix.lower())
-    if demuxer is None:
-        raise TranscodeError(f"refused: extension {path.suffix!r} is not one of {sorted(DEMUXERS)}")
-    return demuxer
-
-
-def safe_input(path: Path, demuxer: str, **options) -> ffmpeg.nodes.FilterableStream:
-    """An ffmpeg-python input that can only read this one local file as this one container."""
+    if demuxer not in SELF_CONTAINED:
+        raise TranscodeError(f"refused: demuxer {demuxer!r} is not one of {SELF_CONTAINED}")
     return ffmpeg.input(f"file:{Path(path).absolute()}", f=demuxer, protocol_whitelist="file",
                         **options)
 
@@ -123,18 +133,19 @@ def _codec_options(options: TranscodeOptions) -> dict[str, str]:
     return chosen
 
 
-def build_command(src: Path, dst: Path, options: TranscodeOptions) -> list[str]:
+def build_command(src: Path, dst: Path, options: TranscodeOptions, demuxer: str = "mov") -> list[str]:
     """The full ffmpeg argument list that transcodes ``src`` into ``dst``.
 
     Args:
-        src: the input video (its extension picks the forced demuxer).
+        src: the input video.
         dst: the output file; its container is the codec's.
         options: the output format.
+        demuxer: the input's container, from `source.sniff` (never chosen by its name).
     """
     window = {"ss": options.start} if options.start else {}
     if options.max_seconds is not None:
         window["t"] = options.max_seconds
-    video = safe_input(src, demuxer_for(src), **window).video
+    video = safe_input(src, demuxer, **window).video
     if options.fps is not None:
         video = video.filter("fps", fps=options.fps)
     video = _scaled(video, options.short_side)
@@ -159,15 +170,16 @@ def ffmpeg_message(stderr: str, path: Path | None = None) -> str:
     return text[:500]
 
 
-def transcode(src: Path, dst: Path, options: TranscodeOptions) -> None:
+def transcode(src: Path, dst: Path, options: TranscodeOptions, demuxer: str = "mov") -> None:
     """Runs ffmpeg to write ``dst``.
 
     Raises:
         TranscodeError: with ffmpeg's message, or a timeout.
     """
-    command = build_command(src, dst, options)
+    command = build_command(src, dst, options, demuxer)
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=options.timeout)
+        result = subprocess.run(command, capture_output=True, text=True, errors="replace",
+                                timeout=options.timeout)
     except subprocess.TimeoutExpired as err:
         raise TranscodeError(f"ffmpeg: timed out after {options.timeout:.0f} s") from err
     if result.returncode != 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tools.shard.check import CheckError, check_outputs
 from tools.shard.inputs import WorkItem
+from tools.shard.source import Source, SourceError, inspect, short_decode
 from tools.shard.transcode import CODECS, TranscodeError, TranscodeOptions, transcode
 
 
@@ -44,24 +45,27 @@ def _input_file(item: WorkItem, folder: Path) -> Path:
     return copy
 
 
-def _transcode(item: WorkItem, options: TranscodeOptions, folder: Path) -> Path:
+def _transcode(item: WorkItem, options: TranscodeOptions, folder: Path) -> tuple[Path, Source]:
     folder.mkdir()
     src = _input_file(item, folder)
-    if src.stat().st_size == 0:
-        raise TranscodeError("empty file: 0 bytes")
+    source = inspect(src, options.start, options.timeout)
     dst = folder / f"output.{CODECS[options.codec].ext}"
-    transcode(src, dst, options)
-    return dst
+    transcode(src, dst, options, source.demuxer)
+    return dst, source
 
 
-def _check(done: list[tuple[Result, Path]], options: TranscodeOptions) -> None:
+def _check(done: list[tuple[Result, Path, Source]], options: TranscodeOptions) -> None:
     start = time.perf_counter()
-    checked = check_outputs([path for _, path in done], options.codec, options.timeout)
+    checked = check_outputs([path for _, path, _ in done], options.codec, options.timeout)
     share = (time.perf_counter() - start) / max(len(done), 1)
-    for (result, path), meta in zip(done, checked, strict=True):
+    for (result, path, source), meta in zip(done, checked, strict=True):
         result.seconds += share
         if isinstance(meta, CheckError):
             result.reason = str(meta)
+            continue
+        short = short_decode(meta["frames"], meta["fps"], source, options.start, options.max_seconds)
+        if short:
+            result.reason = short
         else:
             result.status, result.data = "ok", path.read_bytes()
             result.meta = {**meta, "source": result.source}
@@ -85,9 +89,11 @@ def process_batch(items: list[WorkItem], options: TranscodeOptions,
             result = Result(item.key, item.caption, item.source, reason=item.error or "")
             if item.error is None:
                 try:
-                    done.append((result, _transcode(item, options, folder / str(i))))
-                except (TranscodeError, OSError) as err:
+                    done.append((result, *_transcode(item, options, folder / str(i))))
+                except (SourceError, TranscodeError, OSError) as err:
                     result.reason = str(err)
+                except Exception as err:  # one odd file must not take its batch down with it
+                    result.reason = f"unexpected error: {type(err).__name__}: {err}"
             result.seconds = time.perf_counter() - start
             results.append(result)
         _check(done, options)

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from tools.shard.transcode import CODECS
@@ -28,10 +27,14 @@ MDS_HASHES = ["sha1"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``path`` so that readers see the old file or the whole new one, never a part."""
+    """Writes ``path`` so that readers see the old file or the whole new one, never a part.
+
+    One writer per folder, so a fixed temp name will do; unlike ``mkstemp`` (0600) the file
+    then gets the same mode as the tars next to it (0644 under the usual umask).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -125,18 +128,20 @@ def finished_groups(out: Path) -> dict[str, list[dict]]:
     return done
 
 
-def clear_group(out: Path, name: str) -> None:
-    """Removes whatever an interrupted run left of an unfinished group."""
-    for folder in (out / "mds" / name, out / "mds" / f".tmp-{name}"):
-        shutil.rmtree(folder, ignore_errors=True)
-    for path in (out / "wds" / f"{name}.tar", out / "wds" / f".tmp-{name}.tar",
-                 out / "wds" / f"{name}.idx"):
-        path.unlink(missing_ok=True)
+def clear_unfinished(out: Path, finished: set[str]) -> None:
+    """Removes whatever an interrupted run left of groups without a completion marker."""
+    for folder in out.glob("mds/*"):
+        if folder.is_dir() and folder.name not in finished:
+            shutil.rmtree(folder, ignore_errors=True)
+    for path in [*out.glob("wds/*.tar"), *out.glob("wds/*.idx")]:
+        if path.stem not in finished:
+            path.unlink(missing_ok=True)
 
 
 def clear_temporaries(out: Path) -> None:
     """Removes temp files and folders a killed run left (they are never part of a result)."""
-    for leftover in [*out.glob("mds/.tmp-*"), *out.glob("wds/.tmp-*"), *out.glob("mds/.index-tmp")]:
+    # Every dot name in these folders is a temporary of ours (.tmp-NAME, .index-tmp, .NAME.tmp).
+    for leftover in [*out.glob("mds/.*"), *out.glob("wds/.*"), *out.glob(f"{MARKERS}/.*")]:
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:

@@ -24,18 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training rows in results.csv (default %(default)s)")
     parser.add_argument("--num-test", type=int, default=None,
                         help="held-out test clips (default: num-clips // 4)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
     parser.add_argument("--defect-rate", type=float, default=defaults.defect_rate,
-                        help="share of rows with a caption defect; half as many broken files")
-    parser.add_argument("--fps", type=int, default=defaults.fps)
-    parser.add_argument("--width", type=int, default=defaults.width)
-    parser.add_argument("--height", type=int, default=defaults.height)
+                        help="share of rows with a caption defect; half as many broken files "
+                             "(default %(default)s)")
+    parser.add_argument("--fps", type=int, default=defaults.fps, help="default %(default)s")
+    parser.add_argument("--width", type=int, default=defaults.width, help="default %(default)s")
+    parser.add_argument("--height", type=int, default=defaults.height, help="default %(default)s")
     parser.add_argument("--workers", type=int, default=defaults.workers,
-                        help="processes rendering in parallel (default: all cores)")
+                        help="processes rendering in parallel (default: all cores, %(default)s here)")
 
 
 def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
+    from tools.folders import make_output_folder
 
     try:
         config = SynthConfig(
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             defect_rate=args.defect_rate, fps=args.fps, width=args.width, height=args.height,
             workers=args.workers,
         )
+        make_output_folder(args.out_dir, "OUT_DIR")
     except ValueError as err:
         raise UsageError(str(err)) from err
     summary = generate(config, args.out_dir)

@@ -50,6 +50,13 @@ class SynthConfig:
             raise ValueError(f"num_clips must be >= 1, got {self.num_clips}")
         if not 0.0 <= self.defect_rate <= 1.0:
             raise ValueError(f"defect_rate must be in [0, 1], got {self.defect_rate}")
+        if self.num_test is not None and self.num_test < 0:
+            raise ValueError(f"num_test must be >= 0, got {self.num_test}")
+        if min(self.fps, self.gop, self.workers) < 1:
+            raise ValueError(f"fps, gop and workers must be >= 1, got {self.fps}, {self.gop}, "
+                             f"{self.workers}")
+        if min(self.width, self.height) < 16:
+            raise ValueError(f"width and height must be >= 16, got {self.width}x{self.height}")
         if self.width % 2 or self.height % 2:
             raise ValueError(f"width and height must be even for yuv420p, got {self.width}x{self.height}")
 
