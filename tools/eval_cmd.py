@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
 
     _check_args(args)  # before torch loads: a usage error answers at once
+    from pipeline import CorruptSampleError
     from recipes.evaluate import EvalConfig, FinetuneConfig, evaluate_checkpoint, metrics_table
 
     try:
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                             video_root=args.video_root, settings=_settings(args.set),
                             finetune=finetune, seed=args.seed, trust_pickle=args.trust_pickle)
         metrics = evaluate_checkpoint(args.checkpoint, config, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CorruptSampleError) as err:
         raise UsageError(str(err)) from err
     if args.mode == "finetune":
         print(_finetune_line(Path(args.out)))
