@@ -1,19 +1,23 @@
 """SimVTP's unified masked video-text autoencoder in plain PyTorch (no training engine here)."""
 
-from .checkpoint import (
-    export_encoder,
-    load_bert_embeddings,
-    load_exported_encoder,
-    load_videomae_checkpoint,
-)
-from .config import ModelConfig, model_config
-from .flops import flops_per_batch, flops_per_sample
-from .losses import gather_features, vtc_loss
-from .unified import UnifiedMAE
+from __future__ import annotations
 
-__all__ = [
-    "ModelConfig", "model_config", "UnifiedMAE", "flops_per_sample", "flops_per_batch",
-    "load_videomae_checkpoint", "load_bert_embeddings", "export_encoder", "load_exported_encoder",
-    "gather_features",
-    "vtc_loss",
-]
+import importlib
+
+# Loaded on first use: recipe validation reads model.config, and `vtp train`/`vtp eval` must
+# answer a usage error before torch takes seconds to import.
+_EXPORTS = {
+    "ModelConfig": "model.config", "model_config": "model.config", "UnifiedMAE": "model.unified",
+    "flops_per_sample": "model.flops", "flops_per_batch": "model.flops",
+    "load_videomae_checkpoint": "model.checkpoint", "load_bert_embeddings": "model.checkpoint",
+    "export_encoder": "model.checkpoint", "load_exported_encoder": "model.checkpoint",
+    "gather_features": "model.losses", "vtc_loss": "model.losses",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

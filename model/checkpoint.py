@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,12 +70,15 @@ def _read_torch_file(path: Path, trust_pickle: bool) -> dict:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except pickle.UnpicklingError as err:  # the weights-only loader refused something
         if not trust_pickle:
             raise ValueError(
                 f"{path} holds objects beyond tensors and argparse.Namespace ({err}); "
                 "if you trust the file, pass trust_pickle=True") from err
-        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises RuntimeError, EOFError, ... for damaged files
+        raise ValueError(f"{path} is truncated or not a torch checkpoint "
+                         f"({type(err).__name__}: {err})") from err
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _unwrap(checkpoint: dict) -> dict[str, torch.Tensor]:

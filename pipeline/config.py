@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,6 +76,9 @@ class DataConfig:
         views: evaluation clips per video (multi-view testing averages their features).
         crop_view: evaluation: which of ``crops`` spatial crops (along the long side).
         crops: evaluation: spatial crops per clip (3 in SimVTP's test; 1 = centre).
+        max_bad_samples: corrupt samples a training run skips (each replaced by another
+            sample, so batches stay full) before it stops: a count of distinct keys, or a
+            fraction in (0, 1) of this process's samples (rounded up). 0 stops at the first.
     """
 
     path: str = ""
@@ -117,6 +121,7 @@ class DataConfig:
     views: int = 1
     crop_view: int = 0
     crops: int = 1
+    max_bad_samples: int | float = 0.001
 
     def __post_init__(self) -> None:
         self.crop_scales = tuple(float(s) for s in self.crop_scales)
@@ -148,6 +153,8 @@ class DataConfig:
             and 0 < self.crop_area[0] <= self.crop_area[1] <= 1,
             "crop_ratio": len(self.crop_ratio) == 2
             and 0 < self.crop_ratio[0] <= self.crop_ratio[1],
+            "max_bad_samples": self.max_bad_samples >= 0 and (
+                isinstance(self.max_bad_samples, int) or self.max_bad_samples < 1),
             "video_mask_ratio": 0.0 <= self.video_mask_ratio < 1.0,
             "text_mask_ratio": 0.0 <= self.text_mask_ratio <= 1.0,
             "num_frames": self.num_frames % self.tubelet[0] == 0,
@@ -157,6 +164,12 @@ class DataConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid DataConfig field(s) {bad}: {self}")
+
+    def bad_sample_budget(self, samples: int) -> int:
+        """How many distinct corrupt samples a run over ``samples`` samples may skip."""
+        if isinstance(self.max_bad_samples, int):
+            return self.max_bad_samples
+        return math.ceil(self.max_bad_samples * samples)
 
     @property
     def mask_grid(self) -> tuple[int, int, int]:

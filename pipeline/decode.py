@@ -34,16 +34,17 @@ class CorruptSampleError(RuntimeError):
     Built from the message alone too: DataLoader workers re-raise exceptions that way.
     """
 
-    def __init__(self, message: str, keys: list[str] | None = None):
+    def __init__(self, message: str, keys: list[str] | None = None, detail: str = ""):
         super().__init__(message)
         found = re.search(r"sample\(s\) (\[[^\]]*\])", message)
         self.keys = keys if keys is not None else (ast.literal_eval(found[1]) if found else [])
+        self.detail = detail or message
 
     @classmethod
     def of(cls, keys: list[str], detail: str) -> CorruptSampleError:
         return cls(f"corrupt video in sample(s) {keys}: DALI could not decode them ({detail}). "
                    f"Re-run `vtp shard` (which drops undecodable clips) or remove these keys.",
-                   keys)
+                   keys, f"undecodable video: {detail}")
 
 
 def check_codec(codec: str, device: str) -> None:
@@ -268,7 +269,8 @@ def _torch_clip(clip: np.ndarray, index: int, feeds: dict[str, list],
 
 def _last_line(err: Exception) -> str:
     lines = [line for line in str(err).splitlines() if line.strip()]
-    useful = [line for line in lines if "no longer valid" not in line]
+    useful = [line for line in lines if "no longer valid" not in line
+              and not line.lstrip().startswith(("C++ context", "Stacktrace", "[/"))]
     return (useful or lines or [type(err).__name__])[-1].strip()
 
 

@@ -22,6 +22,8 @@ import torch
 
 from pipeline.config import DataConfig
 from pipeline.decode import (
+    CodecError,
+    CorruptSampleError,
     VideoDecoder,
     center_crop,
     check_codec,
@@ -46,19 +48,32 @@ def _batch_seed(seed: int, epoch: int, keys: list[str]) -> int:
     return zlib.crc32("|".join(keys).encode(), zlib.crc32(f"{seed}:{epoch}".encode()))
 
 
+# Rounds of replacing corrupt samples in one batch before giving up on it.
+REPLACE_ROUNDS = 4
+
+
 class BatchBuilder:
     """The DataLoader's ``collate_fn``: a list of encoded samples -> one batch dict.
 
     The DALI pipeline and the tokenizer are created lazily, so each worker process owns its own.
 
+    In training, a corrupt sample (undecodable video, unreadable record) does not end the
+    batch: it is replaced by another sample and reported in the batch's ``skipped`` list
+    (key and reason), which recipes.callbacks.BadSamples logs and counts against
+    ``max_bad_samples``. Replacements come from the source by a seeded draw when it allows
+    random access (MDS), else from the batch's good samples. Evaluation raises instead.
+
     Args:
         cfg: the data configuration.
+        source: the dataset the samples come from (for replacements).
     """
 
-    def __init__(self, cfg: DataConfig):
+    def __init__(self, cfg: DataConfig, source=None):
         self.cfg = cfg
+        self.source = source if isinstance(source, MdsSource) else None  # random access
         self._decoder: VideoDecoder | None = None
         self._text: TextEncoder | None = None
+        self._bad: set[str] = set()
 
     def _parts(self):
         cfg = self.cfg
@@ -106,9 +121,75 @@ class BatchBuilder:
                 "flip": np.array(flip, np.int32)}
 
     def __call__(self, samples: list[dict]) -> dict:
+        if self.cfg.view is not None:
+            return self.build(samples)
+        skipped: list[dict] = []
+        for _ in range(REPLACE_ROUNDS):
+            bad = {s["key"]: s["error"] for s in samples if "error" in s}
+            if not bad:
+                try:
+                    return {**self.build(samples), "skipped": skipped}
+                except CorruptSampleError as err:
+                    bad = dict.fromkeys(err.keys, err.detail)
+            skipped += [{"key": key, "reason": reason} for key, reason in bad.items()]
+            self._bad.update(bad)
+            samples = self._replace(samples, set(bad))
+        raise CorruptSampleError(f"corrupt sample(s) {[s['key'] for s in skipped]}: replacements "
+                                 f"kept failing ({skipped[-1]['reason']})",
+                                 [s["key"] for s in skipped])
+
+    def _replace(self, samples: list[dict], bad: set[str]) -> list[dict]:
+        """``samples`` with each bad one swapped for another sample (seeded by its key)."""
+        good = [s for s in samples if s["key"] not in bad]
+        taken = {s["key"] for s in samples} | self._bad
+        epoch = samples[0].get("epoch", 0)
+        out = []
+        for sample in samples:
+            if sample["key"] not in bad:
+                out.append(sample)
+                continue
+            substitute = self._draw(sample["key"], epoch, taken)
+            if substitute is None and good:
+                substitute = good[len(out) % len(good)]  # no random access: repeat a good one
+            if substitute is None:
+                raise CorruptSampleError(f"corrupt sample(s) {sorted(bad)}: nothing left in the "
+                                         "batch to replace them with", sorted(bad))
+            taken.add(substitute["key"])
+            out.append(substitute)
+        return out
+
+    def _draw(self, key: str, epoch: int, taken: set[str]) -> dict | None:
+        if self.source is None:
+            return None
+        size = int(getattr(self.source, "num_samples", 0) or len(self.source))
+        for attempt in range(8):
+            index = zlib.crc32(f"{self.cfg.seed}:{epoch}:{key}:{attempt}".encode()) % size
+            try:
+                candidate = self.source[index]
+            except Exception:  # e.g. a copy in a worker that cannot reach the shards
+                return None
+            if "error" not in candidate and candidate["key"] not in taken:
+                return {**candidate, "epoch": epoch}
+        return None
+
+    def build(self, samples: list[dict]) -> dict:
+        """The batch dict of ``samples``; raises CorruptSampleError naming any bad one."""
+        bad = {s["key"]: s["error"] for s in samples if "error" in s}
+        if bad:
+            raise CorruptSampleError(f"corrupt sample(s) {list(bad)}: {next(iter(bad.values()))}",
+                                     list(bad), next(iter(bad.values())))
         decoder, text = self._parts()
         keys = [s["key"] for s in samples]
-        per_sample = [self.sample_feed(s) for s in samples]
+        per_sample = []
+        for sample in samples:
+            try:
+                per_sample.append(self.sample_feed(sample))
+            except (KeyError, TypeError, ValueError) as err:
+                if isinstance(err, CodecError):
+                    raise
+                raise CorruptSampleError(f"corrupt sample(s) {[sample['key']]}: bad metadata "
+                                         f"({err!r})", [sample["key"]],
+                                         f"bad metadata: {err!r}") from err
         feeds = {name: [f[name] for f in per_sample] for name in per_sample[0]}
         video = decoder(feeds, keys, [s["meta"]["codec"] for s in samples])
         seed = _batch_seed(self.cfg.seed, samples[0].get("epoch", 0), keys)
@@ -178,9 +259,10 @@ def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True) -> Epoch
         raise ValueError("data.device=gpu needs a CUDA GPU for DALI's mixed decoder and none is "
                          "visible; use data.device=cpu with VP9 or MJPEG shards")
     workers = 0 if cfg.device == "gpu" else cfg.num_workers
+    source = build_source(cfg, clean_shared_memory)
     return EpochDataLoader(
-        build_source(cfg, clean_shared_memory), batch_size=cfg.batch_size,
-        collate_fn=BatchBuilder(cfg), num_workers=workers, drop_last=cfg.drop_last,
+        source, batch_size=cfg.batch_size,
+        collate_fn=BatchBuilder(cfg, source), num_workers=workers, drop_last=cfg.drop_last,
         prefetch_factor=cfg.prefetch if workers else None,
         persistent_workers=workers > 0 and cfg.format == "mds",
         # spawn: a worker forked from a process whose DALI pipelines have live threads can
@@ -196,8 +278,9 @@ def split_batch(batch: dict, microbatch_size: int | float) -> list[dict]:
         microbatch_size: samples per microbatch.
     """
     size, step = len(batch["keys"]), int(microbatch_size)
-    return [{name: value[start:start + step] for name, value in batch.items()}
-            for start in range(0, size, step)]
+    # "skipped" (corrupt samples replaced) describes the whole batch: callbacks read it there
+    return [{name: value[start:start + step] for name, value in batch.items()
+             if name != "skipped"} for start in range(0, size, step)]
 
 
 def num_samples_in_batch(batch: dict) -> int:

@@ -40,9 +40,22 @@ class MdsSource(StreamingDataset):
     """
 
     def __init__(self, local: str, remote: str | None, batch_size: int, shuffle: bool, seed: int):
+        # Shards copied from a remote are checked against the hashes `vtp shard` wrote into
+        # the index, so damage in transit is caught on arrival, naming the shard.
+        validate = "sha1" if remote and _index_has_hash(local, remote, "sha1") else None
         super().__init__(local=local, remote=remote, batch_size=batch_size, shuffle=shuffle,
-                         shuffle_seed=seed)
+                         shuffle_seed=seed, validate_hash=validate)
         self._epoch = 0
+
+    def get_item(self, sample_id: int, retry: int = 7) -> dict:
+        """The sample, or ``{"key", "error"}`` when its record cannot be decoded (a damaged
+        shard): the batch builder then skips it instead of the run ending here."""
+        try:
+            return super().get_item(sample_id, retry)
+        except (FileNotFoundError, RuntimeError):  # a missing shard, a dead download thread
+            raise
+        except Exception as err:  # Streaming's column decoders raise anything on bad bytes
+            return {"key": f"sample #{sample_id}", "error": f"unreadable MDS record: {err!r}"}
 
     def _resume_incr_epoch(self) -> tuple[int, int]:
         epoch, sample_in_epoch = super()._resume_incr_epoch()
@@ -52,6 +65,17 @@ class MdsSource(StreamingDataset):
     def __iter__(self):
         for sample in super().__iter__():
             yield {**sample, "epoch": self._epoch}
+
+
+def _index_has_hash(local: str, remote: str, algo: str) -> bool:
+    """Whether the MDS index (local copy, else a local remote) lists ``algo`` hashes."""
+    for folder in (local, remote):
+        index = Path(folder) / "index.json"
+        if "://" not in str(folder) and index.is_file():
+            shards = json.loads(index.read_text()).get("shards") or []
+            return bool(shards) and all(algo in (s.get("raw_data") or {}).get("hashes", {})
+                                        for s in shards)
+    return False  # no index here yet: shards from before hashes must still load
 
 
 def first_meta_mds(source: MdsSource) -> dict:

@@ -114,6 +114,8 @@ class TrainerConfig:
         save_num_checkpoints_to_keep: -1 keeps all.
         autoresume: resume from the latest checkpoint in ``save_folder`` (needs ``run_name``).
         load_path: a checkpoint to start from (ignored when autoresume finds one).
+        trust_pickle: load ``load_path`` (or the autoresume checkpoint) even when it needs full
+            unpickling, which runs code from the file; only for checkpoints you trust.
         clip_grad_norm: gradient clipping threshold; None (SimVTP) clips nothing.
         torch_threads: intra-op CPU threads of torch in each process; None keeps torch's
             default (all cores). On small CPUs 1 leaves the other cores to DALI's decoders:
@@ -130,11 +132,15 @@ class TrainerConfig:
     save_num_checkpoints_to_keep: int = -1
     autoresume: bool = False
     load_path: str | None = None
+    trust_pickle: bool = False
     clip_grad_norm: float | None = None
     torch_threads: int | None = None
 
     def __post_init__(self) -> None:
         _check_time("trainer.max_duration", self.max_duration)
+        if float(self.max_duration[: TIME_RE.match(self.max_duration).start(2)]) <= 0:
+            raise ValueError(f"trainer.max_duration={self.max_duration} trains nothing; give a "
+                             "positive duration such as '20ba' or '1ep'")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"trainer.torch_threads must be >= 1, got {self.torch_threads}")
         _check_time("trainer.save_interval", self.save_interval)
@@ -318,6 +324,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {path} is not valid YAML: {err}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"recipe {path} cannot be read as text: {err}") from err
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections")
     for override in overrides:

@@ -24,7 +24,8 @@ from model import UnifiedMAE
 from model.retrieval import text_video_metrics
 from pipeline import BatchBuilder, DataConfig
 from pipeline.loader import build_source
-from recipes.checkpoint import load_data_settings, load_trained_model
+from recipes.checkpoint import load_data_settings, load_trained_model, read_checkpoint
+from recipes.eval_inputs import check_usable, test_items
 from recipes.finetune_config import FinetuneConfig
 
 # model/retrieval.py ranks ties against the query; SimVTP's metric.py (Frozen's) ranks them
@@ -58,6 +59,8 @@ class EvalConfig:
             text_max_length, tokenizer_path, interpolation, text_padding).
         finetune: the fine-tuning run of ``mode="finetune"``.
         seed: seeds fine-tuning (evaluation itself draws nothing at random).
+        trust_pickle: load a checkpoint that needs full unpickling (runs code from the file;
+            see recipes.checkpoint.read_checkpoint).
     """
 
     data: str
@@ -75,6 +78,7 @@ class EvalConfig:
     settings: dict = field(default_factory=dict)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     seed: int = 0
+    trust_pickle: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("zero-shot", "finetune"):
@@ -93,39 +97,6 @@ class EvalConfig:
         return self.device
 
 
-def test_items(json_path: Path, video_root: Path | None = None) -> list:
-    """The work items of an MSR-VTT-style json: one per entry, in file order.
-
-    Entries need a caption (``caption`` or ``sentence``) and a video (``video``: a path
-    relative to ``video_root``, default the json's folder; or ``video_id`` with
-    ``{video_root}/{video_id}.mp4``). A missing file becomes an item that fails with its reason.
-
-    Raises:
-        ValueError: the json is not such a list, or two entries share a key.
-    """
-    from tools.shard.inputs import WorkItem, check_key
-
-    entries = json.loads(Path(json_path).read_text())
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ValueError(f"{json_path} must hold a json list of objects (video, caption)")
-    root = Path(video_root) if video_root else Path(json_path).parent
-    items, seen = [], set()
-    for index, entry in enumerate(entries):
-        caption = entry.get("caption", entry.get("sentence"))
-        video = entry.get("video") or (f"{entry['video_id']}.mp4" if "video_id" in entry else None)
-        if caption is None or video is None:
-            raise ValueError(f"{json_path} entry {index} needs a caption and a video: {entry}")
-        key = str(entry.get("video_id") or Path(video).stem)
-        if key in seen:
-            raise ValueError(f"{json_path}: key {key!r} appears twice (one caption per video)")
-        seen.add(key)
-        path = root / video
-        error = check_key(key) or (None if path.is_file() else f"missing file: {path}")
-        items.append(WorkItem(key=key, caption=str(caption), source=str(video),
-                              path=str(path), error=error))
-    return items
-
-
 def prepare_test_shards(json_path: Path, out: Path, codec: str, short_side: int | None,
                         workers: int, video_root: Path | None = None) -> tuple[Path, dict]:
     """Shards the json's clips into ``out`` (resumable: a finished run is reused).
@@ -135,9 +106,11 @@ def prepare_test_shards(json_path: Path, out: Path, codec: str, short_side: int 
     """
     from tools.shard import ShardConfig, TranscodeOptions, shard
 
+    items = test_items(json_path, video_root)
+    check_usable(items, json_path, video_root)
     options = TranscodeOptions(codec=codec, short_side=short_side)
     config = ShardConfig(out=out, format="mds", transcode=options, workers=workers)
-    return out, shard(test_items(json_path, video_root), config)
+    return out, shard(items, config)
 
 
 @torch.no_grad()
@@ -229,8 +202,10 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
     """
     out, device = Path(cfg.out), cfg.resolved_device()
     out.mkdir(parents=True, exist_ok=True)
-    model = load_trained_model(checkpoint)
-    settings = load_data_settings(checkpoint)
+    stored = read_checkpoint(checkpoint, cfg.trust_pickle)
+    model = load_trained_model(checkpoint, checkpoint=stored)
+    settings = load_data_settings(checkpoint, checkpoint=stored)
+    del stored  # optimizer state and all: only the model is kept
     shards, failed = Path(cfg.data), 0
     if shards.suffix == ".json":
         codec = cfg.codec or ("h264" if device == "gpu" else "vp9")

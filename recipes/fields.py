@@ -143,7 +143,11 @@ def apply_override(data: dict, override: str) -> None:
     path, sep, text = override.partition("=")
     if not sep or not path.strip():
         raise RecipeError(f"override {override!r} is not of the form section.key=value")
-    value = yaml.safe_load(text) if text.strip() else ""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise RecipeError(f"override {override!r}: the value is not valid YAML "
+                          f"({str(err).splitlines()[0]})") from err
     parts = path.strip().split(".")
     node = data
     for i, part in enumerate(parts[:-1]):

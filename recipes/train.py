@@ -22,12 +22,14 @@ from composer.utils import dist
 from model import UnifiedMAE, flops_per_batch
 from model.interop import InitError, InitReport, init_text, init_video
 from pipeline import DataConfig, build_dataspec
-from recipes.callbacks import BatchLog
+from recipes.callbacks import BadSamples, BatchLog
+from recipes.checkpoint import check_checkpoints_to_load
 from recipes.composer_model import VTPComposerModel
 from recipes.config import InitConfig, RecipeConfig, RecipeError, load_recipe
 from recipes.optim import build_optimizer, build_scheduler
 
-__all__ = ["train_from_yaml", "build_trainer", "build_model", "initialise", "summary"]
+__all__ = ["train_from_yaml", "build_trainer", "build_model", "initialise", "summary",
+           "finished_at"]
 
 
 def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
@@ -40,8 +42,22 @@ def train_from_yaml(path: str | Path, overrides: Sequence[str] = (),
         callbacks: extra Composer callbacks, added after the recipe's own.
     """
     trainer = build_trainer(load_recipe(path, overrides), callbacks)
-    trainer.fit()
+    if finished_at(trainer) is None:
+        trainer.fit()
     return trainer
+
+
+def finished_at(trainer: Trainer) -> int | None:
+    """The batches of a run that autoresume found already at ``max_duration``, else None
+    (Composer's fit would raise on it; a rerun of a finished run is not an error)."""
+    state = trainer.state
+    if state.max_duration is None or int(state.timestamp.batch) == 0:
+        return None
+    try:
+        done = state.timestamp.get(state.max_duration.unit) >= state.max_duration
+    except (ValueError, TypeError):  # a unit the timestamp does not count (dur)
+        return None
+    return int(state.timestamp.batch) if done else None
 
 
 def summary(trainer: Trainer) -> str:
@@ -105,6 +121,7 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
         torch.set_num_threads(recipe.trainer.torch_threads)
     data_cfg = _data_config(recipe, device)  # the world size comes from the launcher's env
     dist.initialize_dist(device)
+    check_checkpoints_to_load(recipe, dist.get_global_rank())
     model = build_model(recipe)
     t, log = recipe.trainer, recipe.loggers
     trainer = Trainer(
@@ -186,6 +203,7 @@ def _callbacks(recipe: RecipeConfig, device: str) -> list[Callback]:
         out.append(RuntimeEstimator())
     if cb.batch_log:
         out.append(BatchLog(cb.batch_log))
+    out.append(BadSamples(recipe.data.max_bad_samples))
     return out
 
 

@@ -128,6 +128,29 @@ def test_test_items_keep_order_and_mark_missing_files(tmp_path):
     assert items[1].key == "d" and "missing file" in items[1].error
 
 
+def test_test_items_stay_inside_the_video_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "secret"
+    (root / "videos").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "s.mp4").write_bytes(b"x")
+    (root / "videos" / "ok.mp4").write_bytes(b"x")
+    (root / "videos" / "link.mp4").symlink_to(outside / "s.mp4")
+    entries = [{"video": "videos/ok.mp4", "caption": "inside"},
+               {"video": "../secret/s.mp4", "caption": "climbs out", "video_id": "a"},
+               {"video": str(outside / "s.mp4"), "caption": "absolute", "video_id": "b"},
+               {"video": "videos/link.mp4", "caption": "links out", "video_id": "c"},
+               {"video": "videos/../../secret/s.mp4", "caption": "climbs out in the middle",
+                "video_id": "d"}]
+    items = evaluate.test_items(_write(root / "test.json", entries))
+    assert items[0].error is None
+    for item in items[1:]:
+        assert item.error and item.error.startswith("unsafe"), item
+        assert item.path == ""
+    # the same json read with --video-root above the secret folder: the relative ones are fine
+    items = evaluate.test_items(_write(root / "test.json", entries[:2]), tmp_path / "root")
+    assert items[0].error is None and items[1].error.startswith("unsafe")
+
+
 def test_test_items_reject_duplicates_and_bad_json(tmp_path):
     twice = [{"video": "x/a.mp4", "caption": "one"}, {"video": "y/a.mp4", "caption": "two"}]
     with pytest.raises(ValueError, match="appears twice"):
@@ -208,11 +231,10 @@ def test_dual_encoder_copies_the_pretrained_encoder():
 # -- the CLI on a tiny checkpoint -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def eval_json(tmp_path_factory, synth_dir) -> Path:
-    """The synthetic held-out clips (absolute paths), plus one entry whose video is missing."""
+    """The synthetic held-out clips (paths relative to ``synth_dir``, the --video-root), plus
+    one entry whose video is missing."""
     entries = json.loads((synth_dir / "test.json").read_text())[:TEST_CLIPS]
-    for entry in entries:
-        entry["video"] = str(synth_dir / entry["video"])
-    entries.append({"video_id": "29999999", "video": str(synth_dir / "videos/test/gone.mp4"),
+    entries.append({"video_id": "29999999", "video": "videos/test/gone.mp4",
                     "caption": "a clip that was never rendered"})
     return _write(tmp_path_factory.mktemp("eval_json") / "test.json", entries)
 
@@ -225,13 +247,14 @@ def _eval(checkpoint: Path, data: Path, out: Path, *extra: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def json_run(tmp_path_factory, tiny_checkpoint, eval_json) -> tuple[Path, str]:  # noqa: F811
+def json_run(tmp_path_factory, tiny_checkpoint, eval_json, synth_dir) -> tuple[Path, str]:  # noqa: F811
     """`vtp eval` on the test json (sharded into OUT/test-shards): (OUT, printed output)."""
     out = tmp_path_factory.mktemp("eval_json_run")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = vtp_main(["eval", str(tiny_checkpoint), "--data", str(eval_json), "--out",
-                         str(out), "--workers", "2", "--no-progress", "--batch-size", "4"])
+                         str(out), "--workers", "2", "--no-progress", "--batch-size", "4",
+                         "--video-root", str(synth_dir)])
     assert code == 0
     return out, printed.getvalue()
 

@@ -204,17 +204,22 @@ def report(result: PipelineResult, label: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("benchmark", choices=BENCHMARKS, help="what to benchmark")
     parser.add_argument("shard_dir", type=Path, help="`vtp shard` output (with mds/) or an MDS folder")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="decode device (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader worker processes (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="DALI threads per pipeline (default: all cores)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=224)
+                        help="DALI threads per pipeline (default: all cores, %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="samples per batch (default: %(default)s)")
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="output height and width (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=3,
                         help="passes over the shards (each draws new frames); the first batch "
-                             "of every process is warm-up and not counted")
+                             "of every process is warm-up and not counted (default: %(default)s)")
     parser.add_argument("--interpolation", choices=("nearest", "linear", "cubic"), default="linear",
-                        help="resize filter (data.interpolation); nearest is far cheaper on a CPU")
+                        help="resize filter (data.interpolation); nearest is far cheaper on a CPU "
+                             "(default: %(default)s)")
     parser.add_argument("--uint8", action="store_true",
                         help="hand over uint8 video, normalise after (data.normalize_on_device)")
     parser.add_argument("--resize-backend", choices=("dali", "torch"), default="dali",
@@ -225,10 +230,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recipes.preflight import shard_problem, shard_samples
     from tools.cli import UsageError
 
-    if not args.shard_dir.exists():
-        raise UsageError(f"{args.shard_dir} does not exist")
+    for flag, least in (("threads", 1), ("batch_size", 1), ("epochs", 1), ("workers", 0),
+                        ("image_size", 1)):
+        if getattr(args, flag) < least:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= {least}, "
+                             f"got {getattr(args, flag)}")
+    problem = shard_problem(args.shard_dir, "mds")  # the limit reads the clips from MDS
+    if problem:
+        raise UsageError(problem)
+    samples = shard_samples(args.shard_dir, "mds")
+    if args.batch_size > samples:
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the {samples} samples "
+                         f"in {args.shard_dir}")
     from pipeline import DataConfig
 
     cfg = DataConfig(path=str(args.shard_dir), device=args.device, batch_size=args.batch_size,

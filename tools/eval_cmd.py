@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import zipfile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a `vtp train` checkpoint (e.g. .../latest-rank0.pt)")
     parser.add_argument("--data", required=True, help="test json (MSR-VTT style) or shard folder")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--mode", choices=("zero-shot", "finetune"), default="zero-shot")
+    parser.add_argument("--mode", choices=("zero-shot", "finetune"), default="zero-shot",
+                        help="zero-shot encoder, or the dual encoder fine-tuned first "
+                             "(default: %(default)s)")
     parser.add_argument("--recipe", default=None,
                         help="fine-tuning recipe (finetune-msrvtt, finetune-tiny or a YAML path): "
                              "its finetune section drives --mode finetune, its test section "
@@ -27,15 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spatial crops per clip, averaged (default: the recipe's, else 1)")
     parser.add_argument("--split-name", default=None,
                         help="name of the test split in the reports, e.g. 'MSR-VTT 1k-A'")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="clips per forward pass (default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="auto picks the GPU when there is one (default: %(default)s)")
     parser.add_argument("--codec", choices=("h264", "vp9", "mjpeg"), default=None,
                         help="codec for sharding json clips (default: vp9 on CPU, h264 on GPU)")
     parser.add_argument("--short-side", type=int, default=None,
                         help="short side of sharded json clips (default: 8/7 of the model input)")
     parser.add_argument("--video-root", default=None,
                         help="folder the json's video paths start from (default: the json's)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes sharding json clips (default: all cores, %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a data setting of the checkpoint (stride, sampler, "
                              "sparse_clips, text_max_length, tokenizer_path, interpolation, "
@@ -44,10 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training shards for --mode finetune (overrides the recipe's)")
     parser.add_argument("--finetune-steps", type=int, default=None,
                         help="optimizer steps (overrides the recipe's max_duration)")
-    parser.add_argument("--finetune-batch-size", type=int, default=None)
-    parser.add_argument("--finetune-lr", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--finetune-batch-size", type=int, default=None,
+                        help="clips per fine-tuning step (default: the recipe's)")
+    parser.add_argument("--finetune-lr", type=float, default=None,
+                        help="peak fine-tuning learning rate (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds fine-tuning (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="load a checkpoint that needs full unpickling; this runs code "
+                             "from the file, so only for checkpoints you trust")
 
 
 def _settings(pairs: list[str]) -> dict:
@@ -89,17 +101,65 @@ def _recipe(args: argparse.Namespace):
     return replace(recipe.finetune, **given), protocol
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_args(args: argparse.Namespace) -> None:
+    """Usage errors found without torch: missing files, a useless json, bad numbers."""
     from pathlib import Path
 
-    from recipes.evaluate import EvalConfig, evaluate_checkpoint, metrics_table, protocol_line
-    from recipes.fields import RecipeError
     from tools.cli import UsageError
 
     if not Path(args.checkpoint).is_file():
-        raise UsageError(f"checkpoint {args.checkpoint} does not exist")
-    if not Path(args.data).exists():
+        raise UsageError(f"checkpoint {args.checkpoint} does not exist (or is not a file)")
+    if not zipfile.is_zipfile(args.checkpoint):  # torch.save and Composer write zip archives
+        raise UsageError(f"checkpoint {args.checkpoint} is truncated or not a torch checkpoint "
+                         "(no zip archive directory at its end)")
+    data = Path(args.data)
+    if not data.exists():
         raise UsageError(f"--data {args.data} does not exist")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder")
+    if args.video_root and not Path(args.video_root).is_dir():
+        raise UsageError(f"--video-root {args.video_root} is not a folder")
+    for flag in ("views", "crops", "batch_size", "workers", "finetune_steps",
+                 "finetune_batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.finetune_data and not Path(args.finetune_data).exists():
+        raise UsageError(f"--finetune-data {args.finetune_data} does not exist")
+    if data.is_file() and data.suffix == ".json":
+        from recipes.eval_inputs import check_usable, test_items
+
+        root = Path(args.video_root) if args.video_root else None
+        try:
+            check_usable(test_items(data, root), data, root)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+    elif data.is_file():
+        raise UsageError(f"--data {args.data} is neither a test json (.json) nor a shard folder")
+    else:
+        from recipes.preflight import shard_problem
+
+        problem = shard_problem(data, "mds")
+        if problem:
+            raise UsageError(f"--data: {problem}")
+    if args.finetune_data:
+        from recipes.preflight import shard_problem
+
+        problem = shard_problem(args.finetune_data, "mds")
+        if problem:
+            raise UsageError(f"--finetune-data: {problem}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tools.cli import UsageError
+
+    _check_args(args)  # before torch loads: a usage error answers at once
+    from pipeline import CorruptSampleError
+    from recipes.evaluate import EvalConfig, evaluate_checkpoint, metrics_table, protocol_line
+    from recipes.fields import RecipeError
+
     try:
         finetune, protocol = _recipe(args)
         if args.mode == "finetune" and not finetune.train_data:
@@ -109,9 +169,9 @@ def run(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, device=args.device, codec=args.codec,
                             short_side=args.short_side, workers=args.workers,
                             video_root=args.video_root, settings=_settings(args.set),
-                            finetune=finetune, seed=args.seed)
+                            finetune=finetune, seed=args.seed, trust_pickle=args.trust_pickle)
         metrics = evaluate_checkpoint(args.checkpoint, config, progress=not args.no_progress)
-    except (RecipeError, ValueError) as err:
+    except (RecipeError, ValueError, FileNotFoundError, CorruptSampleError) as err:
         raise UsageError(str(err)) from err
     if args.mode == "finetune":
         print(_finetune_line(Path(args.out)))

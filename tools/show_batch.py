@@ -14,12 +14,14 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shard_dir", type=Path, help="`vtp shard` output (mds/ or wds/)")
-    parser.add_argument("--recipe", type=Path, help="take the data section from this recipe")
+    parser.add_argument("--recipe", type=Path,
+                        help="take the data section from this recipe (default: DataConfig's)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG and json")
     parser.add_argument("--format", choices=("mds", "wds"), help="shard format (default: recipe's or mds)")
     parser.add_argument("--device", choices=("cpu", "gpu"), help="decode device (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seed", type=int, help="data seed (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="samples in the batch (default: %(default)s)")
+    parser.add_argument("--seed", type=int, help="data seed (default: the recipe's, else 0)")
 
 
 def data_config(args: argparse.Namespace):
@@ -102,11 +104,35 @@ def draw(batch: dict, cfg, captions: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    from recipes.config import RecipeError, load_recipe
+    from recipes.preflight import shard_problem, shard_samples
+    from tools.cli import UsageError
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder")
+    fmt = args.format
+    if args.recipe:
+        try:
+            fmt = fmt or load_recipe(args.recipe, [f"data.path={args.shard_dir}"]).data.format
+        except RecipeError as err:
+            raise UsageError(f"--recipe: {err}") from err
+    fmt = fmt or "mds"
+    problem = shard_problem(args.shard_dir, fmt)
+    if problem:
+        raise UsageError(problem)
+    samples = shard_samples(args.shard_dir, fmt)
+    if args.batch_size > samples:
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the {samples} samples "
+                         f"in {args.shard_dir}")
+
+
 def run(args: argparse.Namespace) -> int:
     from tools.cli import UsageError
 
-    if not args.shard_dir.exists():
-        raise UsageError(f"{args.shard_dir} does not exist")
+    _check_args(args)  # before torch, DALI and Streaming load
     from pipeline import CodecError, build_dataloader
     from pipeline.text import load_tokenizer
 

@@ -93,6 +93,26 @@ def video_path(root: Path, page_dir: str, videoid: str) -> tuple[Path | None, st
     return real, None
 
 
+def confined_file(root: Path, relative: str, field: str = "video") -> tuple[Path | None, str | None]:
+    """``root/relative`` if it is a regular file inside ``root``, else a reason (as video_path,
+    for inputs that name a whole relative path, such as the test json of `vtp eval`)."""
+    reason = _unsafe_component(relative, field)
+    if reason:
+        return None, reason
+    real_root = root.resolve()
+    try:
+        real = (real_root / relative).resolve()
+        if not real.is_relative_to(real_root):
+            return None, f"unsafe path: {relative} resolves outside the video root"
+        if not real.exists():
+            return None, "missing file"
+        if not real.is_file():
+            return None, "not a regular file"
+    except OSError as err:  # a name too long for the file system, a loop of links
+        return None, f"unreadable path: {err.strerror or err}"
+    return real, None
+
+
 def read_manifest(path: Path) -> pa.Table:
     """The manifest as a table of strings (videoids must stay strings, e.g. '007')."""
     import pyarrow as pa

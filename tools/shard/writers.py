@@ -21,6 +21,9 @@ from tools.shard.transcode import CODECS
 FORMATS = {"mds": ("mds",), "wds": ("wds",), "both": ("mds", "wds")}
 MDS_COLUMNS = {"key": "str", "video": "bytes", "caption": "str", "meta": "json"}
 MARKERS = "done"
+# Written into index.json per shard; readers copying shards from a remote verify them
+# (Streaming's validate_hash), so damage is caught where it happened.
+MDS_HASHES = ["sha1"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,7 +47,8 @@ def write_mds(folder: Path, samples: list[dict], size_limit: int = 1 << 26) -> N
 
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    with MDSWriter(out=str(tmp), columns=MDS_COLUMNS, size_limit=size_limit) as writer:
+    with MDSWriter(out=str(tmp), columns=MDS_COLUMNS, size_limit=size_limit,
+                   hashes=MDS_HASHES) as writer:
         for sample in samples:
             writer.write({"key": sample["key"], "video": sample["video"],
                           "caption": sample["caption"], "meta": sample["meta"]})
