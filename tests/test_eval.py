@@ -358,7 +358,7 @@ def _usage_error(capsys, *argv: str) -> str:
 
 
 def test_bad_usage_exits_2_with_a_message(tiny_checkpoint, eval_json, train_shards, tmp_path,  # noqa: F811
-                                          capsys):
+                                          synth_dir, capsys):
     err = _usage_error(capsys, str(tmp_path / "none.pt"), "--data", str(eval_json),
                        "--out", str(tmp_path / "a"))
     assert "none.pt" in err and "does not exist" in err
@@ -366,7 +366,7 @@ def test_bad_usage_exits_2_with_a_message(tiny_checkpoint, eval_json, train_shar
                        "--out", str(tmp_path / "b"))
     assert "--data" in err
     err = _usage_error(capsys, str(tiny_checkpoint), "--data", str(eval_json), "--out",
-                       str(tmp_path / "c"), "--mode", "finetune")
+                       str(tmp_path / "c"), "--mode", "finetune", "--video-root", str(synth_dir))
     assert "--finetune-data" in err
     err = _usage_error(capsys, str(tiny_checkpoint), "--data", str(train_shards), "--out",
                        str(tmp_path / "d"), "--mode", "finetune", "--finetune-data",

@@ -267,13 +267,14 @@ def test_simvtp_recipe_starts_from_init_video_and_text(hf_dir, tmp_path, capsys)
     assert recipe.flat()["init.video"] == str(folder)
 
 
-def test_train_cli_refuses_a_wrong_checkpoint_before_training(tmp_path, capsys):
+def test_train_cli_refuses_a_wrong_checkpoint_before_training(tmp_path, capsys,
+                                                              train_shards):  # noqa: F811
     from tools.cli import main
 
     hf_pretraining_model(tiny_config(width=64, num_heads=4)).save_pretrained(tmp_path / "narrow")
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "tiny-synthetic", f"init.video={tmp_path / 'narrow'}",
-              "model.vocab_size=1000", f"data.path={tmp_path / 'no-shards'}",
+              "model.vocab_size=1000", f"data.path={train_shards}",
               f"trainer.save_folder={tmp_path / 'ckpt'}"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
