@@ -163,6 +163,11 @@ class CallbacksConfig:
         runtime_estimator: log the estimated time to finish.
         batch_log: a jsonl path (``{rank}``, ``{run_name}`` filled in) recording each batch's
             sample keys and losses per rank; None for none.
+        divergence_guard: stop at the first non-finite loss term or gradient, before the
+            optimizer step, and log the global gradient norm every step (recipes/guard.py).
+        run_card: write ``run_card.json`` / ``run_card.md`` beside the checkpoints.
+        curves: draw ``curves.png`` (loss terms and lr) beside the checkpoints at each
+            checkpoint and at the end.
     """
 
     speed_monitor: bool = True
@@ -172,6 +177,9 @@ class CallbacksConfig:
     memory_monitor: bool = True
     runtime_estimator: bool = False
     batch_log: str | None = None
+    divergence_guard: bool = True
+    run_card: bool = True
+    curves: bool = True
 
     def __post_init__(self) -> None:
         if self.speed_window < 1:

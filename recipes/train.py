@@ -24,7 +24,10 @@ from pipeline import DataConfig, build_dataspec
 from recipes.callbacks import BatchLog
 from recipes.composer_model import VTPComposerModel
 from recipes.config import RecipeConfig, RecipeError, load_recipe
+from recipes.curves import Curves
+from recipes.guard import DivergenceGuard
 from recipes.optim import build_optimizer, build_scheduler
+from recipes.run_card import RunCard, after_checkpoint_saver
 
 __all__ = ["train_from_yaml", "build_trainer", "build_model", "summary"]
 
@@ -100,6 +103,7 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
     )
     # every logger records the resolved recipe, overrides and derived values included
     trainer.logger.log_hyperparameters({"recipe." + k: v for k, v in recipe.flat().items()})
+    after_checkpoint_saver(trainer.state.callbacks)  # run card and curves see each new checkpoint
     return trainer
 
 
@@ -144,6 +148,12 @@ def _callbacks(recipe: RecipeConfig, device: str) -> list[Callback]:
         out.append(RuntimeEstimator())
     if cb.batch_log:
         out.append(BatchLog(cb.batch_log))
+    if cb.divergence_guard:
+        out.append(DivergenceGuard(recipe.trainer.save_folder))
+    if cb.run_card:
+        out.append(RunCard(recipe))
+    if cb.curves:
+        out.append(Curves(recipe.trainer.save_folder))
     return out
 
 

@@ -8,6 +8,7 @@ trainer.max_duration=20ba``. Several processes: ``composer -n 2 -m tools.cli tra
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from recipes.config import RecipeError
+    from recipes.guard import DivergenceError
     from recipes.train import summary, train_from_yaml
     from tools.cli import UsageError
 
@@ -25,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
         trainer = train_from_yaml(args.recipe, args.overrides)
     except RecipeError as err:
         raise UsageError(str(err)) from err
+    except DivergenceError as err:  # a finding about the run, not a crash: no traceback
+        print(f"vtp train: {err}", file=sys.stderr, flush=True)
+        return 1
     print(summary(trainer), flush=True)
     trainer.close()
     return 0
