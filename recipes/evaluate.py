@@ -25,6 +25,7 @@ from model.retrieval import text_video_metrics
 from pipeline import BatchBuilder, DataConfig
 from pipeline.loader import build_source
 from recipes.checkpoint import load_data_settings, load_trained_model
+from recipes.run_card import write_eval_card
 
 __all__ = ["EvalConfig", "FinetuneConfig", "evaluate_checkpoint", "prepare_test_shards",
            "test_items", "clip_features", "metrics_table"]
@@ -248,4 +249,5 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
                "checkpoint": str(checkpoint), "data": cfg.data, "failed": failed}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "retrieval.md").write_text(metrics_table(metrics) + "\n")
+    write_eval_card(out, checkpoint, metrics, cfg.data)  # run_card.json/.md: what made the numbers
     return metrics
