@@ -61,7 +61,8 @@ def reconstruct(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor,
     video, mask = batch["video"], batch["video_mask"]
     pred = model(batch)["mvm_pred"].float()  # (B, N_mask, P*C), masked tokens ascending
     shape = (1, -1, 1, 1, 1)
-    pixels = video.float() * torch.tensor(c.std).view(shape) + torch.tensor(c.mean).view(shape)
+    std, mean = (torch.tensor(v, device=video.device).view(shape) for v in (c.std, c.mean))
+    pixels = video.float() * std + mean
     tubes = patchify(pixels, c.tubelet)  # (B, N, P, C)
     b, n, p, ch = tubes.shape
     mu = tubes.mean(dim=-2, keepdim=True)
