@@ -41,7 +41,8 @@ def read_file_log(path: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 @torch.no_grad()
-def reconstruct(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def reconstruct(model, batch: Mapping[str, torch.Tensor],
+                pred: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Masked input, reconstruction and target of a batch as [0, 1] videos (B, C, T, H, W).
 
     The decoder predicts each masked tube's pixels normalised by that tube's own per-channel
@@ -54,12 +55,16 @@ def reconstruct(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor,
         model: a :class:`model.UnifiedMAE` with an MVM decoder, in eval mode.
         batch: a pipeline batch dict with ``video`` and ``video_mask`` (and text for the
             joint pass of a text model).
+        pred: the decoder's output for the batch, when the caller has it (else the model's
+            forward pass computes it).
     """
     from model.video import patchify, unpatchify
 
     c = model.config
     video, mask = batch["video"], batch["video_mask"]
-    pred = model(batch)["mvm_pred"].float()  # (B, N_mask, P*C), masked tokens ascending
+    if pred is None:
+        pred = model(batch)["mvm_pred"]
+    pred = pred.float()  # (B, N_mask, P*C), masked tokens ascending
     shape = (1, -1, 1, 1, 1)
     std, mean = (torch.tensor(v, device=video.device).view(shape) for v in (c.std, c.mean))
     pixels = video.float() * std + mean

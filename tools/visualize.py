@@ -90,19 +90,31 @@ def _batch(model, shards: Path, settings: dict, num: int, ratio: float, seed: in
 
 
 # -- what the model does -----------------------------------------------------------------
-def mlm_fills(model, batch: dict, tokenizer) -> list[dict]:
-    """Per sample: the caption, the masked caption and the MLM head's fills of its masks."""
+def joint_pass(model, batch: dict):
+    """The training step's first pass: (encoder output of [visible tubes ; masked text] or of
+    the visible tubes alone, the decoder's prediction of the masked tubes or None)."""
     import torch
 
     from model.video import visible_and_masked_index
 
-    enc = model.encoder
-    vis_idx, _ = visible_and_masked_index(batch["video_mask"])
+    c, enc = model.config, model.encoder
+    vis_idx, mask_idx = visible_and_masked_index(batch["video_mask"])
     tokens = enc.embed_video(batch["video"])
     vis = torch.gather(tokens, 1, vis_idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-    keep = torch.cat([torch.ones_like(vis_idx), batch["text_mask"].to(vis_idx.dtype)], 1)
-    joint = enc(torch.cat([vis, enc.embed_text(batch["mlm_ids"])], 1), keep)
-    predicted = model.mlm_head(joint[:, vis.shape[1]:]).argmax(-1)
+    if c.use_text:
+        keep = torch.cat([torch.ones_like(vis_idx), batch["text_mask"].to(vis_idx.dtype)], 1)
+        joint = enc(torch.cat([vis, enc.embed_text(batch["mlm_ids"])], 1), keep)
+    else:
+        joint = enc(vis)
+    nv = vis.shape[1]
+    pred = model.decode(joint[:, :nv], vis_idx, mask_idx) if "mvm" in c.active_terms else None
+    return joint, nv, pred
+
+
+def mlm_fills(model, batch: dict, tokenizer) -> list[dict]:
+    """Per sample: the caption, the masked caption and the MLM head's fills of its masks."""
+    joint, nv, _ = joint_pass(model, batch)
+    predicted = model.mlm_head(joint[:, nv:]).argmax(-1)
     special = set(tokenizer.all_special_ids)
     rows = []
     for ids, labels, guess in zip(batch["text_ids"].tolist(), batch["mlm_labels"].tolist(),
@@ -219,7 +231,8 @@ def visualize(args: argparse.Namespace) -> dict:
             if "mvm" not in c.active_terms:
                 result["notes"].append("this model has no MVM decoder: no reconstructions")
                 break
-            masked, recon, target = (v.cpu() for v in reconstruct(model, batch))
+            pred = joint_pass(model, batch)[2]
+            masked, recon, target = (v.cpu() for v in reconstruct(model, batch, pred))
             captions = [_join(load_tokenizer(settings.get("tokenizer_path")), ids)
                         for ids in batch["text_ids"].tolist()] if c.use_text else None
             png = plot_reconstructions(masked, recon, target, out / f"reconstruction-mask{ratio:g}.png",
