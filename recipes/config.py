@@ -187,6 +187,34 @@ class CallbacksConfig:
 
 
 @dataclass
+class MlflowConfig:
+    """Composer's MLflow logger (``pip install 'vtp[trackers]'``).
+
+    Args:
+        tracking_uri: where runs go: a local folder (``file:/abs/path`` or a path) or a
+            tracking server's URL.
+        experiment_name: the MLflow experiment the run is filed under.
+    """
+
+    tracking_uri: str = "mlruns"
+    experiment_name: str = "vtp"
+
+
+@dataclass
+class WandbConfig:
+    """Composer's Weights & Biases logger (``pip install 'vtp[trackers]'``).
+
+    Args:
+        project: the W&B project.
+        mode: ``offline`` (the default: written under ./wandb, nothing leaves the machine;
+            ``wandb sync`` uploads later), ``online`` or ``disabled``.
+    """
+
+    project: str = "vtp"
+    mode: Literal["online", "offline", "disabled"] = "offline"
+
+
+@dataclass
 class LoggersConfig:
     """Where metrics go.
 
@@ -196,6 +224,8 @@ class LoggersConfig:
         progress_bar: Composer's tqdm progress bar.
         file: a text log path (``{run_name}`` and ``{rank}`` are filled in); None for none.
         tensorboard: a TensorBoard log directory; None for none.
+        mlflow: log metrics, the recipe and the run card to MLflow; None for none.
+        wandb: log metrics, the recipe and the run card to Weights & Biases; None for none.
     """
 
     console: bool = True
@@ -203,6 +233,8 @@ class LoggersConfig:
     progress_bar: bool = False
     file: str | None = None
     tensorboard: str | None = None
+    mlflow: MlflowConfig | None = None
+    wandb: WandbConfig | None = None
 
     def __post_init__(self) -> None:
         if not re.match(r"^\d+(ep|ba)$", self.console_interval):

@@ -28,6 +28,7 @@ from recipes.curves import Curves
 from recipes.guard import DivergenceGuard
 from recipes.optim import build_optimizer, build_scheduler
 from recipes.run_card import RunCard, after_checkpoint_saver
+from recipes.trackers import CardArtifacts, tracker_loggers
 
 __all__ = ["train_from_yaml", "build_trainer", "build_model", "summary"]
 
@@ -154,6 +155,8 @@ def _callbacks(recipe: RecipeConfig, device: str) -> list[Callback]:
         out.append(RunCard(recipe))
     if cb.curves:
         out.append(Curves(recipe.trainer.save_folder))
+    if cb.run_card and (recipe.loggers.mlflow or recipe.loggers.wandb):
+        out.append(CardArtifacts())
     return out
 
 
@@ -164,4 +167,5 @@ def _loggers(recipe: RecipeConfig) -> list[LoggerDestination]:
         out.append(FileLogger(filename=log.file, capture_stdout=False, capture_stderr=False))
     if log.tensorboard:
         out.append(TensorboardLogger(log_dir=log.tensorboard, flush_interval=1))
+    out.extend(tracker_loggers(recipe))
     return out
