@@ -32,8 +32,11 @@ def _now() -> str:
 
 
 def card_folder(save_folder: str | None, run_name: str) -> Path | None:
-    """Where a run's card goes: its checkpoint folder, ``{run_name}`` filled in."""
-    return Path(format_name_with_dist(save_folder, run_name)) if save_folder else None
+    """Where a run's card goes: its checkpoint folder, ``{run_name}`` filled in; None when
+    the run saves nothing or saves to object storage (``s3://...``: no local folder)."""
+    if not save_folder or "://" in save_folder:
+        return None
+    return Path(format_name_with_dist(save_folder, run_name))
 
 
 def after_checkpoint_saver(callbacks: list[Callback]) -> None:

@@ -11,6 +11,7 @@ from train_fixtures import tiny_checkpoint, train_shards  # noqa: F401  (session
 
 from recipes.curves import read_curves
 from recipes.provenance import data_identity
+from recipes.run_card import card_folder
 from tools.cli import main as vtp_main
 
 
@@ -62,6 +63,11 @@ def test_curves_drop_points_a_resumed_run_trains_again(tmp_path):
     path.write_text("".join(json.dumps(p) + "\n" for p in lines) + '{"step": 6, "tot')
     assert [p["total"] for p in read_curves(path)] == [9, 8, 7, 0.5, 5]  # cut line skipped
     assert [p["step"] for p in read_curves(path, up_to=3)] == [1, 2, 3]
+
+
+def test_card_folder_is_local_or_none():
+    assert card_folder("runs/{run_name}/checkpoints", "r1") == Path("runs/r1/checkpoints")
+    assert card_folder(None, "r1") is None and card_folder("s3://bucket/ckpt", "r1") is None
 
 
 def test_data_identity_of_missing_and_wds_folders(tmp_path):
