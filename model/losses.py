@@ -132,6 +132,7 @@ def vtm_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor
     Args:
         pos_logits, neg_logits: (B, 2) head outputs of matched and mismatched pairs.
     """
-    logits = torch.cat([pos_logits, neg_logits]).float()
     labels = torch.cat([torch.ones(len(pos_logits)), torch.zeros(len(neg_logits))])
-    return F.cross_entropy(logits, labels.long().to(logits.device))
+    with torch.autocast(device_type=pos_logits.device.type, enabled=False):
+        logits = torch.cat([pos_logits, neg_logits]).float()
+        return F.cross_entropy(logits, labels.long().to(logits.device))

@@ -171,6 +171,11 @@ class CallbacksConfig:
         runtime_estimator: log the estimated time to finish.
         batch_log: a jsonl path (``{rank}``, ``{run_name}`` filled in) recording each batch's
             sample keys and losses per rank; None for none.
+        divergence_guard: stop at the first non-finite loss term or gradient, before the
+            optimizer step, and log the global gradient norm every step (recipes/guard.py).
+        run_card: write ``run_card.json`` / ``run_card.md`` beside the checkpoints.
+        curves: draw ``curves.png`` (loss terms and lr) beside the checkpoints at each
+            checkpoint and at the end.
     """
 
     speed_monitor: bool = True
@@ -180,10 +185,41 @@ class CallbacksConfig:
     memory_monitor: bool = True
     runtime_estimator: bool = False
     batch_log: str | None = None
+    divergence_guard: bool = True
+    run_card: bool = True
+    curves: bool = True
 
     def __post_init__(self) -> None:
         if self.speed_window < 1:
             raise ValueError(f"callbacks.speed_window must be >= 1, got {self.speed_window}")
+
+
+@dataclass
+class MlflowConfig:
+    """Composer's MLflow logger (``pip install 'vtp[trackers]'``).
+
+    Args:
+        tracking_uri: where runs go: a local folder (``file:/abs/path`` or a path) or a
+            tracking server's URL.
+        experiment_name: the MLflow experiment the run is filed under.
+    """
+
+    tracking_uri: str = "mlruns"
+    experiment_name: str = "vtp"
+
+
+@dataclass
+class WandbConfig:
+    """Composer's Weights & Biases logger (``pip install 'vtp[trackers]'``).
+
+    Args:
+        project: the W&B project.
+        mode: ``offline`` (the default: written under ./wandb, nothing leaves the machine;
+            ``wandb sync`` uploads later), ``online`` or ``disabled``.
+    """
+
+    project: str = "vtp"
+    mode: Literal["online", "offline", "disabled"] = "offline"
 
 
 @dataclass
@@ -196,6 +232,8 @@ class LoggersConfig:
         progress_bar: Composer's tqdm progress bar.
         file: a text log path (``{run_name}`` and ``{rank}`` are filled in); None for none.
         tensorboard: a TensorBoard log directory; None for none.
+        mlflow: log metrics, the recipe and the run card to MLflow; None for none.
+        wandb: log metrics, the recipe and the run card to Weights & Biases; None for none.
     """
 
     console: bool = True
@@ -203,6 +241,8 @@ class LoggersConfig:
     progress_bar: bool = False
     file: str | None = None
     tensorboard: str | None = None
+    mlflow: MlflowConfig | None = None
+    wandb: WandbConfig | None = None
 
     def __post_init__(self) -> None:
         if not re.match(r"^\d+(ep|ba)$", self.console_interval):

@@ -27,6 +27,7 @@ from pipeline.loader import build_source
 from recipes.checkpoint import load_data_settings, load_trained_model, read_checkpoint
 from recipes.eval_inputs import check_usable, test_items
 from recipes.finetune_config import FinetuneConfig
+from recipes.run_card import write_eval_card
 
 # model/retrieval.py ranks ties against the query; SimVTP's metric.py (Frozen's) ranks them
 # in its favour. Stated beside every number.
@@ -227,4 +228,5 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "retrieval.md").write_text(protocol_line(metrics) + "\n\n" + metrics_table(metrics)
                                       + "\n")
+    write_eval_card(out, checkpoint, metrics, cfg.data)  # run_card.json/.md: what made the numbers
     return metrics

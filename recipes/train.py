@@ -26,7 +26,11 @@ from recipes.callbacks import BadSamples, BatchLog
 from recipes.checkpoint import check_checkpoints_to_load
 from recipes.composer_model import VTPComposerModel
 from recipes.config import InitConfig, RecipeConfig, RecipeError, load_recipe
+from recipes.curves import Curves
+from recipes.guard import DivergenceGuard
 from recipes.optim import build_optimizer, build_scheduler
+from recipes.run_card import RunCard, after_checkpoint_saver
+from recipes.trackers import CardArtifacts, tracker_loggers
 
 __all__ = ["train_from_yaml", "build_trainer", "build_model", "initialise", "summary",
            "finished_at"]
@@ -142,6 +146,7 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
     trainer.logger.log_hyperparameters({"recipe." + k: v for k, v in recipe.flat().items()})
     trainer.logger.log_hyperparameters(
         {f"init.{name}.report": report.lines() for name, report in model.init_reports.items()})
+    after_checkpoint_saver(trainer.state.callbacks)  # run card and curves see each new checkpoint
     return trainer
 
 
@@ -204,6 +209,14 @@ def _callbacks(recipe: RecipeConfig, device: str) -> list[Callback]:
     if cb.batch_log:
         out.append(BatchLog(cb.batch_log))
     out.append(BadSamples(recipe.data.max_bad_samples))
+    if cb.divergence_guard:
+        out.append(DivergenceGuard(recipe.trainer.save_folder))
+    if cb.run_card:
+        out.append(RunCard(recipe))
+    if cb.curves:
+        out.append(Curves(recipe.trainer.save_folder))
+    if cb.run_card and (recipe.loggers.mlflow or recipe.loggers.wandb):
+        out.append(CardArtifacts())
     return out
 
 
@@ -214,4 +227,5 @@ def _loggers(recipe: RecipeConfig) -> list[LoggerDestination]:
         out.append(FileLogger(filename=log.file, capture_stdout=False, capture_stderr=False))
     if log.tensorboard:
         out.append(TensorboardLogger(log_dir=log.tensorboard, flush_interval=1))
+    out.extend(tracker_loggers(recipe))
     return out

@@ -32,7 +32,8 @@ def demo_run(tmp_path_factory) -> tuple[Path, Path]:
 def test_demo_writes_every_report_file(demo_run):
     out, _ = demo_run
     for name in ("report.md", "metrics.json", "loss_curves.png", "reconstruction.png",
-                 "retrieval.md"):
+                 "retrieval.md", "train_card.json", "train_card.md", "eval_card.json",
+                 "eval_card.md"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
 
 
@@ -67,6 +68,9 @@ def test_demo_report_states_chance_and_the_held_out_check(demo_run):
     assert f"{metrics['chance_r1']:.2f}%" in report
     assert "pairs shared with training: **none**" in report
     assert "![loss curves](loss_curves.png)" in report and "![reconstruction](reconstruction.png)" in report
+    assert "[training](train_card.md)" in report and "[evaluation](eval_card.md)" in report
+    eval_card = json.loads((out / "eval_card.json").read_text())
+    assert eval_card["n"] == metrics["n"] and eval_card["train_card"]["run_name"] == "demo"
     for stage in ("synth", "clean", "subset", "shard", "pretrain", "eval"):
         assert f"| {stage} |" in report, stage
 

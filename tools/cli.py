@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("tools.eval_cmd", "text-video retrieval (R@1/5/10, ranks) of a checkpoint on a test split"),
     "export": ("tools.export_cmd", "write a checkpoint's video encoder as a transformers VideoMAEModel"),
     "experiment": ("tools.experiment", "SimVTP's claims in miniature: a grid of short runs -> table + plots"),
+    "doctor": ("tools.doctor", "versions, decoders, memory and disk; can this machine run a recipe?"),
+    "visualize": ("tools.visualize", "reconstructions, MLM fills and VTC scores of a checkpoint"),
 }
 
 

@@ -414,6 +414,10 @@ def write_report(out: Path, cfg: DemoConfig, data: DemoData, check: dict, train:
         "",
         metrics_table(metrics),
         "",
+        "Run cards: [training](train_card.md) (command, recipe, code revision, data hashes, "
+        "losses, checkpoints) and [evaluation](eval_card.md) (checkpoint hash, split, views, "
+        "tie rule).",
+        "",
         "## Held-out split: unseen combinations",
         "",
         f"The test split's {check['test_clips']} clips show the (colour, shape) pairs "
@@ -466,6 +470,13 @@ def write_report(out: Path, cfg: DemoConfig, data: DemoData, check: dict, train:
     return path
 
 
+def _copy_cards(train_folder: Path, eval_folder: Path, out: Path) -> None:
+    """The run cards of the demo's training and evaluation, next to the report that cites them."""
+    for folder, prefix in ((train_folder, "train"), (eval_folder, "eval")):
+        for suffix in ("json", "md"):
+            shutil.copy(folder / f"run_card.{suffix}", out / f"{prefix}_card.{suffix}")
+
+
 # -- the whole demo ----------------------------------------------------------------------
 def run_demo(out: Path, work: Path, cfg: DemoConfig) -> dict:
     """Runs every stage; writes the report files into ``out``; returns metrics.json's dict."""
@@ -490,6 +501,7 @@ def run_demo(out: Path, work: Path, cfg: DemoConfig) -> dict:
                                          work / "eval" / "test-shards", data.test_json)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.copy(work / "eval" / "retrieval.md", out / "retrieval.md")
+    _copy_cards(Path(train["checkpoint"]).parent, work / "eval", out)
     seconds["report"] = 0.0
     report = write_report(out, cfg, data, check, train, metrics, figures, seconds)
     elapsed = time.perf_counter() - start

@@ -6,13 +6,14 @@ batch (``[metric][batch=N]: loss/train/<term>: value``) and a trained :class:`mo
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from recipes.plots import plot_losses
 
 __all__ = ["read_file_log", "plot_losses", "reconstruct", "plot_reconstructions"]
 
@@ -39,58 +40,9 @@ def read_file_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average (same length; the first points average what they have)."""
-    sums = np.cumsum(np.insert(values, 0, 0.0))
-    idx = np.arange(1, len(values) + 1)
-    return (sums[idx] - sums[np.maximum(idx - window, 0)]) / np.minimum(idx, window)
-
-
-def plot_losses(curves: Mapping[str, list[tuple[int, float]]], out: Path,
-                chance: Mapping[str, float] | None = None, title: str = "") -> Path:
-    """One panel per loss term against step: raw values faint, a moving average on top.
-
-    Args:
-        curves: ``{term: [(step, value), ...]}`` (see :func:`read_file_log`).
-        out: PNG path.
-        chance: optional loss of an untrained model per term (drawn dashed), e.g. VTC's
-            ``2 ln B`` and VTM's ``ln 2``.
-        title: figure title.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = sorted(curves, key=lambda n: (n != "total", n))
-    cols = min(3, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, names, strict=False):
-        steps, values = np.array(curves[name]).T
-        ax.plot(steps, values, color="tab:blue", alpha=0.25, lw=0.8)
-        window = max(1, len(values) // 30)
-        ax.plot(steps, _smooth(values, window), color="tab:blue", lw=1.6,
-                label=f"mean of {window}" if window > 1 else None)
-        if chance and name in chance:
-            ax.axhline(chance[name], color="tab:red", ls="--", lw=1, label=f"chance {chance[name]:.2f}")
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
 @torch.no_grad()
-def reconstruct(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def reconstruct(model, batch: Mapping[str, torch.Tensor],
+                pred: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Masked input, reconstruction and target of a batch as [0, 1] videos (B, C, T, H, W).
 
     The decoder predicts each masked tube's pixels normalised by that tube's own per-channel
@@ -103,14 +55,19 @@ def reconstruct(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor,
         model: a :class:`model.UnifiedMAE` with an MVM decoder, in eval mode.
         batch: a pipeline batch dict with ``video`` and ``video_mask`` (and text for the
             joint pass of a text model).
+        pred: the decoder's output for the batch, when the caller has it (else the model's
+            forward pass computes it).
     """
     from model.video import patchify, unpatchify
 
     c = model.config
     video, mask = batch["video"], batch["video_mask"]
-    pred = model(batch)["mvm_pred"].float()  # (B, N_mask, P*C), masked tokens ascending
+    if pred is None:
+        pred = model(batch)["mvm_pred"]
+    pred = pred.float()  # (B, N_mask, P*C), masked tokens ascending
     shape = (1, -1, 1, 1, 1)
-    pixels = video.float() * torch.tensor(c.std).view(shape) + torch.tensor(c.mean).view(shape)
+    std, mean = (torch.tensor(v, device=video.device).view(shape) for v in (c.std, c.mean))
+    pixels = video.float() * std + mean
     tubes = patchify(pixels, c.tubelet)  # (B, N, P, C)
     b, n, p, ch = tubes.shape
     mu = tubes.mean(dim=-2, keepdim=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     except RecipeError as err:
         raise UsageError(str(err)) from err
     from recipes.callbacks import BadSampleBudgetError
+    from recipes.guard import DivergenceError
     from recipes.train import build_trainer, finished_at, summary
 
     try:  # RecipeError, CodecError (shards the device cannot decode), Composer's ValueErrors
@@ -54,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     except BadSampleBudgetError as err:
         trainer.close()
         raise UsageError(str(err)) from err
+    except DivergenceError as err:  # a finding about the run, not a crash: no traceback
+        print(f"vtp train: {err}", file=sys.stderr, flush=True)
+        trainer.close()
+        return 1
     print(summary(trainer), flush=True)
     trainer.close()
     return 0
