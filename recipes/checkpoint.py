@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,9 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False, mmap: bool = F
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    if not zipfile.is_zipfile(path):  # torch.save and Composer write zip archives
+        raise CheckpointError(f"checkpoint {path} is truncated or not a torch checkpoint (no zip "
+                              "archive directory at its end)")
     try:
         with torch.serialization.safe_globals(COMPOSER_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)

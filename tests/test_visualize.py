@@ -67,7 +67,7 @@ def test_one_video_file(tmp_path, tiny_checkpoint, synth_dir):  # noqa: F811
 
 @pytest.mark.parametrize("case, message", [
     ("missing checkpoint", "checkpoint {tmp}/gone.pt does not exist"),
-    ("not a checkpoint", "is not a `vtp train` checkpoint"),
+    ("not a checkpoint", "is truncated or not a torch checkpoint"),
     ("wrong shard folder", "holds no mds shards"),
     ("not a video", "is neither a shard folder nor a video"),
     ("bad ratio", "--mask-ratio must be between 0 and 1"),

@@ -61,10 +61,11 @@ def _shard_video(video: Path, caption: str, out: Path, device: str) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     listing = out.parent / "video.json"
-    listing.write_text(json.dumps([{"video_id": "clip0", "video": str(video.resolve()),
+    video = video.resolve()  # test json paths stay inside their video root: name it relative
+    listing.write_text(json.dumps([{"video_id": "clip0", "video": video.name,
                                     "caption": caption}]))
     codec = "h264" if device == "gpu" else "vp9"
-    shards, summary = prepare_test_shards(listing, out, codec, None, 1)
+    shards, summary = prepare_test_shards(listing, out, codec, None, 1, video_root=video.parent)
     if summary["ok"] != 1:
         reasons = ", ".join(summary.get("failure_reasons", {})) or "unknown"
         raise UsageError(f"--data {video} could not be read as a video ({reasons})")
