@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml requirements-assets.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m tools.demo --out reports/demo
+	$(BIN)/python -m commands.demo --out reports/demo
 
 # SimVTP's claims in miniature (about an hour on 2 cores; reruns skip finished runs)
 experiments: install

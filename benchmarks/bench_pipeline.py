@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tools.bench_pipeline import measure
+from commands.bench_pipeline import measure
 from tools.shard import ShardConfig, TranscodeOptions, load_items, shard
 from tools.synth import SynthConfig, generate
 

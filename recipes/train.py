@@ -1,7 +1,7 @@
 """The one training entry point: a validated recipe -> model, data, optimizer -> Composer fit.
 
 Runs the same in one process (``vtp train``) and under Composer's launcher
-(``composer -n 2 -m tools.cli train recipes/tiny-synthetic.yaml``): each process builds its
+(``composer -n 2 -m commands.cli train recipes/tiny-synthetic.yaml``): each process builds its
 own data partition (Streaming splits samples by rank) with ``global_batch_size / world``
 samples per batch, and Composer's DDP averages gradients.
 """

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tools.bench_pipeline import frames_to_decode
-from tools.cli import main
+from commands.bench_pipeline import frames_to_decode
+from commands.cli import main
 
 
 def test_frames_to_decode_counts_from_the_previous_key_frame():

@@ -139,7 +139,7 @@ def merge(parts: list[Path], out: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from tools.errors import UsageError
 
     try:
         summary = merge(args.parts, args.out)

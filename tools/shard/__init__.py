@@ -100,7 +100,7 @@ def load_items(manifest: Path | None, video_root: Path | None, v2d_tars: Path | 
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from tools.errors import UsageError
     from tools.shard.folder import check_out
     from tools.shard.runner import SettingsMismatch, ShardConfig, shard
 

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(pairs: list[str]) -> dict:
     import yaml
 
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     settings = {}
     for pair in pairs:
@@ -63,8 +63,8 @@ def _finetune_line(out) -> str:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from recipes.evaluate import EvalConfig, FinetuneConfig, evaluate_checkpoint, metrics_table
-    from tools.cli import UsageError
+    from commands.cli import UsageError
+    from evaluation.evaluate import EvalConfig, FinetuneConfig, evaluate_checkpoint, metrics_table
 
     if not Path(args.checkpoint).is_file():
         raise UsageError(f"checkpoint {args.checkpoint} does not exist")

@@ -22,11 +22,11 @@ from composer import Callback, Logger, State, Trainer
 from composer.models import ComposerModel
 from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
 
+from evaluation.evaluate import FinetuneConfig
 from model import UnifiedMAE
 from model.dual import DualEncoder
 from model.losses import vtc_loss
 from pipeline import DataConfig, build_dataspec
-from recipes.evaluate import FinetuneConfig
 from recipes.optim import param_groups
 
 __all__ = ["finetune_dual_encoder", "finetune_data_config", "DualComposerModel", "LossHistory"]

@@ -235,7 +235,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     if not args.shard_dir.exists():
         raise UsageError(f"{args.shard_dir} does not exist")

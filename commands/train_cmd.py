@@ -2,7 +2,7 @@
 
 Sections: model data optimizer scheduler trainer callbacks loggers (plus top-level seed,
 run_name, variables). Values are parsed as YAML, e.g. ``data.path=/shards seed=3
-trainer.max_duration=20ba``. Several processes: ``composer -n 2 -m tools.cli train ...``.
+trainer.max_duration=20ba``. Several processes: ``composer -n 2 -m commands.cli train ...``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from commands.cli import UsageError
     from recipes.config import RecipeError
     from recipes.train import summary, train_from_yaml
-    from tools.cli import UsageError
 
     try:  # recipe errors surface before the first step, as a usage error naming the key
         trainer = train_from_yaml(args.recipe, args.overrides)

@@ -103,7 +103,7 @@ def draw(batch: dict, cfg, captions: list[str], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     if not args.shard_dir.exists():
         raise UsageError(f"{args.shard_dir} does not exist")
