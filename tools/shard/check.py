@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.mjpeg import avi_chunks, avi_frame_rate, is_whole_jpeg
-from tools.shard.transcode import CODECS, ffmpeg_message
+from tools.shard.source import ffmpeg_message
+from tools.shard.transcode import CODECS
 
 DALI_CODECS = ("vp9", "mjpeg")
 JPEG_BATCH = 64  # JPEG frames per DALI run; a clip's frames go through in a few runs
