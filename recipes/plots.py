@@ -1,7 +1,7 @@
 """Loss and learning-rate curves of a run, drawn with matplotlib (Agg, no display needed).
 
 Shared by `vtp train` (recipes/curves.py draws the run's curves beside its checkpoints) and
-the demo report (tools/figures.py).
+the demo report (commands/figures.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one training entry point: a validated recipe -> model, data, optimizer -> Composer fit.
 
 Runs the same in one process (``vtp train``) and under Composer's launcher
-(``composer -n 2 -m tools.cli train recipes/tiny-synthetic.yaml``): each process builds its
+(``composer -n 2 -m commands.cli train recipes/tiny-synthetic.yaml``): each process builds its
 own data partition (Streaming splits samples by rank) with ``global_batch_size / world``
 samples per batch, and Composer's DDP averages gradients.
 """
@@ -181,7 +181,7 @@ def _data_config(recipe: RecipeConfig, device: str) -> DataConfig:
 
 def _check_remote(remote: str) -> None:
     """A wrong bucket, credentials or endpoint fails here, once, before Streaming retries it."""
-    from tools.storage import StorageError, check_access, exists, is_remote, join
+    from pipeline.storage import StorageError, check_access, exists, is_remote, join
 
     if not is_remote(remote):
         return  # other schemes: Streaming's own checks

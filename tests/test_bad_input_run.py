@@ -2,7 +2,7 @@
 exit 2 and a message naming the culprit, no traceback, nothing lost; a checkpoint that would run
 code is never unpickled; a corrupt clip in the shards is skipped, not fatal (issue 13).
 
-Most cases run in-process through ``tools.cli.main``; those that need a fresh interpreter
+Most cases run in-process through ``commands.cli.main``; those that need a fresh interpreter
 (imports, a real training run) run as subprocesses, as a user runs them.
 """
 
@@ -21,7 +21,7 @@ import torch
 from train_fixtures import tiny_checkpoint, train_shards, train_tiny_checkpoint  # noqa: F401
 
 import recipes
-from tools.cli import main as vtp_main
+from commands.cli import main as vtp_main
 
 TINY = Path(recipes.__file__).parent / "tiny-synthetic.yaml"
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def _refused(capsys, *argv: str) -> str:
 def _run(argv: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
            "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "tools.cli", *argv], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "commands.cli", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -101,7 +101,7 @@ def test_train_bad_data_and_paths(capsys, tmp_path, train_shards, odd_folders): 
 
 def test_usage_errors_come_before_torch_loads(tmp_path):
     """A usage error of train and eval is found without importing torch (seconds saved)."""
-    probe = ("import sys\nfrom tools.cli import main\n"
+    probe = ("import sys\nfrom commands.cli import main\n"
              "for argv in (['train', 'tiny-synthetic', 'data.path=/nowhere'],\n"
              "             ['eval', 'missing.pt', '--data', 'x.json', '--out', 'o'],\n"
              "             ['show-batch', '/nowhere', '--out', 'o'],\n"

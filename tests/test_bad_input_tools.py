@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tools.cli import main
+from commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ def test_merge_into_an_unrelated_folder_is_refused_untouched(files, user, capsys
 
 @pytest.mark.parametrize("command", ["synth", "clean", "subset", "shard", "merge"])
 def test_help_shows_every_default(command):
-    from tools.cli import build_parser
+    from commands.cli import build_parser
 
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]
@@ -202,7 +202,7 @@ def test_help_shows_every_default(command):
 
 
 def test_a_usage_error_is_one_line_without_a_traceback(files, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "shard", str(files["header"]),
+    done = subprocess.run([sys.executable, "-m", "commands.cli", "shard", str(files["header"]),
                            "--video-root", str(files["videos"]), "--out", str(files["file"])],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.demo import SIZES, build_demo_data, held_out_check, main
-from tools.figures import read_file_log
+from commands.demo import SIZES, build_demo_data, held_out_check, main
+from commands.figures import read_file_log
 
 EVAL_KEYS = ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_medr", "v2t_r1", "v2t_r5", "v2t_r10", "v2t_medr",
              "chance_r1", "n")
@@ -22,7 +22,7 @@ EVAL_KEYS = ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_medr", "v2t_r1", "v2t_r5", "v2t
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, Path]:
-    """Runs `python -m tools.demo --size small` once; returns (report folder, work folder)."""
+    """Runs `python -m commands.demo --size small` once; returns (report folder, work folder)."""
     root = tmp_path_factory.mktemp("demo")
     out, work = root / "report", root / "work"
     assert main(["--size", "small", "--out", str(out), "--work", str(work), "--workers", "2"]) == 0

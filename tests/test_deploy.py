@@ -24,7 +24,7 @@ DEPLOY = ROOT / "deploy"
 def _env(tmp: Path, s3, **extra: str) -> dict[str, str]:
     shim = tmp / "bin" / "vtp"
     shim.parent.mkdir(exist_ok=True)
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m tools.cli "$@"\n')
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m commands.cli "$@"\n')
     shim.chmod(0o755)
     return {**os.environ, **s3.env, "PATH": f"{shim.parent}:{os.environ['PATH']}",
             "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp), **extra}

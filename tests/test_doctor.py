@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from train_fixtures import train_shards  # noqa: F401  (session fixture)
 
-from tools.cli import main as vtp_main
+from commands.cli import main as vtp_main
 
 FAST = ["--probe-seconds", "0.2"]
 

@@ -2,7 +2,7 @@
 dual encoder, and the CLI end to end on a tiny checkpoint (zero-shot, shards, multi-view,
 fine-tuned, bad usage).
 
-The CLI runs in-process through ``tools.cli.main``; the checkpoint comes from a real
+The CLI runs in-process through ``commands.cli.main``; the checkpoint comes from a real
 `vtp train` subprocess (``tiny_checkpoint`` in train_fixtures.py).
 """
 
@@ -19,13 +19,13 @@ import pytest
 import torch
 from train_fixtures import tiny_checkpoint, train_shards  # noqa: F401  (session fixtures)
 
+from commands.cli import main as vtp_main
+from evaluation import evaluate
+from evaluation.retrieval import ranks, retrieval_metrics, text_video_metrics
 from model import UnifiedMAE, model_config
 from model.dual import DualEncoder
-from model.retrieval import ranks, retrieval_metrics, text_video_metrics
 from pipeline.decode import center_crop
 from pipeline.samplers import eval_indices
-from recipes import evaluate
-from tools.cli import main as vtp_main
 
 TEST_CLIPS = 6
 METRIC_KEYS = {f"{d}_{m}" for d in ("t2v", "v2t") for m in ("r1", "r5", "r10", "medr", "meanr")}
@@ -279,8 +279,8 @@ def test_eval_cli_on_a_json_with_a_missing_video(json_run, tiny_checkpoint, tmp_
 
 
 def test_more_views_change_video_features_not_the_clips(json_run, tiny_checkpoint, tmp_path):  # noqa: F811
+    from evaluation.evaluate import EvalConfig, clip_features, eval_data_config
     from recipes.checkpoint import load_data_settings, load_trained_model
-    from recipes.evaluate import EvalConfig, clip_features, eval_data_config
 
     shards = json_run[0]
     model = load_trained_model(tiny_checkpoint)
@@ -302,8 +302,8 @@ def test_more_views_change_video_features_not_the_clips(json_run, tiny_checkpoin
 
 
 def test_three_by_three_views_are_averaged_and_stated(json_run, tiny_checkpoint, tmp_path):  # noqa: F811
+    from evaluation.evaluate import EvalConfig, clip_features, eval_data_config
     from recipes.checkpoint import load_data_settings, load_trained_model
-    from recipes.evaluate import EvalConfig, clip_features, eval_data_config
 
     shards = json_run[0] / "test-shards"
     model = load_trained_model(tiny_checkpoint)

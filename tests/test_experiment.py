@@ -11,19 +11,19 @@ from pathlib import Path
 import pytest
 from train_fixtures import train_shards  # noqa: F401  (session fixture)
 
-from tools.experiment import runner as runner_module
-from tools.experiment.data import DataPaths
-from tools.experiment.document import render
-from tools.experiment.grid import (
+from commands.experiment import runner as runner_module
+from commands.experiment.data import DataPaths
+from commands.experiment.document import render
+from commands.experiment.grid import (
     GridConfig,
     Run,
     Setting,
     expand,
     grid_around_recipe,
 )
-from tools.experiment.main import write_report
-from tools.experiment.report import aggregate, chance, claims, results_table
-from tools.experiment.runner import (
+from commands.experiment.main import write_report
+from commands.experiment.report import aggregate, chance, claims, results_table
+from commands.experiment.runner import (
     RunnerConfig,
     execute,
     fingerprints,
@@ -190,7 +190,7 @@ def test_overrides_set_each_factor_and_small_subsets_are_refused(tmp_path):
 
 
 def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth_dir):  # noqa: F811
-    from recipes.evaluate import prepare_test_shards
+    from evaluation.evaluate import prepare_test_shards
 
     test, summary = prepare_test_shards(synth_dir / "test.json", tmp_path / "test-shards", "vp9",
                                         48, 2)
@@ -212,8 +212,8 @@ def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth
 
 
 def test_cli_dry_run_lists_the_grid_and_bad_input_is_a_usage_error(capsys):
+    from commands.cli import main
     from recipes.config import load_recipe
-    from tools.cli import main
 
     model = load_recipe("recipes/tiny-synthetic.yaml").model
     cells, runs = expand(grid_around_recipe(model.video_mask_ratio, model.text_mask_prob,
@@ -231,7 +231,7 @@ def test_cli_dry_run_lists_the_grid_and_bad_input_is_a_usage_error(capsys):
 def test_data_is_built_once_with_nested_fractions_and_reused(tmp_path):
     import pyarrow.parquet as pq
 
-    from tools.experiment.data import RECORD, DataPlan, build_data
+    from commands.experiment.data import RECORD, DataPlan, build_data
 
     plan = DataPlan(num_clips=30, num_test=6, seed=2, workers=2)
     data = build_data(tmp_path, plan, (0.3, 1.0))

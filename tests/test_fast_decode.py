@@ -134,7 +134,7 @@ def test_peer_loader_gives_vtp_shapes_on_the_same_plan(peer, pipeline_shards):
     peers = pytest.importorskip("benchmarks.peers")
     if peer not in peers.available_peers():
         pytest.skip(f"{peer} is not installed (the bench extra)")
-    from tools.bench_pipeline import read_samples
+    from benchmarks.measure import read_samples
 
     cfg = DataConfig(path=str(pipeline_shards["vp9"].root), batch_size=2, shuffle=False)
     samples = read_samples(cfg)[:2]

@@ -31,8 +31,8 @@ def test_msrvtt_recipe_holds_the_released_protocol():
 def test_finetune_recipe_reaches_the_training_pipeline(tmp_path):
     from dataclasses import replace
 
+    from evaluation.finetune import finetune_data_config
     from pipeline import DataConfig
-    from recipes.finetune import finetune_data_config
 
     cfg = replace(load_finetune_recipe("finetune-msrvtt").finetune, train_data=str(tmp_path))
     evaluation = DataConfig(path="x", view=0, views=3, crops=3, crop_view=2, flip=False)

@@ -16,12 +16,12 @@ from train_fixtures import train_shards  # noqa: F401  (session fixture)
 
 import recipes
 import recipes.train
+from commands.cli import main as vtp_main
 from model import UnifiedMAE
 from model.synthetic import random_batch
 from recipes.checkpoint import load_trained_model
 from recipes.config import load_recipe
 from recipes.guard import DivergenceError, DivergenceGuard
-from tools.cli import main as vtp_main
 
 TINY = Path(recipes.__file__).parent / "tiny-synthetic.yaml"
 

@@ -269,7 +269,7 @@ def test_simvtp_recipe_starts_from_init_video_and_text(hf_dir, tmp_path, capsys)
 
 def test_train_cli_refuses_a_wrong_checkpoint_before_training(tmp_path, capsys,
                                                               train_shards):  # noqa: F811
-    from tools.cli import main
+    from commands.cli import main
 
     hf_pretraining_model(tiny_config(width=64, num_heads=4)).save_pretrained(tmp_path / "narrow")
     with pytest.raises(SystemExit) as exit_info:
@@ -291,7 +291,7 @@ def fake_training_checkpoint(model: UnifiedMAE, path):
 
 
 def test_export_cli_round_trip_and_refusals(hf_dir, tmp_path, capsys):
-    from tools.cli import main
+    from commands.cli import main
 
     folder, hf = hf_dir
     model = UnifiedMAE(tiny_config()).eval()
@@ -334,7 +334,7 @@ def test_vtp_train_of_the_simvtp_recipe_starts_from_the_given_weights(hf_dir, tm
                  "trainer.save_interval=1ba", f"trainer.save_folder={tmp_path / 'ckpt'}",
                  "loggers.progress_bar=false", f"loggers.file={log}", "loggers.tensorboard=null"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "train",
+    done = subprocess.run([sys.executable, "-m", "commands.cli", "train",
                            "recipes/simvtp-vitb-webvid10.yaml", *overrides],
                           cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True,
                           timeout=300)

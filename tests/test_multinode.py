@@ -60,7 +60,7 @@ def _node(rank: int, port: int, overrides: list[str], work: Path, wrap: list[str
     command = [*wrap, str(COMPOSER), "--world_size", "2", "--nproc", "1", "--node_rank",
                str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
                "--stdout", f"{work}/node{rank}.out", "--stderr", f"{work}/node{rank}.err",
-               "-m", "tools.cli", "train", str(TINY), *overrides]
+               "-m", "commands.cli", "train", str(TINY), *overrides]
     disk = work / f"disk-node{rank}"  # the node's own disk: its local checkpoint copies
     disk.mkdir(exist_ok=True)
     env = {**_env(), "NODE_DISK": str(disk), "NODE_HOME": str(work / "node")}

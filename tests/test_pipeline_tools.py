@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tools.cli import main
+from commands.cli import main
 
 
 def test_frames_to_decode_counts_from_the_previous_key_frame():

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import recipes
+from commands.cli import main as vtp_main
 from recipes.config import RecipeError, load_recipe, recipe_from_dict
 from recipes.optim import build_optimizer, build_scheduler, param_groups
-from tools.cli import main as vtp_main
 
 RECIPE_DIR = Path(recipes.__file__).parent
 SHIPPED = sorted(p for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("finetune-"))

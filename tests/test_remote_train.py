@@ -13,7 +13,7 @@ import pytest
 from test_train import _batches, _overrides, _train, _train_until_killed
 from train_fixtures import train_shards  # noqa: F401  (session fixture)
 
-from tools.storage import Uploader
+from pipeline.storage import Uploader
 
 
 def upload_folder(local: Path, remote: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.retrieval import ranks, retrieval_metrics, text_video_metrics
+from evaluation.retrieval import ranks, retrieval_metrics, text_video_metrics
 
 
 def test_ranks_by_hand():

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from train_fixtures import tiny_checkpoint, train_shards  # noqa: F401  (session fixtures)
 
+from commands.cli import main as vtp_main
 from recipes.curves import read_curves
 from recipes.provenance import data_identity
 from recipes.run_card import card_folder
-from tools.cli import main as vtp_main
 
 
 def _sha(path: Path) -> str:

@@ -156,7 +156,7 @@ def test_bad_inputs_are_usage_errors(synth_dir, tmp_path):
     (tmp_path / "bad.csv").write_text("id,text\n1,a\n")
     with pytest.raises(InputError, match="needs columns videoid, page_dir"):
         load_items(tmp_path / "bad.csv", synth_dir / "videos", None)
-    from tools.cli import main
+    from commands.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["shard", str(tmp_path / "bad.csv"), "--video-root", str(synth_dir / "videos"),

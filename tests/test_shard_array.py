@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from train_fixtures import clean_rows
 
-from tools.cli import main as vtp_main
+from commands.cli import main as vtp_main
 from tools.shard.array import resolve_part
 from tools.shard.inputs import InputError
 

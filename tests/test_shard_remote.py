@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_shard_array import SMALL, small_manifest
 
-from tools.cli import main as vtp_main
+from commands.cli import main as vtp_main
 
 
 def upload_videos(s3, bucket: str, synth_dir: Path, manifest: Path) -> None:
@@ -103,7 +103,7 @@ def test_remote_shard_killed_then_rerun_elsewhere_loses_and_repeats_nothing(
     manifest, ids = small_manifest(synth_dir, ground_truth, 6, tmp_path / "m.csv")
     upload_videos(s3, bucket, synth_dir, manifest)
     out = f"s3://{bucket}/out"
-    command = [sys.executable, "-m", "tools.cli", "shard", str(manifest), "--video-root",
+    command = [sys.executable, "-m", "commands.cli", "shard", str(manifest), "--video-root",
                f"s3://{bucket}/videos", "--out", out, "--shard-size", "1", "--batch", "1", *SMALL]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     log = (tmp_path / "killed.log").open("w")

@@ -40,7 +40,7 @@ def _manifest(path: Path, keys: list[str], **columns) -> Path:
 
 
 def _vtp(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -137,7 +137,7 @@ def test_retry_failed_redoes_only_failed_rows_and_appends_without_duplicates(vid
 
 
 def test_every_input_failing_exits_non_zero_with_the_summary(videos, tmp_path):
-    from tools.cli import main
+    from commands.cli import main
 
     manifest = _manifest(tmp_path / "m.csv", ["gone", "lost"])
     code = main(["shard", str(manifest), "--video-root", str(videos), "--out", str(tmp_path / "o"),
@@ -178,7 +178,7 @@ def test_pool_workers_and_the_resource_tracker_die_with_a_killed_parent(tmp_path
         _clip(root / "p" / f"{key}.mp4", seconds=8)
     manifest = _manifest(tmp_path / "m.csv", keys)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "shard", str(manifest), "--video-root", str(root),
+        [sys.executable, "-m", "commands.cli", "shard", str(manifest), "--video-root", str(root),
          "--out", str(tmp_path / "out"), "--workers", "2", "--batch", "1", "--codec", "vp9",
          "--format", "wds", "--no-progress"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -79,7 +79,7 @@ def _assert_same_as_reference(out: Path, reference: Path) -> None:
 
 
 def _command(small: Path, synth_dir: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "tools.cli", "shard", str(small), "--video-root",
+    return [sys.executable, "-m", "commands.cli", "shard", str(small), "--video-root",
             str(synth_dir / "videos"), "--out", str(out), "--workers", "2", "--shard-size",
             str(SHARD_SIZE), "--short-side", str(OPTIONS["short_side"]), "--max-seconds",
             str(OPTIONS["max_seconds"]), "--batch", "1", "--no-progress"]
@@ -152,7 +152,7 @@ def parts(small, synth_dir, tmp_path_factory) -> list[Path]:
 def test_parts_partition_the_input_and_merge_joins_them(parts, reference, tmp_path):
     keys = [{r["key"] for r in _manifest(p)} for p in parts]
     assert keys[0] and keys[1] and not keys[0] & keys[1]
-    from tools.cli import main
+    from commands.cli import main
 
     assert main(["merge", *map(str, parts), "--out", str(tmp_path / "merged")]) == 0
     summary = json.loads((tmp_path / "merged" / "summary.json").read_text())

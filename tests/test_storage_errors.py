@@ -11,8 +11,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 import recipes
-from tools.cli import main as vtp_main
-from tools.storage import ObjectMissing, download
+from commands.cli import main as vtp_main
+from pipeline.storage import ObjectMissing, download
 
 TINY = Path(recipes.__file__).parent / "tiny-synthetic.yaml"
 

@@ -10,9 +10,9 @@ from train_fixtures import train_shards  # noqa: F401  (session fixture)
 
 import recipes
 import recipes.trackers
+from commands.cli import main as vtp_main
 from recipes.config import load_recipe
 from recipes.fields import RecipeError
-from tools.cli import main as vtp_main
 
 TINY = Path(recipes.__file__).parent / "tiny-synthetic.yaml"
 

@@ -43,9 +43,9 @@ def _overrides(shards: Path, work: Path, max_batches: int, batch: int = 4) -> li
 
 def _command(overrides: list[str], nproc: int = 1) -> list[str]:
     if nproc == 1:
-        return [sys.executable, "-m", "tools.cli", "train", str(TINY), *overrides]
+        return [sys.executable, "-m", "commands.cli", "train", str(TINY), *overrides]
     return [str(COMPOSER), "-n", str(nproc), "--stdout", "rank{rank}.out", "--stderr",
-            "rank{rank}.err", "-m", "tools.cli", "train", str(TINY), *overrides]
+            "rank{rank}.err", "-m", "commands.cli", "train", str(TINY), *overrides]
 
 
 def _env() -> dict[str, str]:

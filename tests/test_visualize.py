@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from train_fixtures import tiny_checkpoint, train_shards  # noqa: F401  (session fixtures)
 
-from tools.cli import main as vtp_main
+from commands.cli import main as vtp_main
 
 
 @pytest.fixture(scope="module")

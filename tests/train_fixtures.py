@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 
-from tools.cli import main as vtp_main
+from commands.cli import main as vtp_main
 
 NUM_CLIPS = 16
 SHARD_ARGS = ["--format", "mds", "--codec", "vp9", "--short-side", "48", "--max-seconds", "2",
@@ -64,7 +64,7 @@ def train_tiny_checkpoint(shards: Path, work: Path, batches: int = 4) -> Path:
                  "loggers.console=false", "loggers.progress_bar=false", "loggers.file=null",
                  "loggers.tensorboard=null"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-m", "tools.cli", "train", str(recipe), *overrides],
+    done = subprocess.run([sys.executable, "-m", "commands.cli", "train", str(recipe), *overrides],
                           cwd=work, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, f"training failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     checkpoint = work / "ckpt" / "latest-rank0.pt"

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class MergeError(ValueError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tools.storage import path_or_url
+    from pipeline.storage import path_or_url
 
     parser.add_argument("parts", type=path_or_url, nargs="+",
                         help="output folders (or s3://bucket/prefix) of `vtp shard` parts")
@@ -142,14 +143,52 @@ def merge(parts: list[Path], out: Path) -> dict:
     return summary
 
 
+def merge_remote(parts: list[str], out: str) -> dict:
+    """`vtp merge` for parts and output in buckets; returns the merged summary.
+
+    Raises:
+        MergeError: as the local merge, or the output prefix is not empty.
+        StorageError: a bucket cannot be used.
+    """
+    from pipeline.storage import Uploader, check_access, client, copy, is_remote, join, list_keys
+    from tools.shard.remote import group_of, pull_skeleton
+    from tools.shard.writers import MARKERS
+
+    if not all(is_remote(p) for p in [*parts, out]):
+        raise MergeError("give either all parts and --out as s3:// locations, or none")
+    for url in [*parts, out]:
+        check_access(url)
+    s3 = client(3)
+    if list_keys(out, s3):
+        raise MergeError(f"{out} is not empty")
+    with tempfile.TemporaryDirectory(prefix="vtp-merge-") as scratch:
+        local_parts = [Path(scratch) / f"part-{i}" for i in range(len(parts))]
+        listings = [list_keys(url, s3) for url in parts]
+        for url, local, keys in zip(parts, local_parts, listings, strict=True):
+            pull_skeleton(url, local, keys, s3)
+        summary = merge(local_parts, Path(scratch) / "out")  # every check of the local merge
+        for url, keys, local in zip(parts, listings, local_parts, strict=True):
+            done = {m.stem for m in (local / MARKERS).glob("*.json")}
+            for key in keys:
+                if group_of(key) in done and not key.startswith(f"{MARKERS}/"):
+                    copy(join(url, key), join(out, key), s3)
+        summary["parts"] = parts
+        summary["out"] = out
+        merged = Path(scratch) / "out"
+        (merged / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        uploader = Uploader(merged, out)
+        files = sorted(str(p.relative_to(merged)) for p in merged.rglob("*") if p.is_file())
+        for name in sorted(files, key=lambda n: n == "summary.json"):  # summary last
+            uploader.upload(name)
+    return summary
+
+
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
-    from tools.storage import StorageError, is_remote
+    from pipeline.storage import StorageError, is_remote
+    from tools.errors import UsageError
 
     try:
         if any(is_remote(p) for p in [*args.parts, args.out]):  # hook: parts in buckets
-            from tools.shard.remote import merge_remote
-
             summary = merge_remote(args.parts, args.out)
         else:
             summary = merge(args.parts, args.out)

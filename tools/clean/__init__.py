@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from tools.errors import UsageError
     from tools.folders import OutputFolderError
     from tools.webvid import InputError
 

@@ -58,7 +58,7 @@ class CleanResult:
 
 @functools.lru_cache(maxsize=1)
 def _identifier(config: LanguageConfig) -> LanguageIdentifier:
-    # Loading the model (lzma + numpy) takes ~0.8 s: once per worker process, not per chunk.
+    # Loading the model (lzma + numpy) is slow next to a chunk: once per worker process, not per chunk.
     return LanguageIdentifier(config)
 
 

@@ -99,7 +99,7 @@ def length_histograms(result: CleanResult) -> tuple[np.ndarray, np.ndarray, np.n
 
     The last count ``top`` (99.5th percentile + 2, at most ``MAX_BARS``) also holds every
     longer caption, so each histogram sums to its number of rows. The cap keeps one
-    100,000-character caption in a small table from asking for thousands of bars (25 s).
+    100,000-character caption in a small table from asking for thousands of bars (slow to draw).
     """
     frame = result.frame
     raw = word_counts(frame["caption_raw"])

@@ -20,11 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline.storage import is_remote, path_or_url
 from tools.shard.array import resolve_part
 from tools.shard.inputs import InputError, WorkItem, manifest_items, mark_duplicates, v2d_items
 from tools.shard.transcode import CODECS, TranscodeOptions
 from tools.shard.writers import FORMATS
-from tools.storage import is_remote, path_or_url
 
 __all__ = ["ShardConfig", "TranscodeOptions", "WorkItem", "load_items", "shard",
            "add_arguments", "run"]
@@ -110,8 +110,8 @@ def load_items(manifest: Path | None, video_root: Path | str | None, v2d_tars: P
         return mark_duplicates(v2d_items(v2d_tars)), 0
     locate = None
     if is_remote(video_root):  # hook: videos in a bucket, downloaded by the pool tasks
+        from pipeline.storage import check_access
         from tools.shard.remote import locate
-        from tools.storage import check_access
 
         check_access(video_root)
     elif video_root is None or not video_root.is_dir():
@@ -123,7 +123,7 @@ def load_items(manifest: Path | None, video_root: Path | str | None, v2d_tars: P
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from tools.errors import UsageError
     from tools.shard.folder import check_out
     from tools.shard.runner import SettingsMismatch, ShardConfig, shard
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.mjpeg import avi_chunks, avi_frame_rate, is_whole_jpeg
-from tools.shard.transcode import CODECS, ffmpeg_message
+from tools.shard.source import ffmpeg_message
+from tools.shard.transcode import CODECS
 
 DALI_CODECS = ("vp9", "vp9-ivf", "mjpeg")
 JPEG_BATCH = 64  # JPEG frames per DALI run; a clip's frames go through in a few runs
@@ -115,8 +116,8 @@ def _jpeg_pipeline():
 
     GRAY entropy-decodes every component (the scan interleaves them, so the whole bitstream is
     read) and transforms luma only; what RGB adds (chroma IDCT, upsampling, colour conversion)
-    is arithmetic that cannot fail on a bitstream that decoded. 0.10 ms a 320x240 frame
-    against 0.22 ms for RGB."""
+    is arithmetic that cannot fail on a bitstream that decoded, so GRAY checks as much for less
+    work (what the check costs is measured in benchmarks/results/shard.md)."""
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(batch_size=JPEG_BATCH, num_threads=1, device_id=None, prefetch_queue_depth=1,

@@ -18,25 +18,22 @@ builds the merged skeleton with the local merge, checks included.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
-from tools.shard.inputs import WorkItem, _unsafe_component, check_key
-from tools.shard.writers import MARKERS
-from tools.storage import (
+from pipeline.storage import (
     StorageError,
     Uploader,
     check_access,
     client,
-    copy,
     delete,
     download,
-    is_remote,
     join,
     list_keys,
 )
+from tools.shard.inputs import WorkItem, _unsafe_component, check_key
+from tools.shard.writers import MARKERS
 
 # the small files of a run that the final summary and a merge are built from
 SKELETON = ("settings.json", "summary.json", "manifest.parquet")
@@ -80,7 +77,7 @@ def fetch_manifest(url: str, stage: Path) -> Path:
     return local
 
 
-def _group_of(key: str) -> str | None:
+def group_of(key: str) -> str | None:
     """The group a stored file belongs to (``mds/G/...``, ``wds/G.tar``, ``done/G.json``)."""
     head, _, rest = key.partition("/")
     if head == "mds" and "/" in rest:
@@ -92,9 +89,9 @@ def _group_of(key: str) -> str | None:
 
 def pull_skeleton(url: str, dest: Path, keys: list[str], s3) -> set[str]:
     """Downloads a run's skeleton from ``url`` into ``dest``; returns its finished groups."""
-    done = {_group_of(k) for k in keys if k.startswith(f"{MARKERS}/") and k.endswith(".json")}
+    done = {group_of(k) for k in keys if k.startswith(f"{MARKERS}/") and k.endswith(".json")}
     wanted = [k for k in keys if k in SKELETON or k.startswith(f"{MARKERS}/")
-              or (k.endswith("/index.json") and _group_of(k) in done)]
+              or (k.endswith("/index.json") and group_of(k) in done)]
     for key in wanted:
         (dest / key).parent.mkdir(parents=True, exist_ok=True)
         download(join(url, key), dest / key, s3=s3)
@@ -124,7 +121,7 @@ class RemoteOut:
             if f"{MARKERS}/{marker.name}" not in keys:
                 marker.unlink()  # written here but never confirmed in the bucket: redo it
         done = pull_skeleton(self.url, self.stage, keys, self.s3)
-        leftovers = [k for k in keys if _group_of(k) is not None and _group_of(k) not in done]
+        leftovers = [k for k in keys if group_of(k) is not None and group_of(k) not in done]
         if leftovers:
             delete(self.url, leftovers, self.s3)
         self.uploader = Uploader(self.stage, self.url)
@@ -149,41 +146,3 @@ class RemoteOut:
         for name in ("settings.json", "mds/index.json", "manifest.parquet", "summary.json"):
             if (self.stage / name).is_file():
                 self.uploader.upload(name)
-
-
-def merge_remote(parts: list[str], out: str) -> dict:
-    """`vtp merge` for parts and output in buckets; returns the merged summary.
-
-    Raises:
-        MergeError: as the local merge, or the output prefix is not empty.
-        StorageError: a bucket cannot be used.
-    """
-    from tools.merge import MergeError, merge
-
-    if not all(is_remote(p) for p in [*parts, out]):
-        raise MergeError("give either all parts and --out as s3:// locations, or none")
-    for url in [*parts, out]:
-        check_access(url)
-    s3 = client(3)
-    if list_keys(out, s3):
-        raise MergeError(f"{out} is not empty")
-    with tempfile.TemporaryDirectory(prefix="vtp-merge-") as scratch:
-        local_parts = [Path(scratch) / f"part-{i}" for i in range(len(parts))]
-        listings = [list_keys(url, s3) for url in parts]
-        for url, local, keys in zip(parts, local_parts, listings, strict=True):
-            pull_skeleton(url, local, keys, s3)
-        summary = merge(local_parts, Path(scratch) / "out")  # every check of the local merge
-        for url, keys, local in zip(parts, listings, local_parts, strict=True):
-            done = {m.stem for m in (local / MARKERS).glob("*.json")}
-            for key in keys:
-                if _group_of(key) in done and not key.startswith(f"{MARKERS}/"):
-                    copy(join(url, key), join(out, key), s3)
-        summary["parts"] = parts
-        summary["out"] = out
-        merged = Path(scratch) / "out"
-        (merged / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        uploader = Uploader(merged, out)
-        files = sorted(str(p.relative_to(merged)) for p in merged.rglob("*") if p.is_file())
-        for name in sorted(files, key=lambda n: n == "summary.json"):  # summary last
-            uploader.upload(name)
-    return summary

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,10 +191,19 @@ def _probe_json(path: Path, demuxer: str, timeout: float) -> dict:
     except subprocess.TimeoutExpired as err:
         raise SourceError(f"ffprobe: timed out after {timeout:.0f} s") from err
     if result.returncode != 0:
-        from tools.shard.transcode import ffmpeg_message
-
         raise SourceError(f"{NAMES[demuxer]} unreadable: {ffmpeg_message(result.stderr, path)}")
     return json.loads(result.stdout or "{}")
+
+
+def ffmpeg_message(stderr: str, path: Path | None = None) -> str:
+    """ffmpeg's error lines joined into one, without the long path prefix."""
+    # "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c4a] moov atom not found": the address is noise.
+    lines = [re.sub(r" @ 0x[0-9a-f]+\]", "]", line.strip()) for line in stderr.splitlines()
+             if line.strip()]
+    text = "; ".join(dict.fromkeys(lines)) or "no message"
+    if path is not None:
+        text = text.replace(f"file:{Path(path).absolute()}: ", "")
+    return text[:500]
 
 
 def _seconds(value) -> float | None:

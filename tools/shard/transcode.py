@@ -12,14 +12,13 @@ Web videos are untrusted. Every ffmpeg we start:
 from __future__ import annotations
 
 import math
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
 
-from tools.shard.source import SELF_CONTAINED
+from tools.shard.source import SELF_CONTAINED, ffmpeg_message
 
 
 @dataclass(frozen=True)
@@ -166,17 +165,6 @@ def build_command(src: Path, dst: Path, options: TranscodeOptions, demuxer: str 
     )
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             *output.get_args()]
-
-
-def ffmpeg_message(stderr: str, path: Path | None = None) -> str:
-    """ffmpeg's error lines joined into one, without the long path prefix."""
-    # "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c4a] moov atom not found": the address is noise.
-    lines = [re.sub(r" @ 0x[0-9a-f]+\]", "]", line.strip()) for line in stderr.splitlines()
-             if line.strip()]
-    text = "; ".join(dict.fromkeys(lines)) or "no message"
-    if path is not None:
-        text = text.replace(f"file:{Path(path).absolute()}: ", "")
-    return text[:500]
 
 
 def transcode(src: Path, dst: Path, options: TranscodeOptions, demuxer: str = "mov") -> None:

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from tools.errors import UsageError
     from tools.folders import make_output_folder
 
     try:

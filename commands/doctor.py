@@ -289,7 +289,7 @@ def render(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     if not Path(args.path).is_dir():
         raise UsageError(f"--path {args.path} is not a folder")

@@ -1,6 +1,6 @@
 """One experiment run in its own process: train through the recipe, evaluate, write the result.
 
-``python -m tools.experiment.worker SPEC.json``. A process per run keeps each Composer
+``python -m commands.experiment.worker SPEC.json``. A process per run keeps each Composer
 trainer, Streaming dataset and torch thread setting apart from the next run's. The result
 json is written last and atomically: its presence is what marks the run finished.
 """
@@ -26,8 +26,8 @@ def final_losses(batch_log: Path, last: int = 25) -> dict[str, float]:
 
 def run_spec(spec: dict) -> dict:
     """Trains and evaluates the run ``spec`` describes; writes and returns its result."""
+    from evaluation.evaluate import EvalConfig, evaluate_checkpoint
     from recipes.config import load_recipe
-    from recipes.evaluate import EvalConfig, evaluate_checkpoint
     from recipes.train import build_trainer, summary
 
     start = time.perf_counter()
@@ -61,7 +61,7 @@ def run_spec(spec: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m tools.experiment.worker SPEC.json", file=sys.stderr)
+        print("usage: python -m commands.experiment.worker SPEC.json", file=sys.stderr)
         return 2
     result = run_spec(json.loads(Path(argv[0]).read_text()))
     m = result["metrics"]

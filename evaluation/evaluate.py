@@ -6,7 +6,7 @@ GPU decoder) into ``OUT/test-shards``, so evaluation reads clips through the sam
 pipeline as training: the same decoder, frame sampler and tokenizer, in evaluation mode
 (evenly spaced views, centre crop, no flip, no masks). Features are the model's mean-pooled
 video-only and text-only encoder outputs (zero-shot), or those of the dual encoder after
-contrastive fine-tuning (``mode="finetune"``, recipes/finetune.py).
+contrastive fine-tuning (``mode="finetune"``, evaluation/finetune.py).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
+from evaluation.eval_inputs import check_usable, test_items
+from evaluation.retrieval import text_video_metrics
 from model import UnifiedMAE
-from model.retrieval import text_video_metrics
 from pipeline import BatchBuilder, DataConfig
 from pipeline.loader import build_source
 from recipes.checkpoint import load_data_settings, load_trained_model, read_checkpoint
-from recipes.eval_inputs import check_usable, test_items
 from recipes.finetune_config import FinetuneConfig
 from recipes.run_card import write_eval_card
 
-# model/retrieval.py ranks ties against the query; SimVTP's metric.py (Frozen's) ranks them
+# evaluation/retrieval.py ranks ties against the query; SimVTP's metric.py (Frozen's) ranks them
 # in its favour. Stated beside every number.
 TIE_RULE = "pessimistic (a tie with the true match counts against it; SimVTP: optimistic)"
 
@@ -216,7 +216,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
         failed = summary["failed"]
     data = eval_data_config(model, shards, cfg, settings)
     if cfg.mode == "finetune":
-        from recipes.finetune import finetune_dual_encoder
+        from evaluation.finetune import finetune_dual_encoder
 
         model = finetune_dual_encoder(model, data, cfg.finetune, device, cfg.seed, out, progress)
     model = model.to("cuda" if device == "gpu" else "cpu").eval()

@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(pairs: list[str]) -> dict:
     import yaml
 
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     settings = {}
     for pair in pairs:
@@ -105,7 +105,7 @@ def _check_args(args: argparse.Namespace) -> None:
     """Usage errors found without torch: missing files, a useless json, bad numbers."""
     from pathlib import Path
 
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     if not Path(args.checkpoint).is_file():
         raise UsageError(f"checkpoint {args.checkpoint} does not exist (or is not a file)")
@@ -127,7 +127,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.finetune_data and not Path(args.finetune_data).exists():
         raise UsageError(f"--finetune-data {args.finetune_data} does not exist")
     if data.is_file() and data.suffix == ".json":
-        from recipes.eval_inputs import check_usable, test_items
+        from evaluation.eval_inputs import check_usable, test_items
 
         root = Path(args.video_root) if args.video_root else None
         try:
@@ -153,11 +153,11 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     _check_args(args)  # before torch loads: a usage error answers at once
+    from evaluation.evaluate import EvalConfig, evaluate_checkpoint, metrics_table, protocol_line
     from pipeline import CorruptSampleError
-    from recipes.evaluate import EvalConfig, evaluate_checkpoint, metrics_table, protocol_line
     from recipes.fields import RecipeError
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tools.experiment.report import MEASURES, PAPER_DATA_RATIO, CellStats, claims, results_table
+from commands.experiment.report import MEASURES, PAPER_DATA_RATIO, CellStats, claims, results_table
 
 CAVEATS = [
     "Scale: SimVTP's numbers are ViT-B pretrained on WebVid-2M and fine-tuned on MSR-VTT; here "
@@ -62,7 +62,7 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         f"(colour, shape) pairs: {setup.get('shared_pairs', '?')} seen in training; a model "
         f"that knew only the pair would reach R@1 {setup.get('pair_only_r1', math.nan):.1f}%.",
         f"- Evaluation: zero-shot text-to-video and video-to-text retrieval on the "
-        f"{setup['test_clips']} held-out clips (`recipes.evaluate`, mean-pooled video-only and "
+        f"{setup['test_clips']} held-out clips (`evaluation.evaluate`, mean-pooled video-only and "
         f"text-only encoder features, ties counted against the model). Chance: R@1 "
         f"{chance_r1:.2f}%, R@5 {chance_r5:.2f}%.",
         f"- Compute: {setup['runs_done']} of {setup['runs_total']} distinct runs finished, "

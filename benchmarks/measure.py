@@ -1,25 +1,22 @@
-"""vtp bench pipeline SHARD_DIR: is the data loader the bottleneck, and is it the fastest?
+"""Measuring the training data pipeline against the bare decoder and the peer loaders.
 
-Runs the whole training pipeline (frame sampling, DALI decode + crop/resize/flip/normalise,
-video masks, tokenizer + MLM masks) over the shards and reports samples/s next to, in the
-same run, on the same shards, frames and cores (DESIGN.md section 8):
+What `vtp bench pipeline` and `make bench` run (commands/bench_pipeline.py is the command
+line). Same run, same shards, frames and cores (DESIGN.md section 8):
 - the bare decoder: libavcodec (PyAV, in-process, one thread) decoding exactly the frames
   each sample needs, plus the same crop/resize/normalise: the physical limit;
 - the peer loaders a user would write instead (benchmarks/peers.py: PyAV VideoMAE-style,
   torchcodec, decord), each in a torch DataLoader with as many worker processes as cores.
 Every side is timed alike: each process's first batch (and what workers prefetched
-meanwhile) is warm-up, the batches after it are cut into equal runs and the best run counts; CPU time counts every process of a side. Peers
-and the limit need the ``bench`` extra and a checkout (they live in benchmarks/).
+meanwhile) is warm-up, the batches after it are cut into equal runs and the best run counts;
+CPU time counts every process of a side. Peers and the limit need the ``bench`` extra.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 BENCHMARKS = ("pipeline",)
 REPEATS = 3
@@ -199,65 +196,3 @@ def report(result: PipelineResult, label: str) -> str:
         lines.append(f"peer {name}: {rate.wall:.1f} samples/s, {rate.cpu:.1f} by CPU time; "
                      f"vtp / {name} {ratio.wall:.2f} (wall), {ratio.cpu:.2f} (CPU)")
     return "\n".join(lines + result.notes)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("benchmark", choices=BENCHMARKS, help="what to benchmark")
-    parser.add_argument("shard_dir", type=Path, help="`vtp shard` output (with mds/) or an MDS folder")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                        help="decode device (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="DataLoader worker processes (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="DALI threads per pipeline (default: all cores, %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="samples per batch (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=224,
-                        help="output height and width (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="passes over the shards (each draws new frames); the first batch "
-                             "of every process is warm-up and not counted (default: %(default)s)")
-    parser.add_argument("--interpolation", choices=("nearest", "linear", "cubic"), default="linear",
-                        help="resize filter (data.interpolation); nearest is far cheaper on a CPU "
-                             "(default: %(default)s)")
-    parser.add_argument("--uint8", action="store_true",
-                        help="hand over uint8 video, normalise after (data.normalize_on_device)")
-    parser.add_argument("--resize-backend", choices=("dali", "torch"), default="dali",
-                        help="CPU crop/resize in DALI or in torch (data.resize_backend)")
-    parser.add_argument("--key-frame-windows", action="store_true",
-                        help="dense windows start on key frames (data.key_frame_windows)")
-    parser.add_argument("--no-peers", action="store_true", help="measure vtp alone")
-
-
-def run(args: argparse.Namespace) -> int:
-    from recipes.preflight import shard_problem, shard_samples
-    from tools.cli import UsageError
-
-    for flag, least in (("threads", 1), ("batch_size", 1), ("epochs", 1), ("workers", 0),
-                        ("image_size", 1)):
-        if getattr(args, flag) < least:
-            raise UsageError(f"--{flag.replace('_', '-')} must be >= {least}, "
-                             f"got {getattr(args, flag)}")
-    problem = shard_problem(args.shard_dir, "mds")  # the limit reads the clips from MDS
-    if problem:
-        raise UsageError(problem)
-    samples = shard_samples(args.shard_dir, "mds")
-    if args.batch_size > samples:
-        raise UsageError(f"--batch-size {args.batch_size} is larger than the {samples} samples "
-                         f"in {args.shard_dir}")
-    from pipeline import DataConfig
-
-    cfg = DataConfig(path=str(args.shard_dir), device=args.device, batch_size=args.batch_size,
-                     image_size=args.image_size, num_workers=args.workers,
-                     num_threads=args.threads, normalize_on_device=args.uint8,
-                     interpolation=args.interpolation, key_frame_windows=args.key_frame_windows,
-                     resize_backend=args.resize_backend)
-    try:
-        result = measure(cfg, args.epochs, peers=not args.no_peers)
-    except (ValueError, FileNotFoundError) as err:
-        raise UsageError(str(err)) from err
-    hand_over = "uint8" if args.uint8 else "float32"
-    print(report(result, f"{args.device}, {args.workers} workers x {args.threads} DALI threads, "
-                         f"{args.interpolation} resize in {args.resize_backend}, "
-                         f"{hand_over} hand-over"))
-    return 0

@@ -8,8 +8,8 @@ alone and is what other commands (``vtp experiment``) reuse; it skips work it ha
 done for the same data settings. Writes ``OUT/report.md``, ``OUT/metrics.json``,
 ``OUT/loss_curves.png``, ``OUT/reconstruction.png`` and ``OUT/retrieval.md``.
 
-    python -m tools.demo --out reports/demo             # the full demo (~15 min on 2 cores)
-    python -m tools.demo --out /tmp/d --size small      # a 2-minute smoke run (CI)
+    python -m commands.demo --out reports/demo             # the full demo (~15 min on 2 cores)
+    python -m commands.demo --out /tmp/d --size small      # a 2-minute smoke run (CI)
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def pretrain_stage(work: Path, cfg: DemoConfig, shards: Path) -> dict:
 
 def eval_stage(work: Path, cfg: DemoConfig, checkpoint: str, test_json: Path) -> dict:
     """Zero-shot text-video retrieval of the checkpoint on the held-out test json."""
-    from recipes.evaluate import EvalConfig, evaluate_checkpoint
+    from evaluation.evaluate import EvalConfig, evaluate_checkpoint
 
     eval_cfg = EvalConfig(data=str(test_json), out=str(work / "eval"), mode="zero-shot",
                           device="cpu", codec=cfg.codec, short_side=cfg.short_side,
@@ -293,7 +293,7 @@ def eval_stage(work: Path, cfg: DemoConfig, checkpoint: str, test_json: Path) ->
 def figures_stage(out: Path, cfg: DemoConfig, train: dict, test_shards: Path,
                   test_json: Path) -> dict:
     """The loss curves (from Composer's file log) and the reconstruction figure."""
-    from tools.figures import plot_losses, plot_reconstructions, read_file_log
+    from commands.figures import plot_losses, plot_reconstructions, read_file_log
 
     curves = read_file_log(Path(train["log"]))
     batch = _microbatch(cfg)
@@ -322,11 +322,11 @@ def _held_out_reconstructions(checkpoint: str, shards: Path, test_json: Path, co
     """MVM on ``count`` held-out clips (centre view, the training mask ratio)."""
     import torch
 
+    from commands.figures import reconstruct
+    from evaluation.evaluate import EvalConfig, eval_data_config
     from pipeline import BatchBuilder
     from pipeline.loader import build_source
     from recipes.checkpoint import load_data_settings, load_trained_model
-    from recipes.evaluate import EvalConfig, eval_data_config
-    from tools.figures import reconstruct
 
     model = load_trained_model(checkpoint).eval()
     settings = load_data_settings(checkpoint)
@@ -357,7 +357,7 @@ def _fmt_seconds(seconds: float) -> str:
 def write_report(out: Path, cfg: DemoConfig, data: DemoData, check: dict, train: dict,
                  metrics: dict, figures: dict, seconds: dict[str, float]) -> Path:
     """report.md: what each stage did, the retrieval table against chance, the figures."""
-    from recipes.evaluate import metrics_table
+    from evaluation.evaluate import metrics_table
 
     s = data.summaries
     synth, clean, shard = s["synth"], s["clean"], s["shard"]
@@ -461,8 +461,8 @@ def write_report(out: Path, cfg: DemoConfig, data: DemoData, check: dict, train:
         "## Reproduce",
         "",
         "```",
-        "make demo                      # python -m tools.demo --out reports/demo",
-        f"python -m tools.demo --out reports/demo --seed {cfg.seed}",
+        "make demo                      # python -m commands.demo --out reports/demo",
+        f"python -m commands.demo --out reports/demo --seed {cfg.seed}",
         "```",
     ]
     path = out / "report.md"

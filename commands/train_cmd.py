@@ -2,7 +2,7 @@
 
 Sections: model data optimizer scheduler trainer callbacks loggers (plus top-level seed,
 run_name, variables). Values are parsed as YAML, e.g. ``data.path=/shards seed=3
-trainer.max_duration=20ba``. Several processes: ``composer -n 2 -m tools.cli train ...``.
+trainer.max_duration=20ba``. Several processes: ``composer -n 2 -m commands.cli train ...``.
 Rerunning a run that autoresume finds finished prints so and exits 0.
 """
 
@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from commands.cli import UsageError
     from recipes.config import RecipeError, load_recipe
     from recipes.preflight import check_recipe_paths
-    from tools.cli import UsageError
 
     try:  # recipe errors surface before torch loads, as a usage error naming the key
         recipe = load_recipe(args.recipe, args.overrides)

@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- inputs ------------------------------------------------------------------------------
 def _shards(args: argparse.Namespace, out: Path, device: str) -> Path:
     """The shard folder to read: --data itself, or a one-clip shard of the video file."""
+    from commands.cli import UsageError
     from pipeline.sources import shard_folder
-    from tools.cli import UsageError
 
     data = Path(args.data)
     if data.is_file():
@@ -56,8 +56,8 @@ def _shards(args: argparse.Namespace, out: Path, device: str) -> Path:
 
 
 def _shard_video(video: Path, caption: str, out: Path, device: str) -> Path:
-    from recipes.evaluate import prepare_test_shards
-    from tools.cli import UsageError
+    from commands.cli import UsageError
+    from evaluation.evaluate import prepare_test_shards
 
     out.mkdir(parents=True, exist_ok=True)
     listing = out.parent / "video.json"
@@ -75,9 +75,9 @@ def _shard_video(video: Path, caption: str, out: Path, device: str) -> Path:
 def _batch(model, shards: Path, settings: dict, num: int, ratio: float, seed: int, device: str):
     import torch
 
+    from evaluation.evaluate import EvalConfig, eval_data_config
     from pipeline import BatchBuilder
     from pipeline.loader import build_source
-    from recipes.evaluate import EvalConfig, eval_data_config
 
     cfg = EvalConfig(data=str(shards), out="", batch_size=num, seed=seed)
     data = eval_data_config(model, shards, cfg, settings)
@@ -206,9 +206,9 @@ def _markdown(result: dict) -> tuple[str, str]:
 def visualize(args: argparse.Namespace) -> dict:
     import torch
 
+    from commands.figures import plot_reconstructions, reconstruct
     from pipeline.text import load_tokenizer
     from recipes.checkpoint import load_data_settings, load_trained_model
-    from tools.figures import plot_reconstructions, reconstruct
 
     device = args.device if args.device != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
@@ -254,7 +254,7 @@ def visualize(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     if not Path(args.checkpoint).is_file():
         raise UsageError(f"checkpoint {args.checkpoint} does not exist")

@@ -1,10 +1,10 @@
 """The experiment's data, built once through the real chain: synth -> clean -> subset -> shard.
 
-The data stages are `make demo`'s (`tools.demo.build_demo_data`, same settings as the demo:
+The data stages are `make demo`'s (`commands.demo.build_demo_data`, same settings as the demo:
 render size, codec, short side), which shard the 100% subset. The other fractions are the
 nested `vtp subset` subsets of the same cleaned captions (10% ⊂ 30% ⊂ 100%), sharded here
 with the demo's transcode settings, and the held-out test json is sharded once with
-`recipes.evaluate.prepare_test_shards`, so every run evaluates on the same shard folder.
+`evaluation.evaluate.prepare_test_shards`, so every run evaluates on the same shard folder.
 Every stage is resumable: the demo's data record, `vtp shard`'s completion markers, and
 this module's own record (``WORK/experiment-data.json``).
 """
@@ -22,7 +22,7 @@ RECORD = "experiment-data.json"  # the demo's own record is data.json in the sam
 
 @dataclass(frozen=True)
 class DataPlan:
-    """How big the synthetic dataset is; everything else is the demo's (`tools.demo.DemoConfig`).
+    """How big the synthetic dataset is; everything else is the demo's (`commands.demo.DemoConfig`).
 
     Args:
         num_clips: training rows generated (defects included; clean and shard drop some).
@@ -37,8 +37,8 @@ class DataPlan:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def demo_config(self):
-        """The `tools.demo.DemoConfig` whose data stages build this dataset (100% subset)."""
-        from tools.demo import DemoConfig
+        """The `commands.demo.DemoConfig` whose data stages build this dataset (100% subset)."""
+        from commands.demo import DemoConfig
 
         return DemoConfig(num_clips=self.num_clips, num_test=self.num_test, data_seed=self.seed,
                           fraction=1.0, workers=self.workers)
@@ -82,7 +82,7 @@ def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...]) -> Data
     Raises:
         RuntimeError: sharding left no clip of a fraction or of the test split.
     """
-    from tools.demo import build_demo_data, held_out_check
+    from commands.demo import build_demo_data, held_out_check
 
     cfg = plan.demo_config()
     record = work / RECORD
@@ -135,7 +135,7 @@ def _shard(manifest: Path, video_root: Path, out: Path, cfg) -> tuple[Path, int]
 
 
 def _test_shards(test_json: Path, out: Path, cfg) -> tuple[Path, int]:
-    from recipes.evaluate import prepare_test_shards
+    from evaluation.evaluate import prepare_test_shards
 
     print(f"\n==> experiment data: shard the held-out split {test_json} -> {out}", flush=True)
     folder, summary = prepare_test_shards(test_json, out, cfg.codec, cfg.short_side, cfg.workers)

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.experiment.grid import AXES, Cell
+from commands.experiment.grid import AXES, Cell
 
 METRICS = {"t2v_r1": "t2v R@1", "t2v_r5": "t2v R@5", "v2t_r1": "v2t R@1"}  # plotted (recall, %)
 TABLE_METRICS = {**METRICS, "t2v_meanr": "t2v mean rank"}
@@ -66,7 +66,7 @@ def aggregate(cells: list[Cell], seeds: tuple[int, ...], results: dict[str, dict
         results: ``{run_id: result}`` of the finished runs.
         clips: training clips per fraction (shown for cells whose runs have not finished).
     """
-    from tools.experiment.grid import runs_of
+    from commands.experiment.grid import runs_of
 
     rows = []
     for cell in cells:

@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from commands.cli import UsageError
     from model.interop import export_hf_videomae
     from recipes.checkpoint import load_trained_model
-    from tools.cli import UsageError
 
     checkpoint, out = Path(args.checkpoint), Path(args.out)
     if not checkpoint.is_file():

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.experiment.grid import AXES, GridConfig
+from commands.experiment.grid import AXES, GridConfig
 
 
 @dataclass

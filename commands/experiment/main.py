@@ -9,12 +9,12 @@ import os
 import shutil
 from pathlib import Path
 
-from tools.experiment.config import ExperimentConfig
-from tools.experiment.data import RECORD, DataPaths, DataPlan, build_data
-from tools.experiment.document import render
-from tools.experiment.grid import Cell, GridConfig, Run, expand, grid_around_recipe
-from tools.experiment.report import aggregate, chance, plot_axes
-from tools.experiment.runner import (
+from commands.experiment.config import ExperimentConfig
+from commands.experiment.data import RECORD, DataPaths, DataPlan, build_data
+from commands.experiment.document import render
+from commands.experiment.grid import Cell, GridConfig, Run, expand, grid_around_recipe
+from commands.experiment.report import aggregate, chance, plot_axes
+from commands.experiment.runner import (
     RunnerConfig,
     execute,
     fingerprints,

@@ -105,9 +105,9 @@ def draw(batch: dict, cfg, captions: list[str], path: Path) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    from commands.cli import UsageError
     from recipes.config import RecipeError, load_recipe
     from recipes.preflight import shard_problem, shard_samples
-    from tools.cli import UsageError
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -130,7 +130,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     _check_args(args)  # before torch, DALI and Streaming load
     from pipeline import CodecError, build_dataloader

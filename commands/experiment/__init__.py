@@ -4,7 +4,7 @@ Four one-factor axes around one baseline: (a) training data 10% / 30% / 100% (ne
 `vtp subset` subsets), (b) video mask ratio 0.75 / 0.9 / 0.95, (c) text mask probability
 0.15 / 0.45 / 0.75, (d) losses MVM+MLM, +VTC, +VTC+VTM. Each distinct setting is trained once
 per seed through the real stack (recipe -> Composer) and evaluated zero-shot on the held-out
-split (`recipes.evaluate`). The baseline is the recipe's own mask ratios snapped to the grid,
+split (`evaluation.evaluate`). The baseline is the recipe's own mask ratios snapped to the grid,
 all data, all losses; cells that share it share its runs. Writes OUT/report.md (table,
 verdicts on the paper's claims, setup), OUT/*.png (one plot per axis), OUT/results.json and
 OUT/runs/RUN_ID.json per run. Rerunning skips finished runs; --publish DIR also writes
@@ -20,8 +20,8 @@ from pathlib import Path
 
 __all__ = ["add_arguments", "run", "run_experiment", "ExperimentConfig"]
 
-from tools.experiment.config import ExperimentConfig
-from tools.experiment.main import run_experiment
+from commands.experiment.config import ExperimentConfig
+from commands.experiment.main import run_experiment
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.cli import UsageError
+    from commands.cli import UsageError
 
     try:
         config = ExperimentConfig(

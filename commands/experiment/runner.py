@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tools.experiment.data import DataPaths
-from tools.experiment.grid import LOSSES, Run, Setting
+from commands.experiment.data import DataPaths
+from commands.experiment.grid import LOSSES, Run, Setting
 
 
 @dataclass
@@ -169,7 +169,7 @@ def run_worker(spec_path: Path, log, tick: Callable[[int], None], poll: float = 
         poll: seconds between progress checks.
     """
     batch_log = Path(json.loads(spec_path.read_text())["batch_log"])
-    process = subprocess.Popen([sys.executable, "-m", "tools.experiment.worker", str(spec_path)],
+    process = subprocess.Popen([sys.executable, "-m", "commands.experiment.worker", str(spec_path)],
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         while True:
