@@ -86,11 +86,22 @@ def test_h264_on_cpu_fails_before_the_first_batch_naming_codec_device_and_fix(pi
 
 
 @pytest.mark.parametrize("fmt", ["mds", "wds"])
-def test_corrupt_sample_is_reported_with_its_key(pipeline_shards, fmt):
+def test_corrupt_sample_is_skipped_in_training_and_reported_with_its_key(pipeline_shards, fmt):
     shards = pipeline_shards["corrupt"]
     bad_key = list(shards.files)[2]
     cfg = DataConfig(path=str(shards.root), format=fmt, batch_size=4, image_size=64,
                      shuffle=False)
+    batch = next(iter(build_dataloader(cfg)))
+    assert [s["key"] for s in batch["skipped"]] == [bad_key]
+    assert batch["video"].shape[0] == 4 and bad_key not in batch["keys"]
+
+
+@pytest.mark.parametrize("fmt", ["mds", "wds"])
+def test_corrupt_sample_in_evaluation_is_an_error_naming_its_key(pipeline_shards, fmt):
+    shards = pipeline_shards["corrupt"]
+    bad_key = list(shards.files)[2]
+    cfg = DataConfig(path=str(shards.root), format=fmt, batch_size=4, image_size=64,
+                     shuffle=False, view=0, views=1)
     with pytest.raises(CorruptSampleError) as err:
         next(iter(build_dataloader(cfg)))
     assert err.value.keys == [bad_key]
@@ -101,8 +112,8 @@ def test_corrupt_sample_in_a_worker_process_is_reported_not_hung(pipeline_shards
     shards = pipeline_shards["corrupt"]
     cfg = DataConfig(path=str(shards.root), batch_size=2, image_size=64, shuffle=False,
                      num_workers=2)
-    with pytest.raises(CorruptSampleError, match=list(shards.files)[2]):
-        list(build_dataloader(cfg))
+    skipped = [s["key"] for batch in build_dataloader(cfg) for s in batch["skipped"]]
+    assert skipped == [list(shards.files)[2]]
 
 
 def test_mjpeg_jpeg_frame_route_matches_the_video_decoder(pipeline_shards):

@@ -45,7 +45,8 @@ def test_bench_pipeline_prints_rate_limit_and_ratio(pipeline_shards, capsys):
 
 def test_show_batch_on_h264_with_cpu_is_a_usage_error(pipeline_shards, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["show-batch", str(pipeline_shards["h264"].root), "--out", str(tmp_path)])
+        main(["show-batch", str(pipeline_shards["h264"].root), "--out", str(tmp_path),
+              "--batch-size", "2"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "h264" in err and "vtp shard --codec vp9" in err
