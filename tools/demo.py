@@ -40,8 +40,11 @@ class DemoConfig:
         num_clips: training rows generated (before cleaning drops the bad ones).
         num_test: held-out test clips (unseen (colour, shape) pairs).
         data_seed: seeds the synthetic dataset.
+        preset: the `vtp synth` preset (tools/synth/presets.py): what the clips show.
         defect_rate: share of training rows with WebVid-like caption mess; half as many
             get a broken video file (the clean and shard stages must catch both).
+        fps: rendered frame rate (the sampler takes 8-16 frames from a 4-8 s clip, so fewer
+            frames only save rendering and transcoding time; motion per second is the same).
         width, height: rendered frame size; the model sees 32x32 crops of the 48x36 shards,
             so bigger frames only slow rendering and sharding (objects scale with height).
         short_side: short side of the sharded clips; the evaluation shards the test json at
@@ -63,7 +66,9 @@ class DemoConfig:
     num_clips: int = 1500
     num_test: int = 200
     data_seed: int = 0
+    preset: str = "demo"
     defect_rate: float = 0.1
+    fps: int = 16
     width: int = 96
     height: int = 72
     short_side: int = 36
@@ -79,8 +84,8 @@ class DemoConfig:
 
     def data_key(self) -> dict:
         """The settings the data stages depend on (a match means the data can be reused)."""
-        keys = ("num_clips", "num_test", "data_seed", "defect_rate", "width", "height",
-                "short_side", "codec", "fraction")
+        keys = ("num_clips", "num_test", "data_seed", "preset", "defect_rate", "fps", "width",
+                "height", "short_side", "codec", "fraction")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -135,7 +140,7 @@ def synth_stage(work: Path, cfg: DemoConfig) -> dict:
 
     config = SynthConfig(num_clips=cfg.num_clips, num_test=cfg.num_test, seed=cfg.data_seed,
                          defect_rate=cfg.defect_rate, width=cfg.width, height=cfg.height,
-                         workers=cfg.workers)
+                         workers=cfg.workers, preset=cfg.preset, fps=cfg.fps)
     return generate(config, work / "synth")
 
 
