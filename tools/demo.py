@@ -9,7 +9,7 @@ done for the same data settings. Writes ``OUT/report.md``, ``OUT/metrics.json``,
 ``OUT/loss_curves.png``, ``OUT/reconstruction.png`` and ``OUT/retrieval.md``.
 
     python -m tools.demo --out reports/demo             # the full demo (~15 min on 2 cores)
-    python -m tools.demo --out /tmp/d --size small      # a 2-minute smoke run (CI)
+    python -m tools.demo --out /tmp/d --size small      # CI: every stage + a learning check (~3 min)
 """
 
 from __future__ import annotations
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None,
                         help="data and run folder (default: data/demo, or data/demo-SIZE)")
     parser.add_argument("--size", choices=sorted(SIZES), default="full",
-                        help="full (the demo) or small (a CI smoke run)")
+                        help="full (the demo) or small (CI: every stage and a learning check)")
     parser.add_argument("--seed", type=int, default=None, help="pretraining seed")
     parser.add_argument("--steps", type=int, default=None, help="pretraining steps")
     parser.add_argument("--workers", type=int, default=None, help="processes for synth and shard")
