@@ -145,7 +145,8 @@ def _paths(tmp_path: Path) -> DataPaths:
 
 
 def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeypatch):
-    cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1)))
+    cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1),
+                                    video_mask_ratios=(0.75, 0.9, 0.95)))  # 18 runs
     cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path / "out", work=tmp_path / "work",
                        max_duration="3ba", batch_size=16)
     prints = fingerprints(runs, _paths(tmp_path), cfg)
