@@ -1,7 +1,11 @@
-"""`make demo` end to end at a small size: every stage runs and every report file is readable.
+"""`make demo` end to end at a small size: every stage runs, every report file is readable,
+and the model learns.
 
-The small size (40 clips, 12 steps) is far too short to learn retrieval, so nothing here
-checks the 5x-chance bar; `make demo` states that figure in its report.
+The small size (the easy synth preset, 300 clips, 200 steps, about three minutes on two idle
+cores) measured held-out t2v R@5 45% and median rank 6 of 40 clips (chance 12.5% and ~20);
+`test_small_demo_learns_retrieval` asserts a margin above chance that a broken loss, mask or
+data order (captions paired with the wrong clips) would miss. The full demo's figures live
+in reports/demo and the README.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ def demo_run(tmp_path_factory) -> tuple[Path, Path]:
 def test_demo_writes_every_report_file(demo_run):
     out, _ = demo_run
     for name in ("report.md", "metrics.json", "loss_curves.png", "reconstruction.png",
-                 "retrieval.md", "train_card.json", "train_card.md", "eval_card.json",
-                 "eval_card.md"):
+                 "retrieval.md", "retrieval_grid.png", "train_card.json", "train_card.md",
+                 "eval_card.json", "eval_card.md"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
 
 
@@ -50,11 +54,22 @@ def test_demo_metrics_have_the_eval_keys(demo_run):
                                                           abs=0.01)
 
 
+def test_small_demo_learns_retrieval(demo_run):
+    """Held-out retrieval well above chance after a few minutes of CPU pretraining."""
+    out, _ = demo_run
+    m = json.loads((out / "metrics.json").read_text())
+    n = m["n"]
+    # chance: R@5 = 5/n (12.5% of 40), median rank ~n/2; measured 45% and 6
+    assert m["t2v_r5"] >= 2 * 100 * 5 / n, m
+    assert m["t2v_medr"] <= n / 4, m
+    assert m["t2v_r1"] > m["chance_r1"], m
+
+
 def test_demo_pngs_load(demo_run):
     from PIL import Image
 
     out, _ = demo_run
-    for name in ("loss_curves.png", "reconstruction.png"):
+    for name in ("loss_curves.png", "reconstruction.png", "retrieval_grid.png"):
         with Image.open(out / name) as image:
             image.load()
             assert image.width > 200 and image.height > 100, (name, image.size)
@@ -71,6 +86,8 @@ def test_demo_report_states_chance_and_the_held_out_check(demo_run):
     assert "[training](train_card.md)" in report and "[evaluation](eval_card.md)" in report
     eval_card = json.loads((out / "eval_card.json").read_text())
     assert eval_card["n"] == metrics["n"] and eval_card["train_card"]["run_name"] == "demo"
+    assert "![top-5 retrieved clips](retrieval_grid.png)" in report
+    assert "appearance only" in report and "motion only" in report
     for stage in ("synth", "clean", "subset", "shard", "pretrain", "eval"):
         assert f"| {stage} |" in report, stage
 

@@ -38,16 +38,28 @@ BASELINE = Setting(fraction=1.0, video_mask_ratio=0.75, text_mask_prob=0.45, los
 
 def test_grid_shares_the_baseline_and_changes_one_factor_per_cell():
     cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1)))
-    assert len(cells) == 12
+    assert len(cells) == 13
     assert [c.setting == BASELINE for c in cells].count(True) == 4  # one per axis
     assert all(c.baseline == (c.setting == BASELINE) for c in cells)
-    # 1 baseline + 2 other values on each of 4 axes = 9 settings, each once per seed
-    assert len(runs) == 18 and len({r.run_id for r in runs}) == 18
+    # 1 baseline + 2 other values on three axes and 3 on the video mask's = 10 settings
+    assert len(runs) == 20 and len({r.run_id for r in runs}) == 20
     assert sum(r.setting == BASELINE for r in runs) == 2
     names = [f.name for f in fields(Setting)]
     for cell in cells:
         changed = [n for n in names if getattr(cell.setting, n) != getattr(BASELINE, n)]
         assert len(changed) == (0 if cell.baseline else 1), (cell, changed)
+
+
+def test_defaults_are_three_seeds_on_the_demo_preset():
+    from commands.experiment.config import ExperimentConfig
+    from commands.experiment.data import DataPlan
+
+    assert ExperimentConfig().seeds == (0, 1, 2) and GridConfig(baseline=BASELINE).seeds == (0, 1, 2)
+    assert GridConfig(baseline=BASELINE).video_mask_ratios == (0.5, 0.75, 0.9, 0.95)
+    assert ExperimentConfig().preset == "demo"
+    assert DataPlan(preset="hard").demo_config().preset == "hard"
+    with pytest.raises(ValueError, match="preset"):
+        ExperimentConfig(preset="nope")
 
 
 def test_the_baseline_is_the_recipe_and_its_values_join_the_axes():
@@ -74,7 +86,8 @@ def _result(run: Run, r1: float, n: int = 100) -> dict:
 # on text (against the paper), data 10% at 60% of full above chance, losses all clearly up.
 FAKE = {
     Setting(0.1, 0.75, 0.45): (7.0, 7.0), Setting(0.3, 0.75, 0.45): (9.0, 9.0),
-    BASELINE: (10.0, 12.0), Setting(1.0, 0.9, 0.45): (20.0, 21.0),
+    BASELINE: (10.0, 12.0), Setting(1.0, 0.5, 0.45): (8.0, 8.0),
+    Setting(1.0, 0.9, 0.45): (20.0, 21.0),
     Setting(1.0, 0.95, 0.45): (11.0, 13.0), Setting(1.0, 0.75, 0.15): (30.0, 30.0),
     Setting(1.0, 0.75, 0.75): (4.0, 4.0), Setting(1.0, 0.75, 0.45, "MVM+MLM"): (1.0, 1.0),
     Setting(1.0, 0.75, 0.45, "+VTC"): (5.0, 5.0),
@@ -123,7 +136,7 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     assert "![img/data.png](img/data.png)" in path.read_text()
     for axis in ("data", "video_mask", "text_mask", "losses"):
         assert (tmp_path / f"{axis}.png").stat().st_size > 5000
-    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 17
+    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 19
 
 
 def _paths(tmp_path: Path) -> DataPaths:
@@ -132,7 +145,8 @@ def _paths(tmp_path: Path) -> DataPaths:
 
 
 def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeypatch):
-    cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1)))
+    cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1),
+                                    video_mask_ratios=(0.75, 0.9, 0.95)))  # 18 runs
     cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path / "out", work=tmp_path / "work",
                        max_duration="3ba", batch_size=16)
     prints = fingerprints(runs, _paths(tmp_path), cfg)

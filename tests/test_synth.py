@@ -6,6 +6,7 @@ import csv
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tools.media import ProbeError, probe_frames
-from tools.synth import SynthConfig, generate
+from tools.synth import PRESETS, SynthConfig, generate
 from tools.synth.captions import english_caption
 from tools.synth.dataset import CAPTION_DEFECTS, FILE_DEFECTS, WEBVID_COLUMNS
 from tools.synth.scene import draw_scene, held_out_pairs
@@ -141,3 +142,91 @@ def test_ground_truth_table_matches_files(synth_dir):
     assert table.num_rows == 50
     assert {"videoid", "split", "caption_raw", "caption_clean", "caption_defects",
             "file_defect", "num_frames"} <= set(table.column_names)
+
+
+# -- presets -----------------------------------------------------------------------------
+DEMO_TEST_CONFIG = SynthConfig(num_clips=12, num_test=8, seed=2, defect_rate=0.0, workers=2,
+                               width=64, height=48, preset="demo")
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth-demo") / "dataset"
+    generate(DEMO_TEST_CONFIG, out, progress=False)
+    return out
+
+
+def test_default_preset_is_the_first_generator():
+    from tools.synth.dataset import plan
+
+    config = SynthConfig(num_clips=30, num_test=6, seed=5, workers=1)
+    assert config.preset == "hard"
+    assert [r.scene for r in plan(config)] == [r.scene for r in plan(replace(config, preset="hard"))]
+    held = held_out_pairs(5)
+    assert held == held_out_pairs(5, PRESETS["hard"])
+
+
+def test_demo_preset_names_itself_in_the_dataset(demo_dir):
+    meta = json.loads((demo_dir / "synth.json").read_text())
+    demo = PRESETS["demo"]
+    assert meta["config"]["preset"] == "demo"
+    assert meta["preset"]["sizes"] == demo.sizes and meta["preset"]["clutter"] == demo.clutter
+    rows = pq.read_table(demo_dir / "ground_truth.parquet").to_pylist()
+    assert {r["preset"] for r in rows} == {"demo"}
+    assert {r["colour"] for r in rows} <= set(demo.colours)
+    assert {r["shape"] for r in rows} <= set(demo.shapes)
+    assert all(r["distractor"] is None and not r["noise"] and r["count"] == 1 for r in rows)
+    assert set(meta["oracle_t2v_r1"]) == {"pair_only", "appearance_only", "motion_only",
+                                          "pair_and_motion", "all_attributes"}
+
+
+def test_demo_preset_split_stays_compositional(demo_dir):
+    rows = pq.read_table(demo_dir / "ground_truth.parquet").to_pylist()
+    train = {(r["colour"], r["shape"]) for r in rows if r["split"] == "train"}
+    test = {(r["colour"], r["shape"]) for r in rows if r["split"] == "test"}
+    assert test and not test & train
+    held = held_out_pairs(2, PRESETS["demo"])
+    assert test <= held and len(held) == len(PRESETS["demo"].colours)
+    # every colour and every shape keeps training pairs
+    allowed = {(c, s) for c in PRESETS["demo"].colours for s in PRESETS["demo"].shapes} - held
+    assert {c for c, _ in allowed} == set(PRESETS["demo"].colours)
+    assert {s for _, s in allowed} == set(PRESETS["demo"].shapes)
+
+
+def test_demo_captions_use_one_wording(demo_dir):
+    entries = json.loads((demo_dir / "test.json").read_text())
+    rows = {r["videoid"]: r for r in pq.read_table(demo_dir / "ground_truth.parquet").to_pylist()}
+    for e in entries:
+        r = rows[e["video_id"]]
+        expected = f"a {r['size']} {r['colour']} {r['shape']} moves {r['speed']} " + \
+            ", then ".join(r["motion"].split(","))
+        assert e["caption"].startswith(expected), (e["caption"], expected)
+
+
+def test_demo_objects_are_bigger_than_hard_ones():
+    from tools.synth.render import render
+
+    scene = draw_scene(np.random.default_rng(0), "train", held_out_pairs(0, PRESETS["demo"]),
+                       PRESETS["demo"])
+    frames = render(scene, fps=8, height=48, width=64, rng=np.random.default_rng(1),
+                    preset=PRESETS["demo"])
+    from tools.synth.scene import COLOURS
+
+    painted = (frames[0] == np.array(COLOURS[scene.colour], dtype=np.uint8)).all(axis=-1).mean()
+    assert painted >= 0.5 * PRESETS["demo"].sizes[scene.size] ** 2 * 48 / 64
+
+
+def test_oracle_scores_count_ties():
+    from tools.synth.oracle import expected_r1, oracle_r1
+
+    scenes = [dict(colour="red", shape="circle", size="small", count=1, background="dark",
+                   distractor=None, motion=m, speed="slowly") for m in ("left", "left", "up", "down")]
+    # motion splits them into {left, left}, {up}, {down}: (1/2 + 1/2 + 1 + 1) / 4
+    assert expected_r1(scenes, ("motion",)) == pytest.approx(75.0)
+    assert expected_r1(scenes, ("colour",)) == pytest.approx(25.0)
+    assert oracle_r1(scenes)["all_attributes"] == pytest.approx(75.0)
+
+
+def test_unknown_preset_is_rejected():
+    with pytest.raises(ValueError, match="preset"):
+        SynthConfig(preset="easy-ish")

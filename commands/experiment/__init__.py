@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-test", type=int, default=d.num_test,
                         help="held-out test clips (default %(default)s)")
     parser.add_argument("--data-seed", type=int, default=d.data_seed)
+    parser.add_argument("--preset", default=d.preset,
+                        help="`vtp synth` preset of the dataset (default %(default)s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes for synth/clean/shard (default: all cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             recipe=args.recipe, out=args.out, work=args.work, seeds=_ints(args.seeds),
             max_duration=None if args.max_duration == "recipe" else args.max_duration, axes=tuple(a.strip() for a in args.axes.split(",") if a.strip()),
             fractions=_floats(args.fractions), num_clips=args.num_clips, num_test=args.num_test,
-            data_seed=args.data_seed, workers=args.workers, overrides=tuple(args.overrides),
+            data_seed=args.data_seed, preset=args.preset, workers=args.workers,
+            overrides=tuple(args.overrides),
             keep_checkpoints=args.keep_checkpoints, publish=args.publish,
             progress=not args.no_progress)
     except ValueError as err:

@@ -28,12 +28,14 @@ class DataPlan:
         num_clips: training rows generated (defects included; clean and shard drop some).
         num_test: held-out test clips (unseen caption/scene combinations).
         seed: the generator's seed.
+        preset: the generator's preset (what the clips show).
         workers: processes for synth, clean and shard.
     """
 
     num_clips: int = 800
     num_test: int = 200
     seed: int = 0
+    preset: str = "demo"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def demo_config(self):
@@ -41,7 +43,7 @@ class DataPlan:
         from commands.demo import DemoConfig
 
         return DemoConfig(num_clips=self.num_clips, num_test=self.num_test, data_seed=self.seed,
-                          fraction=1.0, workers=self.workers)
+                          preset=self.preset, fraction=1.0, workers=self.workers)
 
 
 @dataclass
@@ -104,7 +106,7 @@ def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...]) -> Data
                                                    work / f"shards-{fraction:g}", cfg)
     test, test_clips = _test_shards(demo.test_json, work / "test-shards", cfg)
     check = held_out_check(demo)
-    facts = {"render": f"{cfg.width}x{cfg.height}", "codec": cfg.codec, "short_side": cfg.short_side,
+    facts = {"preset": cfg.preset, "render": f"{cfg.width}x{cfg.height}", "codec": cfg.codec, "short_side": cfg.short_side,
              "shared_pairs": len(check["shared_pairs"]), "test_pairs": len(check["test_pairs"]),
              "test_captions_in_train": check["test_captions_in_train"],
              "pair_only_r1": check["pair_only_r1"]}

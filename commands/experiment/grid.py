@@ -93,10 +93,10 @@ class GridConfig:
 
     baseline: Setting
     fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
-    video_mask_ratios: tuple[float, ...] = (0.75, 0.9, 0.95)
+    video_mask_ratios: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
     text_mask_probs: tuple[float, ...] = (0.15, 0.45, 0.75)
     losses: tuple[str, ...] = tuple(LOSSES)
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     axes: tuple[str, ...] = tuple(AXES)
 
     def __post_init__(self) -> None:

@@ -63,7 +63,7 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
         return {"cells": len(cells), "runs": len(runs), "pending": len(todo)}
     max_duration = config.max_duration or recipe.trainer.max_duration
     plan = DataPlan(num_clips=config.num_clips, num_test=config.num_test, seed=config.data_seed,
-                    workers=config.workers)
+                    preset=config.preset, workers=config.workers)
     fractions = tuple(sorted({run.setting.fraction for run in runs} | {1.0}))
     record = config.work / RECORD
     if report_only and record.is_file():  # describe the data the runs used; rebuild nothing
@@ -137,7 +137,8 @@ def command_line(config: ExperimentConfig) -> str:
                               ("--max-duration", config.max_duration, default.max_duration),
                               ("--num-clips", config.num_clips, default.num_clips),
                               ("--num-test", config.num_test, default.num_test),
-                              ("--data-seed", config.data_seed, default.data_seed)):
+                              ("--data-seed", config.data_seed, default.data_seed),
+                              ("--preset", config.preset, default.preset)):
         if value != base:
             parts.append(f"{flag} {value}")
     if config.seeds != default.seeds:

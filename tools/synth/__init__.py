@@ -2,7 +2,8 @@
 
 Writes OUT_DIR/results.csv (WebVid columns), OUT_DIR/videos/{page_dir}/{videoid}.mp4 (H.264),
 OUT_DIR/ground_truth.parquet (every injected defect and the clean caption, per row) and
-OUT_DIR/test.json (held-out retrieval split, MSR-VTT style). The same seed gives the same
+OUT_DIR/test.json (held-out retrieval split, MSR-VTT style) and OUT_DIR/synth.json (the
+settings, the preset's parameters and oracle scores of the held-out split). The same seed gives the same
 bytes and rows.
 """
 
@@ -13,8 +14,9 @@ import json
 from pathlib import Path
 
 from tools.synth.dataset import SynthConfig, generate
+from tools.synth.presets import PRESETS, Preset
 
-__all__ = ["SynthConfig", "generate", "add_arguments", "run"]
+__all__ = ["PRESETS", "Preset", "SynthConfig", "generate", "add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=defaults.fps, help="default %(default)s")
     parser.add_argument("--width", type=int, default=defaults.width, help="default %(default)s")
     parser.add_argument("--height", type=int, default=defaults.height, help="default %(default)s")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=defaults.preset,
+                        help="what clips show and how captions word it: hard (small objects, "
+                             "clutter, noise, varied wording; the first generator) or demo (large "
+                             "objects, plain backgrounds, one wording) (default %(default)s)")
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="processes rendering in parallel (default: all cores, %(default)s here)")
 
@@ -43,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         config = SynthConfig(
             num_clips=args.num_clips, num_test=args.num_test, seed=args.seed,
             defect_rate=args.defect_rate, fps=args.fps, width=args.width, height=args.height,
-            workers=args.workers,
+            workers=args.workers, preset=args.preset,
         )
         make_output_folder(args.out_dir, "OUT_DIR")
     except ValueError as err:

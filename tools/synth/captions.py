@@ -61,8 +61,21 @@ def _distractor(rng: np.random.Generator, scene: Scene) -> str:
                        f" past {thing} that does not move"))
 
 
-def english_caption(rng: np.random.Generator, scene: Scene) -> str:
-    """A natural caption of the scene, in one of several phrasings."""
+def plain_caption(scene: Scene) -> str:
+    """The scene in one fixed template, one word per attribute value (presets without
+    ``varied_captions``): "a large red circle moves quickly left, then up on a dark
+    background"."""
+    words = [DIRECTION_WORDS[d][0] for d in scene.motion]
+    verb = "moves" if scene.count == 1 else "move"
+    other = f" next to a still grey {scene.distractor}" if scene.distractor else ""
+    return (f"{_subject(scene)} {verb} {scene.speed} {', then '.join(words)} on "
+            f"{BACKGROUND_WORDS[scene.background][0]}{other}")
+
+
+def english_caption(rng: np.random.Generator, scene: Scene, varied: bool = True) -> str:
+    """A natural caption of the scene, in one of several phrasings (or the plain one)."""
+    if not varied:
+        return plain_caption(scene)
     subject, path = _subject(scene), _path(rng, scene)
     verb, ing = _verb(rng, scene)
     speed = _pick(rng, SPEED_WORDS[scene.speed])

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from tools.synth.captions import add_mess, english_caption, foreign_caption
+from tools.synth.oracle import oracle_r1
+from tools.synth.presets import PRESETS, get_preset
 from tools.synth.render import encode_h264, render
 from tools.synth.scene import Scene, draw_scene, held_out_pairs
 
@@ -44,8 +46,11 @@ class SynthConfig:
     height: int = 240
     gop: int = 32
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    preset: str = "hard"  # presets.PRESETS: what the clips show and how captions word it
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
         if self.num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {self.num_clips}")
         if not 0.0 <= self.defect_rate <= 1.0:
@@ -101,12 +106,13 @@ def _assign(rng: np.random.Generator, candidates: np.ndarray, count: int, kinds)
 def plan(config: SynthConfig) -> list[Row]:
     """Every row of the dataset, training rows first, then the held-out test rows."""
     rng = np.random.default_rng(config.seed)
-    held_out = held_out_pairs(config.seed)
+    preset = get_preset(config.preset)
+    held_out = held_out_pairs(config.seed, preset)
     rows: list[Row] = []
     for i in range(config.num_clips + config.test_clips):
         split = "train" if i < config.num_clips else "test"
-        scene = draw_scene(rng, split, held_out)
-        caption = english_caption(rng, scene)
+        scene = draw_scene(rng, split, held_out, preset)
+        caption = english_caption(rng, scene, preset.varied_captions)
         videoid = str((10_000_000 if split == "train" else 20_000_000) + i)
         page_dir = _page_dir(i) if split == "train" else "test"
         rows.append(Row(i, videoid, split, page_dir, scene, caption, caption))
@@ -158,7 +164,8 @@ def _write_clip(job: tuple[Row, SynthConfig, str]) -> int:
         return len(NOT_A_VIDEO)
     index = row.index if row.render_index is None else row.render_index
     clip_rng = np.random.default_rng([config.seed, index])
-    frames = render(row.scene, fps=config.fps, height=config.height, width=config.width, rng=clip_rng)
+    frames = render(row.scene, fps=config.fps, height=config.height, width=config.width, rng=clip_rng,
+                    preset=get_preset(config.preset))
     tmp = path.with_name(f".{path.name}.tmp")
     encode_h264(frames, tmp, fps=config.fps, gop=config.gop)
     if row.file_defect == "truncated":
@@ -179,7 +186,8 @@ def _content_url(row: Row) -> str:
 
 
 def write_tables(rows: list[Row], config: SynthConfig, out: Path) -> None:
-    """results.csv (training rows, WebVid columns), ground_truth.parquet and test.json."""
+    """results.csv (training rows, WebVid columns), ground_truth.parquet, test.json and
+    synth.json (the config, the preset's parameters and the test split's oracle scores)."""
     train = [r for r in rows if r.split == "train"]
     csv = pa.table({
         "videoid": [r.videoid for r in train],
@@ -194,12 +202,28 @@ def write_tables(rows: list[Row], config: SynthConfig, out: Path) -> None:
         "caption_raw": r.caption_raw, "caption_clean": r.caption_clean, "lang": r.lang,
         "caption_defects": r.caption_defects, "file_defect": r.file_defect, "dup_of": r.dup_of,
         "num_frames": r.scene.duration_s * config.fps, "fps": config.fps,
-        "width": config.width, "height": config.height, **r.scene.as_row(),
+        "width": config.width, "height": config.height, "preset": config.preset,
+        **r.scene.as_row(),
     } for r in rows]
     pq.write_table(pa.Table.from_pylist(truth), out / "ground_truth.parquet")
     test = [{"video_id": r.videoid, "video": r.path, "caption": r.caption_clean}
             for r in rows if r.split == "test"]
     (out / "test.json").write_text(json.dumps(test, indent=1) + "\n")
+    (out / "synth.json").write_text(json.dumps(describe(rows, config), indent=1) + "\n")
+
+
+def describe(rows: list[Row], config: SynthConfig) -> dict:
+    """What synth.json records: the settings, the preset's parameters and what a model
+    that knew only some attributes of a test clip would score on the held-out split."""
+    settings = asdict(config)
+    settings.pop("workers")  # how fast, not what
+    test = [r.scene.as_row() for r in rows if r.split == "test"]
+    return {
+        "config": settings,
+        "preset": get_preset(config.preset).to_json(),
+        "held_out_pairs": sorted(held_out_pairs(config.seed, get_preset(config.preset))),
+        "oracle_t2v_r1": oracle_r1(test),
+    }
 
 
 def generate(config: SynthConfig, out: Path, *, progress: bool = True) -> dict:
@@ -220,6 +244,8 @@ def generate(config: SynthConfig, out: Path, *, progress: bool = True) -> dict:
         "test_clips": len(rows) - len(train),
         "caption_defects": {k: sum(k in r.caption_defects for r in train) for k in CAPTION_DEFECTS},
         "file_defects": {k: sum(r.file_defect == k for r in train) for k in FILE_DEFECTS},
+        "preset": config.preset,
+        "oracle_t2v_r1": json.loads((out / "synth.json").read_text())["oracle_t2v_r1"],
         "bytes": int(sum(sizes)),
         "seconds": round(seconds, 2),
         "clips_per_second": round(len(rows) / seconds, 2),

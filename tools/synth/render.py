@@ -12,7 +12,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from tools.synth.scene import COLOURS, DIRECTIONS, SIZES, SPEEDS, Scene
+from tools.synth.presets import PRESETS, Preset
+from tools.synth.scene import COLOURS, DIRECTIONS, Scene
 
 DISTRACTOR_RGB = (128, 128, 128)
 
@@ -67,21 +68,27 @@ def _stamp(frame: np.ndarray, mask: np.ndarray, top: int, left: int, rgb) -> Non
     frame[y0:y1, x0:x1][sub] = rgb
 
 
-def trajectory(scene: Scene, num_frames: int, height: int) -> np.ndarray:
-    """(T, 2) displacement (dx, dy) from the start; the direction switches at mid-clip."""
-    step = SPEEDS[scene.speed] * height / 240
+def trajectory(scene: Scene, num_frames: int, height: int,
+               preset: Preset = PRESETS["hard"], fps: int = 16) -> np.ndarray:
+    """(T, 2) displacement (dx, dy) from the start; the direction switches at mid-clip.
+
+    Speeds are pixels per frame at 240 lines and 16 fps, so a clip rendered at another frame
+    rate or size shows the same motion per second relative to the frame.
+    """
+    step = preset.speeds[scene.speed] * height / 240 * 16 / fps
     legs = np.array([DIRECTIONS[d] for d in scene.motion], dtype=np.float64)
     leg_of_frame = np.minimum(np.arange(num_frames) * len(legs) // num_frames, len(legs) - 1)
     velocity = legs[leg_of_frame] * step
     return np.cumsum(velocity, axis=0) - velocity[0]
 
 
-def render(scene: Scene, *, fps: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+def render(scene: Scene, *, fps: int, height: int, width: int, rng: np.random.Generator,
+           preset: Preset = PRESETS["hard"]) -> np.ndarray:
     """All frames of a scene, (T, H, W, 3) uint8."""
     num_frames = scene.duration_s * fps
     video = np.broadcast_to(background(scene.background, height, width, rng),
                             (num_frames, height, width, 3)).copy()
-    side = max(6, int(SIZES[scene.size] * height))
+    side = max(6, int(preset.sizes[scene.size] * height))
     if scene.distractor is not None:
         mask = sprite(scene.distractor, side)
         top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
@@ -89,7 +96,7 @@ def render(scene: Scene, *, fps: int, height: int, width: int, rng: np.random.Ge
             _stamp(frame, mask, top, left, DISTRACTOR_RGB)
     mask, rgb = sprite(scene.shape, side), COLOURS[scene.colour]
     starts = rng.uniform((0, 0), (width, height), size=(scene.count, 2))
-    moved = trajectory(scene, num_frames, height)
+    moved = trajectory(scene, num_frames, height, preset, fps)
     span = np.array([width + side, height + side])
     for t, frame in enumerate(video):
         # Objects leave one edge and come back at the other, so the direction never changes.
@@ -97,7 +104,7 @@ def render(scene: Scene, *, fps: int, height: int, width: int, rng: np.random.Ge
         for x, y in positions.astype(int):
             _stamp(frame, mask, y, x, rgb)
     if scene.noise:
-        bank = rng.normal(0, 5, size=(4, height, width, 3)).astype(np.int16)
+        bank = rng.normal(0, preset.noise_std, size=(4, height, width, 3)).astype(np.int16)
         for t in range(0, num_frames, 4):
             chunk = video[t : t + 4].astype(np.int16) + bank[: len(video[t : t + 4])]
             video[t : t + 4] = np.clip(chunk, 0, 255)

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tools.synth.presets import PRESETS, Preset
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 180, 60),
@@ -25,12 +27,13 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
     "pink": (245, 120, 185),
 }
-SHAPES = ("circle", "square", "triangle", "diamond", "cross")
-SIZES = {"small": 0.10, "medium": 0.15, "large": 0.22}  # object side as a share of frame height
-SPEEDS = {"slowly": 1.2, "quickly": 3.5}  # pixels per frame at 240 lines
+# The hard preset's vocabulary (presets.py holds every preset's).
+SHAPES = PRESETS["hard"].shapes
+SIZES = PRESETS["hard"].sizes  # object side as a share of frame height
+SPEEDS = PRESETS["hard"].speeds  # pixels per frame at 240 lines
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-BACKGROUNDS = ("dark", "grey", "checkered", "striped", "textured")
-COUNTS = (1, 2, 3)
+BACKGROUNDS = PRESETS["hard"].backgrounds
+COUNTS = PRESETS["hard"].counts
 DISTRACTOR_COLOUR = "grey"
 
 
@@ -55,45 +58,52 @@ class Scene:
         return row
 
 
-def held_out_pairs(seed: int) -> frozenset[tuple[str, str]]:
+def held_out_pairs(seed: int, preset: Preset = PRESETS["hard"]) -> frozenset[tuple[str, str]]:
     """One (colour, shape) pair per colour, never seen together in training.
 
-    Each colour keeps four shapes in training and each shape is held out at most twice, so every
-    single attribute is still learnable from the training split.
+    Shapes are held out in turn, so each shape is held out at most ceil(colours / shapes)
+    times and every colour keeps the other shapes in training: every single attribute is
+    still learnable from the training split.
     """
     rng = np.random.default_rng([seed, 7])
-    offset = int(rng.integers(len(SHAPES)))
-    colours = list(COLOURS)
+    shapes = preset.shapes
+    offset = int(rng.integers(len(shapes)))
+    colours = list(preset.colours)
     order = rng.permutation(len(colours))
     return frozenset(
-        (colours[c], SHAPES[(rank + offset) % len(SHAPES)]) for rank, c in enumerate(order)
+        (colours[c], shapes[(rank + offset) % len(shapes)]) for rank, c in enumerate(order)
     )
 
 
-def draw_scene(rng: np.random.Generator, split: str, held_out: frozenset) -> Scene:
-    """Draws one scene; training scenes avoid ``held_out`` pairs, test scenes use only them."""
+def draw_scene(rng: np.random.Generator, split: str, held_out: frozenset,
+               preset: Preset = PRESETS["hard"]) -> Scene:
+    """Draws one scene; training scenes avoid ``held_out`` pairs, test scenes use only them.
+
+    Every preset makes the same draws in the same order, so ``hard`` gives the first
+    generator's scenes exactly.
+    """
     if split == "test":
         colour, shape = sorted(held_out)[int(rng.integers(len(held_out)))]
     else:
-        allowed = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in held_out]
+        allowed = [(c, s) for c in preset.colours for s in preset.shapes if (c, s) not in held_out]
         colour, shape = allowed[int(rng.integers(len(allowed)))]
     first = str(rng.choice(list(DIRECTIONS)))
     motion: tuple[str, ...] = (first,)
-    if rng.random() < 0.3:
+    if rng.random() < preset.two_leg_prob:
         second = str(rng.choice([d for d in DIRECTIONS if d != first]))
         motion = (first, second)
     distractor = None
-    if rng.random() < 0.5:
-        distractor = str(rng.choice([s for s in SHAPES if s != shape]))
+    if rng.random() < preset.clutter:
+        distractor = str(rng.choice([s for s in preset.shapes if s != shape]))
     return Scene(
         shape=shape,
         colour=colour,
-        size=str(rng.choice(list(SIZES))),
-        count=int(rng.choice(COUNTS)),
+        size=str(rng.choice(list(preset.sizes))),
+        count=int(rng.choice(preset.counts)),
         motion=motion,
-        speed=str(rng.choice(list(SPEEDS))),
-        background=str(rng.choice(BACKGROUNDS)),
+        speed=str(rng.choice(list(preset.speeds))),
+        background=str(rng.choice(preset.backgrounds)),
         distractor=distractor,
-        noise=bool(rng.random() < 0.5),
+        noise=bool(rng.random() < preset.noise_prob),
         duration_s=int(rng.integers(4, 9)),
     )
