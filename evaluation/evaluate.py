@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
@@ -26,6 +27,7 @@ from model import UnifiedMAE
 from pipeline import BatchBuilder, DataConfig
 from pipeline.loader import build_source
 from recipes.checkpoint import load_data_settings, load_trained_model, read_checkpoint
+from recipes.data_settings import DataSettings
 from recipes.finetune_config import FinetuneConfig
 from recipes.run_card import write_eval_card
 
@@ -56,8 +58,8 @@ class EvalConfig:
         short_side: short side of sharded json clips; None uses 8/7 of the model's input.
         workers: processes sharding json clips.
         video_root: folder the json's relative video paths start from (default: the json's).
-        settings: overrides of the checkpoint's data settings (sampler, stride, sparse_clips,
-            text_max_length, tokenizer_path, interpolation, text_padding).
+        settings: overrides of the checkpoint's data settings (the fields of
+            recipes.data_settings.DataSettings).
         finetune: the fine-tuning run of ``mode="finetune"``.
         seed: seeds fine-tuning (evaluation itself draws nothing at random).
         trust_pickle: load a checkpoint that needs full unpickling (runs code from the file;
@@ -179,18 +181,16 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def eval_data_config(model: UnifiedMAE, shards: Path, cfg: EvalConfig, settings: dict) -> DataConfig:
-    """The pipeline configuration that feeds ``model`` the test clips as it was trained."""
+def eval_data_config(model: UnifiedMAE, shards: Path, cfg: EvalConfig,
+                     settings: Mapping[str, Any]) -> DataConfig:
+    """The pipeline configuration that feeds ``model`` the test clips as it was trained
+    (``settings``: the checkpoint's data settings, overridden by ``cfg.settings``)."""
     mc = model.config
-    known = {"sampler", "stride", "sparse_clips", "text_max_length", "tokenizer_path",
-             "interpolation", "text_padding"}
-    unknown = set(cfg.settings) - known
-    if unknown:
-        raise ValueError(f"unknown data setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    chosen = DataSettings.from_dict({**settings, **cfg.settings})  # unknown keys refused
     return DataConfig(path=str(shards), batch_size=cfg.batch_size, num_frames=mc.num_frames,
                       image_size=mc.image_size, tubelet=tuple(mc.tubelet), flip=False,
                       crop_scales=(1.0,), views=cfg.views, crops=cfg.crops, seed=cfg.seed,
-                      **{**settings, **cfg.settings})
+                      **asdict(chosen))
 
 
 def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool = True) -> dict:

@@ -27,6 +27,7 @@ from recipes.checkpoint import check_checkpoints_to_load
 from recipes.composer_model import VTPComposerModel
 from recipes.config import InitConfig, RecipeConfig, RecipeError, load_recipe
 from recipes.curves import Curves
+from recipes.data_settings import DataSettings
 from recipes.guard import DivergenceGuard
 from recipes.optim import build_optimizer, build_scheduler
 from recipes.run_card import RunCard, after_checkpoint_saver
@@ -85,11 +86,8 @@ def build_model(recipe: RecipeConfig) -> VTPComposerModel:
         net = UnifiedMAE(recipe.model)
     reports = initialise(net, recipe.init)
     flops = functools.partial(flops_per_batch, recipe.model)
-    data = recipe.data
-    settings = {"sampler": data.sampler, "stride": data.stride, "sparse_clips": data.sparse_clips,
-                "text_max_length": data.text_max_length, "tokenizer_path": data.tokenizer_path,
-                "interpolation": data.interpolation, "text_padding": data.text_padding}
-    composer_model = VTPComposerModel(net, recipe.model.active_terms, flops, settings)
+    composer_model = VTPComposerModel(net, recipe.model.active_terms, flops,
+                                      DataSettings.of(recipe.data))
     composer_model.init_reports = reports
     return composer_model
 
