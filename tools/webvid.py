@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tools.errors import InputError
 
-class InputError(ValueError):
-    """The input table cannot be used: unknown format, unparseable, or missing columns."""
+__all__ = ["InputError", "read_table", "parse_duration", "read_webvid"]
 
 
 # Read as text whatever they look like: ids are opaque keys (leading zeros matter) and
-# captions such as "2020" must not become numbers.
-TEXT_COLUMNS = ("videoid", "page_dir", "name", "contentUrl", "duration")
+# captions such as "2020" must not become numbers (``caption``: a `vtp clean` output).
+TEXT_COLUMNS = ("videoid", "page_dir", "name", "caption", "contentUrl", "duration")
 ISO_DURATION = r"^\s*P(?:(?P<d>\d+(?:\.\d+)?)D)?T?(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?\s*$"
 
 

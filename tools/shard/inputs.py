@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tools.errors import InputError
+
 if TYPE_CHECKING:  # pyarrow is imported where it is used: pool workers never need it
     import pyarrow as pa
 
@@ -40,10 +42,6 @@ class WorkItem:
     offset: int | None = None
     size: int | None = None
     error: str | None = None
-
-
-class InputError(ValueError):
-    """The input as a whole is unusable (missing columns, no tars)."""
 
 
 def check_key(key: str) -> str | None:
@@ -114,22 +112,11 @@ def confined_file(root: Path, relative: str, field: str = "video") -> tuple[Path
 
 
 def read_manifest(path: Path) -> pa.Table:
-    """The manifest as a table of strings (videoids must stay strings, e.g. '007')."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    """The manifest (a WebVid table, raw or cleaned) with its ids and captions as strings
+    (videoids must stay strings, e.g. '007')."""
+    from tools.webvid import read_table
 
-    if path.suffix not in (".parquet", ".csv"):
-        raise InputError(f"manifest must be .csv or .parquet, got {path.name}")
-    try:
-        if path.suffix == ".parquet":
-            table = pq.read_table(path)
-        else:
-            names = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=False))
-    except (pa.ArrowException, OSError) as err:
-        raise InputError(f"cannot read manifest {path}: {err}") from err
+    table = read_table(path)
     missing = {"videoid", "page_dir"} - set(table.column_names)
     if missing or not {"caption", "name"} & set(table.column_names):
         raise InputError(f"{path.name} needs columns videoid, page_dir and caption or name; "
