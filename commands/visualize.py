@@ -207,10 +207,11 @@ def visualize(args: argparse.Namespace) -> dict:
     import torch
 
     from commands.figures import plot_reconstructions, reconstruct
+    from pipeline.device import resolve_device
     from pipeline.text import load_tokenizer
     from recipes.checkpoint import load_data_settings, load_trained_model
 
-    device = args.device if args.device != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shards = _shards(args, out, device)

@@ -25,6 +25,7 @@ from evaluation.eval_inputs import check_usable, test_items
 from evaluation.retrieval import text_video_metrics
 from model import UnifiedMAE
 from pipeline import BatchBuilder, DataConfig
+from pipeline.device import resolve_device
 from pipeline.loader import build_source
 from recipes.checkpoint import load_data_settings, load_trained_model, read_checkpoint
 from recipes.data_settings import DataSettings
@@ -93,11 +94,7 @@ class EvalConfig:
             raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
 
     def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "gpu" if torch.cuda.is_available() else "cpu"
-        if self.device == "gpu" and not torch.cuda.is_available():
-            raise ValueError("device=gpu but no CUDA device is visible")
-        return self.device
+        return resolve_device(self.device)
 
 
 def prepare_test_shards(json_path: Path, out: Path, codec: str, short_side: int | None,

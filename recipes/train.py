@@ -22,6 +22,7 @@ from composer.utils import dist
 from model import UnifiedMAE, flops_per_batch
 from model.interop import InitError, InitReport, init_text, init_video
 from pipeline import DataConfig, build_dataspec
+from pipeline.device import resolve_device
 from recipes.callbacks import BadSamples, BatchLog
 from recipes.checkpoint import check_checkpoints_to_load
 from recipes.composer_model import VTPComposerModel
@@ -149,12 +150,10 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
 
 
 def _device(recipe: RecipeConfig) -> str:
-    wanted = recipe.trainer.device
-    if wanted == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if wanted == "gpu" and not torch.cuda.is_available():
-        raise RecipeError("trainer.device=gpu but no CUDA device is visible")
-    return wanted
+    try:
+        return resolve_device(recipe.trainer.device, "trainer.device")
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
 
 
 def _precision(recipe: RecipeConfig, device: str) -> str:
