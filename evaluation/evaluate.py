@@ -145,7 +145,8 @@ def clip_features(model: UnifiedMAE, data: DataConfig, device: str = "cpu",
             with autocast:
                 video = model.encode_video(batch["video"].to(torch_device)).float()
                 if index == 0:
-                    ids, mask = batch["text_ids"].to(torch_device), batch["text_mask"].to(torch_device)
+                    ids = batch["text_ids"].to(torch_device)
+                    mask = batch["text_mask"].to(torch_device)
                     text.append(model.encode_text(ids, mask).float().cpu())
             view_video.append(torch.nn.functional.normalize(video, dim=-1).cpu())
             view_keys.extend(batch["keys"])
@@ -174,7 +175,8 @@ def metrics_table(metrics: dict) -> str:
     for name, prefix in (("text -> video", "t2v"), ("video -> text", "v2t")):
         lines.append(f"| {name} | {metrics[f'{prefix}_r1']:.1f} | {metrics[f'{prefix}_r5']:.1f} | "
                      f"{metrics[f'{prefix}_r10']:.1f} | {metrics[f'{prefix}_medr']:.0f} | "
-                     f"{metrics[f'{prefix}_meanr']:.1f} | {metrics['chance_r1']:.2f} | {metrics['n']} |")
+                     f"{metrics[f'{prefix}_meanr']:.1f} | {metrics['chance_r1']:.2f} | "
+                     f"{metrics['n']} |")
     return "\n".join(lines)
 
 
@@ -196,7 +198,8 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
     Returns:
         t2v_r1, t2v_r5, t2v_r10, t2v_medr, t2v_meanr, the same for v2t, chance_r1 and n (the
         clips evaluated), plus the protocol (mode, views, crops, tie_rule, split), checkpoint
-        and, for json input, the clips that could not be sharded (``failed``, with reasons in ``test-shards/manifest.parquet``).
+        and, for json input, the clips that could not be sharded (``failed``, with reasons
+        in ``test-shards/manifest.parquet``).
     """
     out, device = Path(cfg.out), cfg.resolved_device()
     out.mkdir(parents=True, exist_ok=True)

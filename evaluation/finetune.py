@@ -1,12 +1,13 @@
 """Contrastive fine-tuning of SimVTP's dual encoder before retrieval (``vtp eval --mode finetune``).
 
-The downstream protocol of the spec (§7): two copies of the pretrained encoder
-(``model.dual.DualEncoder``), a symmetric NormSoftmax/InfoNCE loss at a fixed temperature on
-in-batch negatives, AdamW with decoupled weight decay, linear warm-up then cosine decay, drop
-path on both encoders. Every setting comes from a fine-tuning recipe (recipes/finetune_config.py;
-``finetune-msrvtt.yaml`` holds §7's). Clips come from the training shards through the training
-pipeline (random frames, the recipe's crop and flip, nothing masked). Composer runs the loop; nothing is checkpointed. The loss curve is
-written to ``OUT/finetune_log.json`` and ``OUT/finetune_loss.png``.
+The downstream protocol of SimVTP (shared/reference/simvtp-spec.md §7): two copies of the
+pretrained encoder (``model.dual.DualEncoder``), a symmetric NormSoftmax/InfoNCE loss at a
+fixed temperature on in-batch negatives, AdamW with decoupled weight decay, linear warm-up then
+cosine decay, drop path on both encoders. Every setting comes from a fine-tuning recipe
+(recipes/finetune_config.py; ``finetune-msrvtt.yaml`` holds §7's). Clips come from the
+training shards through the training pipeline (random frames, the recipe's crop and flip,
+nothing masked). Composer runs the loop; nothing is checkpointed. The loss curve is written to
+``OUT/finetune_log.json`` and ``OUT/finetune_loss.png``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class DualComposerModel(ComposerModel):
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(batch["video"], batch["text_ids"], batch["text_mask"])
 
-    def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+    def loss(self, outputs: tuple[torch.Tensor, torch.Tensor],
+             batch: dict[str, Any]) -> torch.Tensor:
         video, text = outputs
         return vtc_loss(video, text, self.logit_scale)
 
@@ -70,7 +72,8 @@ class LossHistory(StepLr):
                              "lr": self.step_lr})
 
 
-def finetune_data_config(data: DataConfig, cfg: FinetuneConfig, device: str, seed: int) -> DataConfig:
+def finetune_data_config(data: DataConfig, cfg: FinetuneConfig, device: str,
+                         seed: int) -> DataConfig:
     """The training pipeline over ``cfg.train_data``, with the checkpoint's frame and text settings.
 
     Args:
@@ -141,7 +144,8 @@ def finetune_dual_encoder(model: UnifiedMAE, data: DataConfig, cfg: FinetuneConf
     try:
         trainer = Trainer(
             model=composer_model, train_dataloader=dataspec,
-            max_duration=cfg.max_duration, optimizers=decoupled_adamw(net, cfg.lr, cfg.weight_decay, cfg.betas),
+            max_duration=cfg.max_duration,
+            optimizers=decoupled_adamw(net, cfg.lr, cfg.weight_decay, cfg.betas),
             schedulers=cosine_with_warmup(_warmup(cfg), cfg.lr, cfg.min_lr),
             step_schedulers_every_batch=True, callbacks=[history], loggers=[],
             progress_bar=progress, log_to_console=False, device=device,

@@ -63,7 +63,8 @@ def forward_flops(config: ModelConfig, *, num_visible: int | None = None, text_l
 
 
 def flops_per_sample(config: ModelConfig, **kwargs) -> float:
-    """Training FLOPs (forward + backward = 3x forward) per sample; kwargs as :func:`forward_flops`."""
+    """Training FLOPs (forward + backward = 3x forward) per sample; kwargs as
+    :func:`forward_flops`."""
     return 3.0 * sum(forward_flops(config, **kwargs).values())
 
 

@@ -288,7 +288,8 @@ def _dist_rank_world() -> tuple[int, int]:
 
 
 def _batch_generator(batch: Mapping) -> torch.Generator:
-    """A generator seeded by the batch (its ``seed``, else its keys): reproducible, no global RNG."""
+    """A generator seeded by the batch (its ``seed``, else its keys): reproducible, no global
+    RNG."""
     seed = batch.get("seed")
     if seed is None:
         seed = zlib.crc32("\0".join(map(str, batch.get("keys", []))).encode())

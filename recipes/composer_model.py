@@ -51,7 +51,8 @@ class VTPComposerModel(ComposerModel):
 
     def get_extra_state(self) -> dict[str, Any]:
         # Saved in every checkpoint as "_extra_state": the checkpoint then describes its model.
-        return {"model_config": self.model.config.to_dict(), "data_settings": asdict(self.data_settings)}
+        return {"model_config": self.model.config.to_dict(),
+                "data_settings": asdict(self.data_settings)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # A run may load a checkpoint with other loss weights; shapes are checked by the weights.
@@ -60,12 +61,14 @@ class VTPComposerModel(ComposerModel):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)
 
-    def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def loss(self, outputs: dict[str, torch.Tensor],
+             batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The total loss to backpropagate, with each term next to it for logging."""
         terms = {t: outputs[f"loss_{t}"] for t in self.terms if f"loss_{t}" in outputs}
         return {"total": outputs["loss"], **terms}
 
-    def eval_forward(self, batch: dict[str, Any], outputs: Any | None = None) -> dict[str, torch.Tensor]:
+    def eval_forward(self, batch: dict[str, Any],
+                     outputs: Any | None = None) -> dict[str, torch.Tensor]:
         # During training Composer passes the train step's outputs: reuse them, no second pass.
         return outputs if outputs is not None else self.forward(batch)
 
