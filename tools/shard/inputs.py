@@ -116,7 +116,10 @@ def read_manifest(path: Path) -> pa.Table:
     (videoids must stay strings, e.g. '007')."""
     from tools.webvid import read_table
 
-    table = read_table(path)
+    try:
+        table = read_table(path)
+    except InputError as err:
+        raise InputError(f"cannot read manifest: {err}") from err
     missing = {"videoid", "page_dir"} - set(table.column_names)
     if missing or not {"caption", "name"} & set(table.column_names):
         raise InputError(f"{path.name} needs columns videoid, page_dir and caption or name; "
