@@ -62,7 +62,8 @@ def check_key(key: str) -> str | None:
 def _unsafe_component(part: str, field: str) -> str | None:
     if not part or part.strip() != part or "\0" in part:
         return f"unsafe {field}: {part!r}"
-    if part.startswith(("/", "\\")) or any(p in ("..", ".", "") for p in part.replace("\\", "/").split("/")):
+    steps = part.replace("\\", "/").split("/")
+    if part.startswith(("/", "\\")) or any(p in ("..", ".", "") for p in steps):
         return f"unsafe {field}: {part!r} is absolute or contains '..'"
     return None
 
@@ -91,7 +92,8 @@ def video_path(root: Path, page_dir: str, videoid: str) -> tuple[Path | None, st
     return real, None
 
 
-def confined_file(root: Path, relative: str, field: str = "video") -> tuple[Path | None, str | None]:
+def confined_file(root: Path, relative: str,
+                  field: str = "video") -> tuple[Path | None, str | None]:
     """``root/relative`` if it is a regular file inside ``root``, else a reason (as video_path,
     for inputs that name a whole relative path, such as the test json of `vtp eval`)."""
     reason = _unsafe_component(relative, field)
@@ -150,7 +152,8 @@ def manifest_items(path: Path, root: Path | str, locate=None) -> tuple[list[Work
 
 
 def _split_member(name: str) -> tuple[str, str]:
-    """(key, extension) the way webdataset splits a member name: at the first dot of the basename."""
+    """(key, extension) the way webdataset splits a member name: at the first dot of the
+    basename."""
     slash = name.rfind("/") + 1
     dot = name.find(".", slash)
     return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
@@ -215,7 +218,8 @@ def _list_members(tar: tarfile.TarFile, samples: dict, errors: dict) -> str | No
     tar.fileobj.seek(tar.offset)
     tail = tar.fileobj.read(1024)
     if len(tail) < 1024 or tail.strip(b"\0"):
-        return f"it ends at byte {tar.offset + len(tail)} without its end-of-archive marker (cut short?)"
+        return (f"it ends at byte {tar.offset + len(tail)} without its end-of-archive marker "
+                "(cut short?)")
     return None
 
 
@@ -230,7 +234,8 @@ def _fail_cut_sample(samples: dict[str, dict], errors: dict[str, str]) -> None:
                                 f"(its {', '.join(missing)} lost)")
 
 
-def _read_text(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> tuple[tuple[dict, str], str | None]:
+def _read_text(tar: tarfile.TarFile,
+               members: dict[str, tarfile.TarInfo]) -> tuple[tuple[dict, str], str | None]:
     """((json meta, caption), None), or a reason when a text member cannot be read whole."""
     raw = {}
     for ext in ("json", "txt"):
@@ -283,7 +288,8 @@ def mark_duplicates(items: list[WorkItem]) -> list[WorkItem]:
     out = []
     for item in items:
         if item.key in seen and item.error is None:
-            item = WorkItem(item.key, item.caption, item.source, error="duplicate key: an earlier input has it")
+            item = WorkItem(item.key, item.caption, item.source,
+                            error="duplicate key: an earlier input has it")
         seen.add(item.key)
         out.append(item)
     return out
