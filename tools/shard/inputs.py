@@ -77,18 +77,23 @@ def video_path(root: Path, page_dir: str, videoid: str) -> tuple[Path | None, st
     if reason:
         return None, reason
     real_root = root.resolve()
-    candidate = real_root / page_dir / f"{videoid}.mp4"
     try:
-        real = candidate.resolve()
-        if not real.is_relative_to(real_root):
-            return None, f"unsafe path: {page_dir}/{videoid}.mp4 resolves outside the video root"
-        if not real.exists():
-            return None, "missing file"
-        if not real.is_file():
-            return None, "not a regular file"
+        return _regular_file_inside(real_root, f"{page_dir}/{videoid}.mp4")
     except OSError as err:  # a page_dir over the file system's name limit, a loop of links
         return None, (f"unusable path: {err.strerror or err} (page_dir has {len(page_dir)} "
                       f"characters, videoid {len(videoid)})")
+
+
+def _regular_file_inside(real_root: Path, relative: str) -> tuple[Path | None, str | None]:
+    """``real_root/relative`` with links resolved if it is a regular file inside the (resolved)
+    root, else a reason; OSError from the file system is the caller's to word."""
+    real = (real_root / relative).resolve()
+    if not real.is_relative_to(real_root):
+        return None, f"unsafe path: {relative} resolves outside the video root"
+    if not real.exists():
+        return None, "missing file"
+    if not real.is_file():
+        return None, "not a regular file"
     return real, None
 
 
@@ -101,16 +106,9 @@ def confined_file(root: Path, relative: str,
         return None, reason
     real_root = root.resolve()
     try:
-        real = (real_root / relative).resolve()
-        if not real.is_relative_to(real_root):
-            return None, f"unsafe path: {relative} resolves outside the video root"
-        if not real.exists():
-            return None, "missing file"
-        if not real.is_file():
-            return None, "not a regular file"
+        return _regular_file_inside(real_root, relative)
     except OSError as err:  # a name too long for the file system, a loop of links
         return None, f"unreadable path: {err.strerror or err}"
-    return real, None
 
 
 def read_manifest(path: Path) -> pa.Table:
