@@ -59,7 +59,9 @@ def run(work: Path) -> str:
         f"| {ours:.1f} | {ROWS / ours:,.0f} |\n"
         f"| limit: read + language id alone, same pool | {limit:.1f} | {ROWS / limit:,.0f} |\n"
         f"| ratio (limit time / ours) | {limit / ours:.2f} | |\n"
-        f"| `vtp subset` 0.01,0.1,1.0 with KS report | {subset_s:.1f} | {ROWS / subset_s:,.0f} |\n\n"
-        f"At this rate WebVid's {WEBVID_ROWS:,} rows take about {WEBVID_ROWS / ROWS * ours / 60:.1f} min "
+        f"| `vtp subset` 0.01,0.1,1.0 with KS report | {subset_s:.1f} | "
+        f"{ROWS / subset_s:,.0f} |\n\n"
+        f"At this rate WebVid's {WEBVID_ROWS:,} rows take about "
+        f"{WEBVID_ROWS / ROWS * ours / 60:.1f} min "
         f"to clean and {WEBVID_ROWS / ROWS * subset_s:.0f} s to subset on this machine.\n"
     )

@@ -57,7 +57,8 @@ def time_steps(size: str, ratio: float, batch_size: int, *, warmup: int, steps: 
     torch.manual_seed(0)
     model = UnifiedMAE(config).to(device)
     batch = random_batch(config, batch_size, text_len=TEXT_LEN, mask_ratio=ratio, device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda") if optimizer else None
+    opt = (torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+           if optimizer else None)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step(i: int) -> None:
@@ -79,7 +80,8 @@ def time_steps(size: str, ratio: float, batch_size: int, *, warmup: int, steps: 
     seconds = (time.perf_counter() - start) / steps
     return {"size": size, "ratio": ratio, "batch": batch_size, "seconds": seconds,
             "flops": flops_per_batch(config, batch),
-            "peak_rss_delta": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before,
+            "peak_rss_delta":
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before,
             "visible": config.num_tokens - int(batch["video_mask"][0].sum())}
 
 
@@ -99,7 +101,8 @@ def cpu_section() -> str:
         for r in (masked, full):
             rows.append(f"| {size} | {r['ratio']:.0%} | {r['visible']} | {batch} | "
                         f"{r['seconds'] * 1000:.0f} | {r['flops'] / 1e9:.1f} | "
-                        f"{r['flops'] / r['seconds'] / 1e9:.1f} | {r['peak_rss_delta'] / 2**20:.0f} |")
+                        f"{r['flops'] / r['seconds'] / 1e9:.1f} | "
+                        f"{r['peak_rss_delta'] / 2**20:.0f} |")
         rows.append(f"| {size} | ratio 0% / 90% | | | {ratios[-1][1]:.2f}x | "
                     f"{full['flops'] / masked['flops']:.2f}x | | "
                     f"{full['peak_rss_delta'] / max(masked['peak_rss_delta'], 1):.2f}x |")

@@ -33,7 +33,8 @@ def _check_command(path: Path) -> list[str]:
 
 def _cpu_seconds() -> float:
     """CPU time of this process and of every child it has waited for (their children included)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
@@ -91,7 +92,8 @@ def _measure(work: Path, codec: str, workers: int) -> dict[str, tuple[float, flo
 def _line(codec: str, t: dict[str, tuple[float, float]]) -> str:
     (ours, ours_cpu), (bare, bare_cpu), (checked, checked_cpu) = t["ours"], t["bare"], t["checked"]
     return (f"| {codec} | {NUM_CLIPS / ours:.2f} | {NUM_CLIPS / bare:.2f} | {bare / ours:.2f} | "
-            f"{bare_cpu / ours_cpu:.2f} ({'met' if bare_cpu / ours_cpu >= TARGET else 'NOT met'}) | "
+            f"{bare_cpu / ours_cpu:.2f} "
+            f"({'met' if bare_cpu / ours_cpu >= TARGET else 'NOT met'}) | "
             f"{checked / ours:.2f} | {checked_cpu / ours_cpu:.2f} |")
 
 

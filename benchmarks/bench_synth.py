@@ -44,7 +44,8 @@ def run(work: Path) -> str:
         f"1,000 clips, 4-8 s at 320x240, 16 fps, {os.cpu_count()} cores.\n\n"
         "| what | seconds | clips/s |\n|---|---|---|\n"
         f"| `vtp synth` (render + encode + tables) | {ours:.1f} | {1000 / ours:.1f} |\n"
-        f"| limit: ffmpeg encoding blank frames, same settings | {limit:.1f} | {1000 / limit:.1f} |\n"
+        f"| limit: ffmpeg encoding blank frames, same settings | {limit:.1f} | "
+        f"{1000 / limit:.1f} |\n"
         f"| ratio (limit time / ours) | {limit / ours:.2f} | |\n\n"
         f"Target: under 120 s for 1,000 clips: {'met' if ours < 120 else 'NOT met'}.\n"
     )

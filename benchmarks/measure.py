@@ -56,7 +56,8 @@ def cpu_time() -> float:
     finished children."""
     import psutil
 
-    own, done = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
     live = 0.0
     for child in psutil.Process().children(recursive=True):
         try:

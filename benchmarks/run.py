@@ -36,13 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== bench {name}", flush=True)
         start = time.perf_counter()
         section = importlib.import_module(f"benchmarks.bench_{name}").run(args.work / name)
-        stamp = f"\n_{time.strftime('%Y-%m-%d')}, {machine()}, {time.perf_counter() - start:.0f} s_\n"
+        took = time.perf_counter() - start
+        stamp = f"\n_{time.strftime('%Y-%m-%d')}, {machine()}, {took:.0f} s_\n"
         (HERE / "results" / f"{name}.md").write_text(section.rstrip() + "\n" + stamp)
         print(section)
     parts = [(HERE / "results" / f"{n}.md") for n in BENCHMARKS]
     body = "\n".join(p.read_text() for p in parts if p.exists())
     (HERE / "RESULTS.md").write_text(
-        "# Benchmark results\n\nRegenerate with `make bench` (or `python -m benchmarks.run NAME`).\n"
+        "# Benchmark results\n\n"
+        "Regenerate with `make bench` (or `python -m benchmarks.run NAME`).\n"
         "Every ratio compares against a limit measured in the same run on the same machine.\n\n"
         + body
     )

@@ -16,7 +16,8 @@ BENCHMARKS = ("pipeline",)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("benchmark", choices=BENCHMARKS, help="what to benchmark")
-    parser.add_argument("shard_dir", type=Path, help="`vtp shard` output (with mds/) or an MDS folder")
+    parser.add_argument("shard_dir", type=Path,
+                        help="`vtp shard` output (with mds/) or an MDS folder")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="decode device (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0,

@@ -17,17 +17,25 @@ from tools.errors import UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("tools.synth", "generate the seeded synthetic WebVid-format dataset"),
     "clean": ("tools.clean", "clean WebVid captions: named rules, drops, duplicate groups, report"),
-    "subset": ("tools.subset", "nested deterministic subsets by hash(salt, videoid) < p, with a report"),
+    "subset": ("tools.subset",
+               "nested deterministic subsets by hash(salt, videoid) < p, with a report"),
     "shard": ("tools.shard", "transcode, check and write videos into MDS / WebDataset shards"),
     "merge": ("tools.merge", "join the parts of a multi-machine `vtp shard` run"),
-    "show-batch": ("commands.show_batch", "PNG of one training batch as the model sees it + mask stats"),
-    "bench": ("commands.bench_pipeline", "data pipeline samples/s against the bare decoder and peer loaders"),
+    "show-batch": ("commands.show_batch",
+                   "PNG of one training batch as the model sees it + mask stats"),
+    "bench": ("commands.bench_pipeline",
+              "data pipeline samples/s against the bare decoder and peer loaders"),
     "train": ("commands.train_cmd", "train from a YAML recipe with section.key=value overrides"),
-    "eval": ("commands.eval_cmd", "text-video retrieval (R@1/5/10, ranks) of a checkpoint on a test split"),
-    "export": ("commands.export_cmd", "write a checkpoint's video encoder as a transformers VideoMAEModel"),
-    "experiment": ("commands.experiment", "SimVTP's claims in miniature: a grid of short runs -> table + plots"),
-    "doctor": ("commands.doctor", "versions, decoders, memory and disk; can this machine run a recipe?"),
-    "visualize": ("commands.visualize", "reconstructions, MLM fills and VTC scores of a checkpoint"),
+    "eval": ("commands.eval_cmd",
+             "text-video retrieval (R@1/5/10, ranks) of a checkpoint on a test split"),
+    "export": ("commands.export_cmd",
+               "write a checkpoint's video encoder as a transformers VideoMAEModel"),
+    "experiment": ("commands.experiment",
+                   "SimVTP's claims in miniature: a grid of short runs -> table + plots"),
+    "doctor": ("commands.doctor",
+               "versions, decoders, memory and disk; can this machine run a recipe?"),
+    "visualize": ("commands.visualize",
+                  "reconstructions, MLM fills and VTC scores of a checkpoint"),
 }
 
 
@@ -56,8 +64,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m commands.cli` runs this file as __main__, whose UsageError is not the one the
-    # commands raise (they import commands.cli): run the imported module's main instead.
-    from commands.cli import main as imported_main
-
-    sys.exit(imported_main())
+    sys.exit(main())

@@ -26,7 +26,8 @@ PROBE_ENCODERS = {"vp9": ("libvpx-vp9", "webm"), "mjpeg": ("mjpeg", "avi"),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", help="check that this recipe can run here (path or shipped name)")
+    parser.add_argument("--recipe",
+                        help="check that this recipe can run here (path or shipped name)")
     parser.add_argument("--set", action="append", default=[], metavar="section.key=value",
                         help="recipe override, e.g. --set data.path=SHARDS (repeatable)")
     parser.add_argument("--path", default=".", help="report free disk under this folder")
@@ -152,7 +153,8 @@ def recipe_report(recipe, gpus: int) -> tuple[dict, list[str]]:
 
     t, data, reasons = recipe.trainer, recipe.data, []
     device = t.device if t.device != "auto" else ("gpu" if gpus else "cpu")
-    precision = t.precision if t.precision != "auto" else ("amp_bf16" if device == "gpu" else "fp32")
+    auto = "amp_bf16" if device == "gpu" else "fp32"
+    precision = t.precision if t.precision != "auto" else auto
     facts = {"device": device, "precision": precision, "data_path": data.path,
              "data_device": data.device, "format": data.format, "shard_codec": None,
              "microbatch": t.device_train_microbatch_size or t.global_batch_size}
@@ -264,7 +266,8 @@ def render(report: dict) -> str:
     lines = ["versions: " + ", ".join(f"{k} {val or 'missing'}" for k, val in v.items()),
              f"hardware: {hw['cpu']}, {hw['cores_visible']}/{hw['cores']} cores visible, "
              f"{hw['memory_gib']} GiB; GPUs: {', '.join(hw['gpus']) or 'none'} (CUDA {hw['cuda']})",
-             f"threads: torch {th['torch_threads']} intra-op, {th['torch_interop_threads']} inter-op",
+             f"threads: torch {th['torch_threads']} intra-op, "
+             f"{th['torch_interop_threads']} inter-op",
              f"shared memory: {_gib(report['shm_free_bytes'])} free in /dev/shm",
              f"disk: {_gib(report['disk_free_bytes'])} free under {report['path']}"]
     dec = report["decode"]

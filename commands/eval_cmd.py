@@ -12,6 +12,8 @@ import json
 import os
 import zipfile
 
+from recipes.data_settings import DataSettings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a `vtp train` checkpoint (e.g. .../latest-rank0.pt)")
@@ -43,9 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes sharding json clips (default: all cores, %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a data setting of the checkpoint (stride, sampler, "
-                             "sparse_clips, text_max_length, tokenizer_path, interpolation, "
-                             "text_padding)")
+                        help="override a data setting of the checkpoint ("
+                             f"{', '.join(DataSettings.names())})")
     parser.add_argument("--finetune-data", default=None,
                         help="training shards for --mode finetune (overrides the recipe's)")
     parser.add_argument("--finetune-steps", type=int, default=None,

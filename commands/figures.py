@@ -34,7 +34,8 @@ def read_file_log(path: Path) -> dict[str, list[tuple[int, float]]]:
         match = _METRIC.match(line)
         if match:
             step, name, value = match.groups()
-            curves.setdefault(name.removeprefix("loss/train/"), []).append((int(step), float(value)))
+            term = name.removeprefix("loss/train/")
+            curves.setdefault(term, []).append((int(step), float(value)))
     if not curves:
         raise ValueError(f"{path} holds no loss/train/... metrics (was the file logger on?)")
     return curves
@@ -92,7 +93,8 @@ def _strip(video: torch.Tensor, frames: list[int]) -> np.ndarray:
 
 
 def plot_reconstructions(masked: torch.Tensor, recon: torch.Tensor, target: torch.Tensor,
-                         out: Path, captions: list[str] | None = None, frames_shown: int = 4) -> Path:
+                         out: Path, captions: list[str] | None = None,
+                         frames_shown: int = 4) -> Path:
     """Rows of clips, columns masked input | reconstruction | target, a few frames each.
 
     Args:

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", type=Path,
                         help="take the data section from this recipe (default: DataConfig's)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG and json")
-    parser.add_argument("--format", choices=("mds", "wds"), help="shard format (default: recipe's or mds)")
+    parser.add_argument("--format", choices=("mds", "wds"),
+                        help="shard format (default: recipe's or mds)")
     parser.add_argument("--device", choices=("cpu", "gpu"), help="decode device (default cpu)")
     parser.add_argument("--batch-size", type=int, default=4,
                         help="samples in the batch (default: %(default)s)")

@@ -197,7 +197,8 @@ def _markdown(result: dict) -> tuple[str, str]:
                 f"  - masked: {row['masked']}", f"  - filled: {row['filled']}"]
     vtc = ["# VTC: each clip against its caption and the best other caption", "",
            "| clip | own caption | best other | other clip | own wins |", "|---|---|---|---|---|"]
-    vtc += [f"| {r['key']} | {r['own']:.3f} | {r['best_other'] if r['best_other'] is not None else '-'} "
+    vtc += [f"| {r['key']} | {r['own']:.3f} | "
+            f"{r['best_other'] if r['best_other'] is not None else '-'} "
             f"| {r['best_other_key'] or '-'} | {'yes' if r['own_wins'] else 'no'} |"
             for r in result["vtc"]]
     return "\n".join(mlm) + "\n", "\n".join(vtc) + "\n"
@@ -207,10 +208,11 @@ def visualize(args: argparse.Namespace) -> dict:
     import torch
 
     from commands.figures import plot_reconstructions, reconstruct
+    from pipeline.device import resolve_device
     from pipeline.text import load_tokenizer
     from recipes.checkpoint import load_data_settings, load_trained_model
 
-    device = args.device if args.device != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shards = _shards(args, out, device)
@@ -236,10 +238,11 @@ def visualize(args: argparse.Namespace) -> dict:
             masked, recon, target = (v.cpu() for v in reconstruct(model, batch, pred))
             captions = [_join(load_tokenizer(settings.get("tokenizer_path")), ids)
                         for ids in batch["text_ids"].tolist()] if c.use_text else None
-            png = plot_reconstructions(masked, recon, target, out / f"reconstruction-mask{ratio:g}.png",
-                                       captions)
+            png = plot_reconstructions(masked, recon, target,
+                                       out / f"reconstruction-mask{ratio:g}.png", captions)
             gif = write_gif(masked, recon, target, out / f"reconstruction-mask{ratio:g}.gif")
-            result["reconstructions"].append({"mask_ratio": ratio, "png": png.name, "gif": gif.name})
+            result["reconstructions"].append({"mask_ratio": ratio, "png": png.name,
+                                              "gif": gif.name})
         batch = _batch(model, shards, settings, args.num, c.video_mask_ratio, args.seed, device)
         if c.use_text and "mlm" in c.active_terms:
             result["mlm"] = mlm_fills(model, batch, load_tokenizer(settings.get("tokenizer_path")))

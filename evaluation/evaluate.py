@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
@@ -24,8 +25,10 @@ from evaluation.eval_inputs import check_usable, test_items
 from evaluation.retrieval import text_video_metrics
 from model import UnifiedMAE
 from pipeline import BatchBuilder, DataConfig
+from pipeline.device import resolve_device
 from pipeline.loader import build_source
 from recipes.checkpoint import load_data_settings, load_trained_model, read_checkpoint
+from recipes.data_settings import DataSettings
 from recipes.finetune_config import FinetuneConfig
 from recipes.run_card import write_eval_card
 
@@ -56,8 +59,8 @@ class EvalConfig:
         short_side: short side of sharded json clips; None uses 8/7 of the model's input.
         workers: processes sharding json clips.
         video_root: folder the json's relative video paths start from (default: the json's).
-        settings: overrides of the checkpoint's data settings (sampler, stride, sparse_clips,
-            text_max_length, tokenizer_path, interpolation, text_padding).
+        settings: overrides of the checkpoint's data settings (the fields of
+            recipes.data_settings.DataSettings).
         finetune: the fine-tuning run of ``mode="finetune"``.
         seed: seeds fine-tuning (evaluation itself draws nothing at random).
         trust_pickle: load a checkpoint that needs full unpickling (runs code from the file;
@@ -91,11 +94,7 @@ class EvalConfig:
             raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
 
     def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "gpu" if torch.cuda.is_available() else "cpu"
-        if self.device == "gpu" and not torch.cuda.is_available():
-            raise ValueError("device=gpu but no CUDA device is visible")
-        return self.device
+        return resolve_device(self.device)
 
 
 def prepare_test_shards(json_path: Path, out: Path, codec: str, short_side: int | None,
@@ -146,7 +145,8 @@ def clip_features(model: UnifiedMAE, data: DataConfig, device: str = "cpu",
             with autocast:
                 video = model.encode_video(batch["video"].to(torch_device)).float()
                 if index == 0:
-                    ids, mask = batch["text_ids"].to(torch_device), batch["text_mask"].to(torch_device)
+                    ids = batch["text_ids"].to(torch_device)
+                    mask = batch["text_mask"].to(torch_device)
                     text.append(model.encode_text(ids, mask).float().cpu())
             view_video.append(torch.nn.functional.normalize(video, dim=-1).cpu())
             view_keys.extend(batch["keys"])
@@ -175,22 +175,21 @@ def metrics_table(metrics: dict) -> str:
     for name, prefix in (("text -> video", "t2v"), ("video -> text", "v2t")):
         lines.append(f"| {name} | {metrics[f'{prefix}_r1']:.1f} | {metrics[f'{prefix}_r5']:.1f} | "
                      f"{metrics[f'{prefix}_r10']:.1f} | {metrics[f'{prefix}_medr']:.0f} | "
-                     f"{metrics[f'{prefix}_meanr']:.1f} | {metrics['chance_r1']:.2f} | {metrics['n']} |")
+                     f"{metrics[f'{prefix}_meanr']:.1f} | {metrics['chance_r1']:.2f} | "
+                     f"{metrics['n']} |")
     return "\n".join(lines)
 
 
-def eval_data_config(model: UnifiedMAE, shards: Path, cfg: EvalConfig, settings: dict) -> DataConfig:
-    """The pipeline configuration that feeds ``model`` the test clips as it was trained."""
+def eval_data_config(model: UnifiedMAE, shards: Path, cfg: EvalConfig,
+                     settings: Mapping[str, Any]) -> DataConfig:
+    """The pipeline configuration that feeds ``model`` the test clips as it was trained
+    (``settings``: the checkpoint's data settings, overridden by ``cfg.settings``)."""
     mc = model.config
-    known = {"sampler", "stride", "sparse_clips", "text_max_length", "tokenizer_path",
-             "interpolation", "text_padding"}
-    unknown = set(cfg.settings) - known
-    if unknown:
-        raise ValueError(f"unknown data setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    chosen = DataSettings.from_dict({**settings, **cfg.settings})  # unknown keys refused
     return DataConfig(path=str(shards), batch_size=cfg.batch_size, num_frames=mc.num_frames,
                       image_size=mc.image_size, tubelet=tuple(mc.tubelet), flip=False,
                       crop_scales=(1.0,), views=cfg.views, crops=cfg.crops, seed=cfg.seed,
-                      **{**settings, **cfg.settings})
+                      **asdict(chosen))
 
 
 def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool = True) -> dict:
@@ -199,7 +198,8 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
     Returns:
         t2v_r1, t2v_r5, t2v_r10, t2v_medr, t2v_meanr, the same for v2t, chance_r1 and n (the
         clips evaluated), plus the protocol (mode, views, crops, tie_rule, split), checkpoint
-        and, for json input, the clips that could not be sharded (``failed``, with reasons in ``test-shards/manifest.parquet``).
+        and, for json input, the clips that could not be sharded (``failed``, with reasons
+        in ``test-shards/manifest.parquet``).
     """
     out, device = Path(cfg.out), cfg.resolved_device()
     out.mkdir(parents=True, exist_ok=True)

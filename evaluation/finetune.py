@@ -1,12 +1,13 @@
 """Contrastive fine-tuning of SimVTP's dual encoder before retrieval (``vtp eval --mode finetune``).
 
-The downstream protocol of the spec (§7): two copies of the pretrained encoder
-(``model.dual.DualEncoder``), a symmetric NormSoftmax/InfoNCE loss at a fixed temperature on
-in-batch negatives, AdamW with decoupled weight decay, linear warm-up then cosine decay, drop
-path on both encoders. Every setting comes from a fine-tuning recipe (recipes/finetune_config.py;
-``finetune-msrvtt.yaml`` holds §7's). Clips come from the training shards through the training
-pipeline (random frames, the recipe's crop and flip, nothing masked). Composer runs the loop; nothing is checkpointed. The loss curve is
-written to ``OUT/finetune_log.json`` and ``OUT/finetune_loss.png``.
+The downstream protocol of SimVTP (shared/reference/simvtp-spec.md §7): two copies of the
+pretrained encoder (``model.dual.DualEncoder``), a symmetric NormSoftmax/InfoNCE loss at a
+fixed temperature on in-batch negatives, AdamW with decoupled weight decay, linear warm-up then
+cosine decay, drop path on both encoders. Every setting comes from a fine-tuning recipe
+(recipes/finetune_config.py; ``finetune-msrvtt.yaml`` holds §7's). Clips come from the
+training shards through the training pipeline (random frames, the recipe's crop and flip,
+nothing masked). Composer runs the loop; nothing is checkpointed. The loss curve is written to
+``OUT/finetune_log.json`` and ``OUT/finetune_loss.png``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from composer import Callback, Logger, State, Trainer
+from composer import Logger, State, Trainer
 from composer.models import ComposerModel
-from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
 
 from model import UnifiedMAE
 from model.dual import DualEncoder
 from model.losses import vtc_loss
 from pipeline import DataConfig, build_dataspec
+from recipes.callbacks import StepLr
 from recipes.finetune_config import FinetuneConfig
-from recipes.optim import param_groups
+from recipes.optim import cosine_with_warmup, decoupled_adamw
 
 __all__ = ["finetune_dual_encoder", "finetune_data_config", "DualComposerModel", "LossHistory"]
 
@@ -52,29 +53,27 @@ class DualComposerModel(ComposerModel):
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(batch["video"], batch["text_ids"], batch["text_mask"])
 
-    def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+    def loss(self, outputs: tuple[torch.Tensor, torch.Tensor],
+             batch: dict[str, Any]) -> torch.Tensor:
         video, text = outputs
         return vtc_loss(video, text, self.logit_scale)
 
 
-class LossHistory(Callback):
+class LossHistory(StepLr):
     """Keeps every step's loss and learning rate in memory (``records``)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.records: list[dict] = []
-        self._lr: float | None = None
-
-    def after_dataloader(self, state: State, logger: Logger) -> None:
-        # read here: by BATCH_END the scheduler has moved on to the next step's lr
-        self._lr = state.optimizers[0].param_groups[0]["lr"]
 
     def batch_end(self, state: State, logger: Logger) -> None:
         loss = state.total_loss_dict.get("loss/train/total")
         self.records.append({"step": int(state.timestamp.batch), "loss": float(loss),
-                             "lr": self._lr})
+                             "lr": self.step_lr})
 
 
-def finetune_data_config(data: DataConfig, cfg: FinetuneConfig, device: str, seed: int) -> DataConfig:
+def finetune_data_config(data: DataConfig, cfg: FinetuneConfig, device: str,
+                         seed: int) -> DataConfig:
     """The training pipeline over ``cfg.train_data``, with the checkpoint's frame and text settings.
 
     Args:
@@ -102,15 +101,6 @@ def _checked_dataspec(train: DataConfig):
         raise ValueError(f"the fine-tuning data {train.path} holds {count} clips, fewer than "
                          f"the batch size {train.batch_size}; lower --finetune-batch-size")
     return spec
-
-
-def _build_optimizer(model: DualComposerModel, cfg: FinetuneConfig) -> DecoupledAdamW:
-    # DecoupledAdamW scales decay by lr_t / lr_peak; weight_decay * lr gives torch AdamW's decay
-    # (see recipes/optim.py).
-    groups = param_groups(model.net, cfg.weight_decay * cfg.lr)
-    for group in groups:
-        group.pop("names")
-    return DecoupledAdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=0.0)
 
 
 def _warmup(cfg: FinetuneConfig) -> str:
@@ -154,9 +144,9 @@ def finetune_dual_encoder(model: UnifiedMAE, data: DataConfig, cfg: FinetuneConf
     try:
         trainer = Trainer(
             model=composer_model, train_dataloader=dataspec,
-            max_duration=cfg.max_duration, optimizers=_build_optimizer(composer_model, cfg),
-            schedulers=CosineAnnealingWithWarmupScheduler(
-                t_warmup=_warmup(cfg), alpha_f=cfg.min_lr / cfg.lr),
+            max_duration=cfg.max_duration,
+            optimizers=decoupled_adamw(net, cfg.lr, cfg.weight_decay, cfg.betas),
+            schedulers=cosine_with_warmup(_warmup(cfg), cfg.lr, cfg.min_lr),
             step_schedulers_every_batch=True, callbacks=[history], loggers=[],
             progress_bar=progress, log_to_console=False, device=device,
             precision="amp_bf16" if device == "gpu" else "fp32", seed=seed,

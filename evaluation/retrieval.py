@@ -33,7 +33,8 @@ def retrieval_metrics(sims: torch.Tensor, prefix: str) -> dict[str, float]:
     return metrics
 
 
-def text_video_metrics(text_features: torch.Tensor, video_features: torch.Tensor) -> dict[str, float]:
+def text_video_metrics(text_features: torch.Tensor,
+                       video_features: torch.Tensor) -> dict[str, float]:
     """Both directions from L2-normalised features; text i describes video i.
 
     Returns t2v_* and v2t_* metrics, ``chance_r1`` (percent) and ``n``.

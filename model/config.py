@@ -12,10 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ModelConfig", "model_config", "MODEL_SIZES"]
+from pipeline.config import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["ModelConfig", "model_config", "MODEL_SIZES"]
 
 
 @dataclass(kw_only=True)
@@ -152,6 +151,18 @@ class ModelConfig:
         terms = [("mvm", self.mvm_weight, False), ("mlm", self.mlm_weight, True),
                  ("vtc", self.vtc_weight, True), ("vtm", self.vtm_weight, True)]
         return tuple(n for n, w, text in terms if w > 0 and (self.use_text or not text))
+
+    @property
+    def joint_pass(self) -> bool:
+        """Whether pass 1 encodes video and text tokens together (MVM, MLM and VTM read it)."""
+        return bool({"mvm", "mlm", "vtm"} & set(self.active_terms))
+
+    @property
+    def single_passes(self) -> bool:
+        """Whether passes 2 and 3 encode video and text alone (VTC, and VTM's hard negatives,
+        which are mined from their similarities)."""
+        terms = self.active_terms
+        return "vtc" in terms or ("vtm" in terms and self.vtm_negatives == "hard")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -45,9 +45,9 @@ def forward_flops(config: ModelConfig, *, num_visible: int | None = None, text_l
     if not c.use_text:
         parts["encoder_video"] = enc(nv)
     else:
-        if {"mvm", "mlm", "vtm"} & set(terms):
+        if c.joint_pass:
             parts["encoder_joint"] = enc(nv + text_len)
-        if "vtc" in terms or ("vtm" in terms and c.vtm_negatives == "hard"):
+        if c.single_passes:
             parts["encoder_video"] = enc(nv)
             parts["encoder_text"] = enc(text_len)
         if "vtm" in terms:
@@ -63,7 +63,8 @@ def forward_flops(config: ModelConfig, *, num_visible: int | None = None, text_l
 
 
 def flops_per_sample(config: ModelConfig, **kwargs) -> float:
-    """Training FLOPs (forward + backward = 3x forward) per sample; kwargs as :func:`forward_flops`."""
+    """Training FLOPs (forward + backward = 3x forward) per sample; kwargs as
+    :func:`forward_flops`."""
     return 3.0 * sum(forward_flops(config, **kwargs).values())
 
 

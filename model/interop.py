@@ -1,8 +1,8 @@
 """Released weights in (VideoMAE, BERT embeddings) and a transformers VideoMAE out.
 
-What SimVTP starts from (spec §3): the whole VideoMAE ViT-B K400 pretraining checkpoint
-(encoder, decoder, mask token, encoder_to_decoder) and BERT's embedding module. Two video
-layouts are read:
+What SimVTP starts from (shared/reference/simvtp-spec.md §3): the whole VideoMAE ViT-B K400
+pretraining checkpoint (encoder, decoder, mask token, encoder_to_decoder) and BERT's embedding
+module. Two video layouts are read:
 
 - the original release (``checkpoint.pth``: a dict with ``model`` or ``module``,
   ``encoder.``-prefixed keys, fused ``attn.qkv`` with separate ``q_bias``/``v_bias``), whose
@@ -288,7 +288,7 @@ def init_video(model: nn.Module, path: str | Path) -> InitReport:
 
 
 def init_text(model: nn.Module, path: str | Path) -> InitReport:
-    """Initialise the text embeddings from a transformers BERT folder (spec §3).
+    """Initialise the text embeddings from a transformers BERT folder (simvtp-spec.md §3).
 
     Word, position and token-type embeddings and their LayerNorm are copied; BERT's
     transformer layers, pooler and heads are set aside (SimVTP uses the embeddings only).

@@ -237,7 +237,7 @@ class UnifiedMAE(nn.Module):
         if padding_or_none(text_keep) is None:  # one host sync per step, not one per pass
             text_keep = joint_keep = None
         joint, nv = None, vis.shape[1]
-        if {"mvm", "mlm", "vtm"} & set(terms):
+        if c.joint_pass:
             joint = self.encoder(torch.cat([vis, text], 1), joint_keep)
         if "mvm" in terms:
             out["mvm_pred"] = self.decode(joint[:, :nv], vis_idx, mask_idx)
@@ -246,7 +246,7 @@ class UnifiedMAE(nn.Module):
             picked = labels != -100  # the 30k-way head runs on selected positions only
             out["loss_mlm"] = mlm_loss(self.mlm_head(joint[:, nv:][picked]), labels[picked])
         similarity = None
-        if "vtc" in terms or ("vtm" in terms and c.vtm_negatives == "hard"):
+        if c.single_passes:
             similarity = self._vtc(vis, text, text_keep, out)
         if "vtm" in terms:
             out["loss_vtm"] = self._vtm(vis, text, joint, joint_keep, similarity, batch, generator)
@@ -288,7 +288,8 @@ def _dist_rank_world() -> tuple[int, int]:
 
 
 def _batch_generator(batch: Mapping) -> torch.Generator:
-    """A generator seeded by the batch (its ``seed``, else its keys): reproducible, no global RNG."""
+    """A generator seeded by the batch (its ``seed``, else its keys): reproducible, no global
+    RNG."""
     seed = batch.get("seed")
     if seed is None:
         seed = zlib.crc32("\0".join(map(str, batch.get("keys", []))).encode())

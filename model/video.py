@@ -26,7 +26,8 @@ class TubeletEmbed(nn.Module):
 
 
 def patchify(video: torch.Tensor, tubelet: tuple[int, int, int]) -> torch.Tensor:
-    """Cut (B, C, T, H, W) into tubes: (B, N, tt*ph*pw, C), pixel-major, tokens in (t, h, w) order."""
+    """Cut (B, C, T, H, W) into tubes: (B, N, tt*ph*pw, C), pixel-major, tokens in (t, h, w)
+    order."""
     b, c, t, h, w = video.shape
     tt, ph, pw = tubelet
     x = video.reshape(b, c, t // tt, tt, h // ph, ph, w // pw, pw)
@@ -78,10 +79,12 @@ def visible_and_masked_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         mask: bool (B, N), True = masked; every row must mask the same number of tokens.
     """
     if mask.dtype != torch.bool or mask.dim() != 2:
-        raise ValueError(f"video_mask must be a bool (B, N) tensor, got {mask.dtype} {tuple(mask.shape)}")
+        raise ValueError(f"video_mask must be a bool (B, N) tensor, "
+                         f"got {mask.dtype} {tuple(mask.shape)}")
     counts = mask.sum(dim=1).tolist()
     if len(set(counts)) > 1:
-        raise ValueError(f"every sample must mask the same number of tokens, got {sorted(set(counts))}")
+        raise ValueError(f"every sample must mask the same number of tokens, "
+                         f"got {sorted(set(counts))}")
     # A stable sort of the mask puts visible tokens (False) first, each group in index order.
     order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
     num_masked = counts[0]

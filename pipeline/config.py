@@ -6,9 +6,12 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-# ImageNet statistics on the 0-255 scale: DALI normalises uint8 frames directly.
-MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# ImageNet statistics, the pixel normalisation of every clip (the model's config carries them
+# to undo it); on the 0-255 scale for DALI, which normalises uint8 frames directly.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MEAN_255 = tuple(m * 255 for m in IMAGENET_MEAN)
+STD_255 = tuple(s * 255 for s in IMAGENET_STD)
 
 
 @dataclass

@@ -245,7 +245,7 @@ class EpochDataLoader(torch.utils.data.DataLoader):
 
 
 def build_dataloader(cfg: DataConfig, clean_shared_memory: bool = True) -> EpochDataLoader:
-    """A torch DataLoader yielding batch dicts (see COMMON.md) for this rank.
+    """A torch DataLoader yielding batch dicts (BatchBuilder.build) for this rank.
 
     With ``device="gpu"`` decoding happens in the main process (CUDA cannot be used in forked
     workers), so ``num_workers`` is ignored there.

@@ -163,7 +163,8 @@ def list_keys(url: str, s3=None) -> list[str]:
     """Keys under the prefix ``url``, relative to it, sorted."""
     bucket, prefix = split_url(url)
     prefix = f"{prefix}/" if prefix else ""
-    pages = (s3 or client(3)).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    paginator = (s3 or client(3)).get_paginator("list_objects_v2")
+    pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
 
 

@@ -73,7 +73,8 @@ def _uint(buf: memoryview, body: int, end: int) -> int:
 def _track(buf: memoryview, body: int, end: int) -> tuple[bytes | None, int, int]:
     """(IVF fourcc or None, width, height) of a TrackEntry."""
     parts = {i: (b, e) for i, b, e in _elements(buf, body, end)}
-    codec = bytes(buf[slice(*parts[CODEC_ID])]).decode(errors="replace") if CODEC_ID in parts else ""
+    codec = (bytes(buf[slice(*parts[CODEC_ID])]).decode(errors="replace")
+             if CODEC_ID in parts else "")
     video = {i: (b, e) for i, b, e in _elements(buf, *parts[VIDEO])} if VIDEO in parts else {}
     if PIXEL_WIDTH not in video or PIXEL_HEIGHT not in video:
         raise ValueError("WebM track without its picture size")

@@ -16,10 +16,22 @@ from pathlib import Path
 from composer import Callback, Logger, State
 from composer.utils import dist
 
-__all__ = ["BatchLog", "BadSamples", "BadSampleBudgetError"]
+__all__ = ["StepLr", "BatchLog", "BadSamples", "BadSampleBudgetError"]
 
 
-class BatchLog(Callback):
+class StepLr(Callback):
+    """Remembers the learning rate the current step uses (first parameter group): ``step_lr``."""
+
+    def __init__(self) -> None:
+        self.step_lr: float | None = None
+
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        # read here: by BATCH_END the scheduler has already moved on to the next step's lr
+        lrs = [group["lr"] for opt in state.optimizers for group in opt.param_groups]
+        self.step_lr = lrs[0] if lrs else None
+
+
+class BatchLog(StepLr):
     """Appends ``{"rank", "batch", "keys", "loss": {term: value}, "lr"}`` per batch to a jsonl file.
 
     ``keys`` are this rank's samples; ``loss`` holds the batch's losses averaged over ranks;
@@ -30,21 +42,19 @@ class BatchLog(Callback):
     """
 
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path_format = path
         self._keys: list[str] = []
-        self._lr: float | None = None
 
     def after_dataloader(self, state: State, logger: Logger) -> None:
+        super().after_dataloader(state, logger)
         self._keys = list(state.batch.get("keys", []))
-        # read here: by BATCH_END the scheduler has already moved on to the next step's lr
-        lrs = [group["lr"] for opt in state.optimizers for group in opt.param_groups]
-        self._lr = lrs[0] if lrs else None
 
     def batch_end(self, state: State, logger: Logger) -> None:
         # total_loss_dict: whole-batch losses, averaged over ranks ("loss/train/<term>")
         loss = {k.removeprefix("loss/train/"): float(v) for k, v in state.total_loss_dict.items()}
         line = {"rank": dist.get_global_rank(), "batch": int(state.timestamp.batch),
-                "keys": self._keys, "loss": loss, "lr": self._lr}
+                "keys": self._keys, "loss": loss, "lr": self.step_lr}
         path = Path(self.path_format.format(rank=dist.get_global_rank(), run_name=state.run_name))
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:

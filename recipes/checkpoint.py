@@ -16,6 +16,7 @@ import datetime
 import pickle
 import re
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from torch.torch_version import TorchVersion
 
 from model import ModelConfig, UnifiedMAE
+from recipes.data_settings import DataSettings
 
 __all__ = ["CheckpointError", "read_checkpoint", "load_trained_model", "load_data_settings",
            "checkpoint_batches", "check_checkpoints_to_load"]
@@ -143,12 +145,12 @@ def checkpoint_batches(checkpoint: dict) -> int | None:
 
 def load_data_settings(path: str | Path, trust_pickle: bool = False,
                        checkpoint: dict | None = None) -> dict:
-    """How the checkpoint's training clips were sampled, resized and captions tokenized
-    (sampler, stride, sparse_clips, text_max_length, tokenizer_path, interpolation); empty for
-    older checkpoints. ``checkpoint`` is the already-read file, if the caller has it."""
+    """The checkpoint's :class:`DataSettings` as a dict, defaults filled in for settings an
+    older checkpoint did not record. ``checkpoint`` is the already-read file, if the caller
+    has it."""
     if checkpoint is None:
         checkpoint = read_checkpoint(path, trust_pickle)
-    return dict(_extra_state(checkpoint).get("data_settings") or {})
+    return asdict(DataSettings.from_dict(_extra_state(checkpoint).get("data_settings") or {}))
 
 
 def load_trained_model(path: str | Path, config: ModelConfig | None = None,

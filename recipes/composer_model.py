@@ -8,12 +8,15 @@ term over the epoch. ``flops_per_batch`` lets SpeedMonitor report FLOP/s and MFU
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from composer.models import ComposerModel
 from torch import nn
 from torchmetrics import MeanMetric, Metric
+
+from recipes.data_settings import DataSettings
 
 __all__ = ["VTPComposerModel", "LOSS_TERMS"]
 
@@ -30,16 +33,16 @@ class VTPComposerModel(ComposerModel):
             ``functools.partial(model.flops_per_batch, config)``; None leaves the attribute
             undefined, so SpeedMonitor reports no FLOP/s or MFU.
         data_settings: how the training clips were sampled and resized and captions
-            tokenized (stride, sampler, resize filter, text length, tokenizer): saved with the model so that evaluation
-            feeds it clips and captions the way it was trained.
+            tokenized: saved with the model so that evaluation feeds it clips and captions
+            the way it was trained.
     """
 
     def __init__(self, model: nn.Module, terms: tuple[str, ...],
                  flops_per_batch: Callable[[dict], float] | None = None,
-                 data_settings: dict[str, Any] | None = None) -> None:
+                 data_settings: DataSettings | None = None) -> None:
         super().__init__()
         self.model = model
-        self.data_settings = dict(data_settings or {})
+        self.data_settings = data_settings or DataSettings()
         self.terms = tuple(terms)
         self.train_metrics = nn.ModuleDict({f"loss_{t}": TermMean(t) for t in self.terms})
         self.eval_metrics = nn.ModuleDict({f"loss_{t}": TermMean(t) for t in self.terms})
@@ -48,7 +51,8 @@ class VTPComposerModel(ComposerModel):
 
     def get_extra_state(self) -> dict[str, Any]:
         # Saved in every checkpoint as "_extra_state": the checkpoint then describes its model.
-        return {"model_config": self.model.config.to_dict(), "data_settings": self.data_settings}
+        return {"model_config": self.model.config.to_dict(),
+                "data_settings": asdict(self.data_settings)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # A run may load a checkpoint with other loss weights; shapes are checked by the weights.
@@ -57,12 +61,14 @@ class VTPComposerModel(ComposerModel):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(batch)
 
-    def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def loss(self, outputs: dict[str, torch.Tensor],
+             batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The total loss to backpropagate, with each term next to it for logging."""
         terms = {t: outputs[f"loss_{t}"] for t in self.terms if f"loss_{t}" in outputs}
         return {"total": outputs["loss"], **terms}
 
-    def eval_forward(self, batch: dict[str, Any], outputs: Any | None = None) -> dict[str, torch.Tensor]:
+    def eval_forward(self, batch: dict[str, Any],
+                     outputs: Any | None = None) -> dict[str, torch.Tensor]:
         # During training Composer passes the train step's outputs: reuse them, no second pass.
         return outputs if outputs is not None else self.forward(batch)
 

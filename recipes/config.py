@@ -27,7 +27,7 @@ from pipeline.config import DataConfig
 from recipes.fields import RecipeError, apply_override, build
 
 __all__ = ["InitConfig", "RecipeConfig", "RecipeError", "load_recipe", "recipe_from_dict",
-           "shipped_recipes"]
+           "shipped_recipes", "resolve_recipe"]
 
 # data field -> the model field (or other key) it is derived from.
 DERIVED_DATA_KEYS = {
@@ -45,7 +45,8 @@ TIME_RE = re.compile(r"^\d+(\.\d+)?(ep|ba|sp|tok|dur)$")
 
 def _check_time(name: str, value: str) -> None:
     if not TIME_RE.match(value):
-        raise ValueError(f"{name}={value!r} is not a Composer time such as '200ep', '20ba' or '0.1dur'")
+        raise ValueError(f"{name}={value!r} is not a Composer time such as '200ep', '20ba' "
+                         "or '0.1dur'")
 
 
 @dataclass
@@ -145,12 +146,14 @@ class TrainerConfig:
             raise ValueError(f"trainer.torch_threads must be >= 1, got {self.torch_threads}")
         _check_time("trainer.save_interval", self.save_interval)
         if self.global_batch_size < 1:
-            raise ValueError(f"trainer.global_batch_size must be >= 1, got {self.global_batch_size}")
+            raise ValueError("trainer.global_batch_size must be >= 1, "
+                             f"got {self.global_batch_size}")
         micro = self.device_train_microbatch_size
         if isinstance(micro, int) and micro < 1:
             raise ValueError(f"trainer.device_train_microbatch_size must be >= 1, got {micro}")
         if self.device == "cpu" and self.precision not in ("auto", "fp32"):
-            raise ValueError(f"trainer.precision={self.precision} is not supported on CPU; use fp32")
+            raise ValueError(f"trainer.precision={self.precision} is not supported on CPU; "
+                             "use fp32")
         if self.device == "cpu" and micro == "auto":
             raise ValueError("trainer.device_train_microbatch_size=auto needs a GPU; give an int")
         if self.autoresume and not self.save_folder:
@@ -254,7 +257,8 @@ class LoggersConfig:
 
 @dataclass
 class InitConfig:
-    """Released weights to start from (spec §3: SimVTP starts from VideoMAE and BERT).
+    """Released weights to start from (SimVTP starts from VideoMAE and BERT:
+    shared/reference/simvtp-spec.md §3).
 
     Args:
         video: a VideoMAE pretraining checkpoint: the original ``.pth`` (``model``/``module``
@@ -291,9 +295,11 @@ class RecipeConfig:
         if self.init.text and not self.model.use_text:
             raise ValueError("init.text is set but model.use_text is false (no text embeddings)")
         if self.trainer.autoresume and not self.run_name:
-            raise ValueError("trainer.autoresume needs a run_name (the checkpoint folder is keyed by it)")
+            raise ValueError("trainer.autoresume needs a run_name (the checkpoint folder is "
+                             "keyed by it)")
         if self.data.device == "gpu" and self.trainer.device == "cpu":
-            raise ValueError("data.device=gpu (DALI mixed decoding) needs trainer.device gpu or auto")
+            raise ValueError("data.device=gpu (DALI mixed decoding) needs trainer.device gpu "
+                             "or auto")
         if self.data.text_max_length > self.model.max_text_len:
             raise ValueError(
                 f"data.text_max_length={self.data.text_max_length} exceeds the model's position "
@@ -301,7 +307,8 @@ class RecipeConfig:
             )
         if self.scheduler.min_lr > self.optimizer.lr:
             raise ValueError(
-                f"scheduler.min_lr={self.scheduler.min_lr} is above optimizer.lr={self.optimizer.lr}"
+                f"scheduler.min_lr={self.scheduler.min_lr} is above "
+                f"optimizer.lr={self.optimizer.lr}"
             )
         self._check_warmup()
 
@@ -359,7 +366,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     Raises:
         RecipeError: a missing file, bad YAML, an unknown key or a bad value, named.
     """
-    path = _resolve(Path(path))
+    path = resolve_recipe(Path(path))
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -379,13 +386,15 @@ def shipped_recipes() -> list[str]:
     return sorted(p.name for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("finetune-"))
 
 
-def _resolve(path: Path) -> Path:
+def resolve_recipe(path: Path) -> Path:
+    """The recipe file ``path`` names: the file itself, or a shipped recipe by bare name."""
     if path.is_file():
         return path
     shipped = RECIPE_DIR / (path.name if path.suffix else f"{path.name}.yaml")
     if path.parent == Path(".") and shipped.is_file():
         return shipped
-    raise RecipeError(f"recipe {path} does not exist; shipped recipes: {', '.join(shipped_recipes())}")
+    raise RecipeError(f"recipe {path} does not exist; "
+                      f"shipped recipes: {', '.join(shipped_recipes())}")
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> RecipeConfig:

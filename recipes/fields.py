@@ -107,7 +107,8 @@ def _coerce_tuple(args: tuple, value: Any, key: str) -> tuple:
         return tuple(coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
     if len(value) != len(args):
         raise RecipeError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
-    return tuple(coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    pairs = enumerate(zip(args, value, strict=True))
+    return tuple(coerce(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
 
 
 def _coerce_scalar(hint: type, value: Any, key: str) -> Any:
@@ -155,7 +156,8 @@ def apply_override(data: dict, override: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise RecipeError(f"override {override!r}: '{'.'.join(parts[: i + 1])}' is not a section")
+            section = ".".join(parts[: i + 1])
+            raise RecipeError(f"override {override!r}: '{section}' is not a section")
         node = child
     node[parts[-1]] = value
 

@@ -2,7 +2,8 @@
 
 Two sections: ``finetune`` (:class:`FinetuneConfig`, the dual encoder's training run) and
 ``test`` (:class:`TestProtocol`, how retrieval is measured afterwards). Shipped:
-``finetune-msrvtt.yaml`` (SimVTP's MSR-VTT protocol, spec §7) and ``finetune-tiny.yaml``
+``finetune-msrvtt.yaml`` (SimVTP's MSR-VTT protocol,
+shared/reference/simvtp-spec.md §7) and ``finetune-tiny.yaml``
 (the CPU demo's short run).
 """
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from recipes.config import RecipeConfig
 
-__all__ = ["param_groups", "build_optimizer", "build_scheduler"]
+__all__ = ["param_groups", "decoupled_adamw", "build_optimizer", "cosine_with_warmup",
+           "build_scheduler"]
 
 DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -49,19 +50,30 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, recipe: RecipeConfig) -> DecoupledAdamW:
-    """Composer's DecoupledAdamW at the recipe's peak lr (scaled by global batch / 256 if asked).
+def decoupled_adamw(model: nn.Module, lr: float, weight_decay: float,
+                    betas: tuple[float, float], eps: float = 1e-8) -> DecoupledAdamW:
+    """Composer's DecoupledAdamW at peak ``lr`` with torch AdamW's ``weight_decay`` on the
+    groups of :func:`param_groups`.
 
     DecoupledAdamW shrinks weights by ``weight_decay * lr_t / lr_peak`` per step, while torch's
     AdamW (which SimVTP's 0.05 refers to) shrinks them by ``weight_decay * lr_t``; passing
     ``weight_decay * lr_peak`` gives exactly the paper's decay.
     """
-    opt = recipe.optimizer
-    lr = recipe.peak_lr
-    groups = param_groups(model, opt.weight_decay * lr)
+    groups = param_groups(model, weight_decay * lr)
     for group in groups:
         group.pop("names")
-    return DecoupledAdamW(groups, lr=lr, betas=opt.betas, eps=opt.eps, weight_decay=0.0)
+    return DecoupledAdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=0.0)
+
+
+def build_optimizer(model: nn.Module, recipe: RecipeConfig) -> DecoupledAdamW:
+    """The recipe's optimizer at its peak lr (scaled by global batch / 256 if asked)."""
+    opt = recipe.optimizer
+    return decoupled_adamw(model, recipe.peak_lr, opt.weight_decay, opt.betas, opt.eps)
+
+
+def cosine_with_warmup(t_warmup: str, peak_lr: float, min_lr: float) -> ComposerScheduler:
+    """Linear warm-up from 0 to the peak, then cosine to ``min_lr``."""
+    return CosineAnnealingWithWarmupScheduler(t_warmup=t_warmup, alpha_f=min_lr / peak_lr)
 
 
 def build_scheduler(recipe: RecipeConfig) -> ComposerScheduler:
@@ -69,6 +81,4 @@ def build_scheduler(recipe: RecipeConfig) -> ComposerScheduler:
     sched = recipe.scheduler
     if sched.name == "constant_with_warmup":
         return ConstantWithWarmupScheduler(t_warmup=sched.t_warmup)
-    return CosineAnnealingWithWarmupScheduler(
-        t_warmup=sched.t_warmup, alpha_f=recipe.min_lr / recipe.peak_lr
-    )
+    return cosine_with_warmup(sched.t_warmup, recipe.peak_lr, recipe.min_lr)

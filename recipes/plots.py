@@ -49,7 +49,8 @@ def plot_losses(curves: Mapping[str, list[tuple[int, float]]], out: Path,
         ax.plot(steps, _smooth(values, window), color="tab:blue", lw=1.6,
                 label=f"mean of {window}" if window > 1 else None)
         if chance and name in chance:
-            ax.axhline(chance[name], color="tab:red", ls="--", lw=1, label=f"chance {chance[name]:.2f}")
+            ax.axhline(chance[name], color="tab:red", ls="--", lw=1,
+                       label=f"chance {chance[name]:.2f}")
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -88,7 +88,8 @@ class RunCard(Callback):
             "world_size": dist.get_world_size(),
             "data": data_identity(data.path, data.format) | {"remote": data.remote},
             "recipe": dataclasses.asdict(self.recipe),
-            "progress": {}, "losses": {"final": {}, "best": previous.get("losses", {}).get("best", {})},
+            "progress": {},
+            "losses": {"final": {}, "best": previous.get("losses", {}).get("best", {})},
             "checkpoints": previous.get("checkpoints", []),
         }
         self._write(state)
@@ -173,7 +174,8 @@ def train_markdown(card: dict) -> str:
         f"- command: `{' '.join(card['command'])}`",
         f"- code: {rev}",
         f"- started {card['start_time']}, ended {card['end_time'] or '-'}"
-        + (f" (resumed at batch {card['resumed_at_batch']})" if card.get("resumed_at_batch") else ""),
+        + (f" (resumed at batch {card['resumed_at_batch']})"
+           if card.get("resumed_at_batch") else ""),
         f"- progress: {prog.get('batches')} batches, {prog.get('samples')} samples, "
         f"{prog.get('samples_per_second')} samples/s, {card['world_size']} process(es)",
         f"- data: `{data['path']}` ({data['format']}), {data['samples']} samples, index sha256 "

@@ -22,11 +22,13 @@ from composer.utils import dist
 from model import UnifiedMAE, flops_per_batch
 from model.interop import InitError, InitReport, init_text, init_video
 from pipeline import DataConfig, build_dataspec
+from pipeline.device import resolve_device
 from recipes.callbacks import BadSamples, BatchLog
 from recipes.checkpoint import check_checkpoints_to_load
 from recipes.composer_model import VTPComposerModel
 from recipes.config import InitConfig, RecipeConfig, RecipeError, load_recipe
 from recipes.curves import Curves
+from recipes.data_settings import DataSettings
 from recipes.guard import DivergenceGuard
 from recipes.optim import build_optimizer, build_scheduler
 from recipes.run_card import RunCard, after_checkpoint_saver
@@ -85,11 +87,8 @@ def build_model(recipe: RecipeConfig) -> VTPComposerModel:
         net = UnifiedMAE(recipe.model)
     reports = initialise(net, recipe.init)
     flops = functools.partial(flops_per_batch, recipe.model)
-    data = recipe.data
-    settings = {"sampler": data.sampler, "stride": data.stride, "sparse_clips": data.sparse_clips,
-                "text_max_length": data.text_max_length, "tokenizer_path": data.tokenizer_path,
-                "interpolation": data.interpolation, "text_padding": data.text_padding}
-    composer_model = VTPComposerModel(net, recipe.model.active_terms, flops, settings)
+    composer_model = VTPComposerModel(net, recipe.model.active_terms, flops,
+                                      DataSettings.of(recipe.data))
     composer_model.init_reports = reports
     return composer_model
 
@@ -151,12 +150,10 @@ def build_trainer(recipe: RecipeConfig, callbacks: Sequence[Callback] = ()) -> T
 
 
 def _device(recipe: RecipeConfig) -> str:
-    wanted = recipe.trainer.device
-    if wanted == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if wanted == "gpu" and not torch.cuda.is_available():
-        raise RecipeError("trainer.device=gpu but no CUDA device is visible")
-    return wanted
+    try:
+        return resolve_device(recipe.trainer.device, "trainer.device")
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
 
 
 def _precision(recipe: RecipeConfig, device: str) -> str:

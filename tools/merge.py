@@ -41,7 +41,8 @@ def _read_part(part: Path) -> tuple[dict, dict]:
         settings = json.loads((part / "settings.json").read_text())
         summary = json.loads((part / "summary.json").read_text())
     except FileNotFoundError as err:
-        raise MergeError(f"{part} is not a finished `vtp shard` output ({err.filename} missing)") from err
+        raise MergeError(f"{part} is not a finished `vtp shard` output "
+                         f"({err.filename} missing)") from err
     except (OSError, ValueError) as err:
         raise MergeError(f"{part} is not a `vtp shard` output: {err}") from err
     keys = {"format", "transcode", "shard_size", "num_workers", "worker_index"}
@@ -90,7 +91,8 @@ def _link_file(src: Path, dst: Path) -> None:
 def _check_keys(rows: list[dict]) -> None:
     twice = [k for k, n in Counter(r["key"] for r in rows).items() if n > 1]
     if twice:
-        raise MergeError(f"{len(twice)} key(s) appear more than once across parts, e.g. {twice[:5]}")
+        raise MergeError(f"{len(twice)} key(s) appear more than once across parts, "
+                         f"e.g. {twice[:5]}")
 
 
 def _group_files(part: Path, name: str) -> list[Path]:
@@ -136,9 +138,11 @@ def merge(parts: list[Path], out: Path) -> dict:
                     _link_file(part / rel, out / rel)
     summary = finalize(out, groups, FORMATS[settings[0]["format"]])
     if summary["inputs"] != len(rows) or not summary["complete"]:
-        raise MergeError(f"merged manifest has {summary['inputs']} rows, the parts have {len(rows)}")
+        raise MergeError(f"merged manifest has {summary['inputs']} rows, "
+                         f"the parts have {len(rows)}")
     summary["parts"] = [str(p) for p in parts]
-    (out / "settings.json").write_text(json.dumps({**settings[0], "worker_index": "merged"}, indent=1))
+    merged = {**settings[0], "worker_index": "merged"}
+    (out / "settings.json").write_text(json.dumps(merged, indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -34,8 +34,8 @@ def unit_hash(videoids: Iterable[str], salt: str) -> np.ndarray:
         videoids: ids as strings.
         salt: any string; a different salt draws independent subsets.
     """
-    values = [int.from_bytes(hashlib.blake2b(f"{salt}:{v}".encode(), digest_size=8).digest(), "big") >> 11
-              for v in videoids]
+    digests = (hashlib.blake2b(f"{salt}:{v}".encode(), digest_size=8).digest() for v in videoids)
+    values = [int.from_bytes(d, "big") >> 11 for d in digests]
     return np.asarray(values, dtype=np.float64) / float(2**53)
 
 
@@ -109,14 +109,16 @@ def report_rows(pool, h: np.ndarray, fractions: Iterable[float]) -> list[dict]:
     """
     from tools.clean.rules import word_counts
 
-    duration = pool["duration_s"].astype("float64").to_numpy() if "duration_s" in pool else np.full(len(pool), np.nan)
+    duration = (pool["duration_s"].astype("float64").to_numpy() if "duration_s" in pool
+                else np.full(len(pool), np.nan))
     words = word_counts(pool["caption"]).astype(np.float64)
     rows = []
     for p in fractions:
         member = h < p
         d_stat, d_p = _ks(duration[member], duration)
         w_stat, w_p = _ks(words[member], words)
-        rows.append({"fraction": p, "rows": int(member.sum()), "share": float(member.mean()) if len(h) else 0.0,
+        rows.append({"fraction": p, "rows": int(member.sum()),
+                     "share": float(member.mean()) if len(h) else 0.0,
                      "hours": float(np.nansum(duration[member]) / 3600),
                      "duration_ks": d_stat, "duration_p": d_p, "words_ks": w_stat, "words_p": w_p,
                      # NaN (no durations) compares False: unknown is not a match.
@@ -131,13 +133,15 @@ def write_report(rows: list[dict], source: Path, salt: str, pool_rows: int, out:
         f"- input: `{source}`; salt `{salt}`; eligible rows (not dropped): {pool_rows}",
         "- membership: blake2b(\"{salt}:{videoid}\") -> [0, 1) < p, so subsets are nested",
         "- KS: two-sample Kolmogorov-Smirnov of the subset against all eligible rows; a large "
-        f"p-value means no evidence that the distributions differ; `matches` when both p >= {MATCH_P}", "",
+        "p-value means no evidence that the distributions differ; `matches` when both "
+        f"p >= {MATCH_P}", "",
         "| subset | rows | share | hours | duration KS (p) | caption words KS (p) | matches |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        lines.append(f"| {subset_name(r['fraction'])} | {r['rows']} | {r['share']:.2%} | {r['hours']:.2f} "
-                     f"| {r['duration_ks']:.3f} ({r['duration_p']:.3g}) | {r['words_ks']:.3f} ({r['words_p']:.3g}) "
+        lines.append(f"| {subset_name(r['fraction'])} | {r['rows']} | {r['share']:.2%} "
+                     f"| {r['hours']:.2f} | {r['duration_ks']:.3f} ({r['duration_p']:.3g}) "
+                     f"| {r['words_ks']:.3f} ({r['words_p']:.3g}) "
                      f"| {'yes' if r['matches'] else 'NO'} |")
     path = out / "subset_report.md"
     path.write_text("\n".join(lines) + "\n")

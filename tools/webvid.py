@@ -14,19 +14,21 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tools.errors import InputError
 
-class InputError(ValueError):
-    """The input table cannot be used: unknown format, unparseable, or missing columns."""
+__all__ = ["InputError", "read_table", "parse_duration", "read_webvid"]
 
 
 # Read as text whatever they look like: ids are opaque keys (leading zeros matter) and
-# captions such as "2020" must not become numbers.
-TEXT_COLUMNS = ("videoid", "page_dir", "name", "contentUrl", "duration")
-ISO_DURATION = r"^\s*P(?:(?P<d>\d+(?:\.\d+)?)D)?T?(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?\s*$"
+# captions such as "2020" must not become numbers (``caption``: a `vtp clean` output).
+TEXT_COLUMNS = ("videoid", "page_dir", "name", "caption", "contentUrl", "duration")
+ISO_DURATION = (r"^\s*P(?:(?P<d>\d+(?:\.\d+)?)D)?T?(?:(?P<h>\d+(?:\.\d+)?)H)?"
+                r"(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?\s*$")
 
 
 def read_table(path: Path) -> pa.Table:
-    """Reads ``path`` (.csv or .parquet) with ``videoid`` and the other WebVid text columns as strings.
+    """Reads ``path`` (.csv or .parquet) with ``videoid`` and the other WebVid text columns as
+    strings.
 
     Args:
         path: a WebVid CSV (optionally .gz, .bz2 or .zst compressed) or a parquet file.
@@ -41,7 +43,8 @@ def read_table(path: Path) -> pa.Table:
     if not path.is_file():
         raise InputError(f"{path} is not a file")
     name = path.name.lower()
-    if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst")):  # Arrow decompresses by extension
+    # Arrow decompresses by extension
+    if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst")):
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in TEXT_COLUMNS})
         # Alt text can hold quoted newlines.
         parse = pacsv.ParseOptions(newlines_in_values=True)

@@ -45,13 +45,13 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
         report_only: rebuild the report from the finished runs only (made with the recipe
             copy already in ``config.out``, when there is one).
     """
-    from recipes.config import _resolve, load_recipe
+    from recipes.config import load_recipe, resolve_recipe
 
     # every run of one invocation reads one copy of the recipe, even if the file changes
     # meanwhile; a report-only call describes the runs of the copy that is there
     snapshot = config.out / "recipe.yaml"
     keep = report_only and snapshot.is_file()
-    source = snapshot if keep else _resolve(Path(config.recipe))
+    source = snapshot if keep else resolve_recipe(Path(config.recipe))
     recipe = load_recipe(str(source), list(config.overrides))
     grid, cells, runs = plan_grid(config, recipe)
     todo = pending(runs, config.out)

@@ -179,7 +179,7 @@ CLAIMS = {
     "text_mask": "A high text mask ratio, 75%, is best, far above BERT's 15% (SimVTP abstract).",
     "data": "Data efficiency: 10% of the pretraining data keeps most of the retrieval accuracy "
             "(MSR-VTT R@1 43.8 with 10% of WebVid-2M vs 53.6 with all of it).",
-    "losses": "Every loss term helps: SimVTP trains MVM + MLM + VTC + VTM together (spec §4; "
+    "losses": "Every loss term helps: SimVTP trains MVM + MLM + VTC + VTM together (shared/reference/simvtp-spec.md §4; "
               "the paper's loss ablation numbers are not in our reference).",
 }
 

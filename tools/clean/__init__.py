@@ -68,7 +68,8 @@ def _summary(result: CleanResult, out: Path) -> dict:
         # Not fixed here (which copy is right?), but reported: subsets and shards key on videoid.
         "repeated_videoids": int(frame["videoid"].duplicated().sum()),
         "missing_videoids": int(frame["videoid"].isna().sum()),
-        "missing_durations": int(frame["duration_s"].isna().sum()) if "duration_s" in frame else len(frame),
+        "missing_durations": (int(frame["duration_s"].isna().sum()) if "duration_s" in frame
+                              else len(frame)),
         "rows_in_duplicate_groups": int(frame["dup_group"].notna().sum()),
         "seconds": round(result.seconds, 2),
         "rows_per_second": round(result.rows_per_second, 1),

@@ -58,7 +58,8 @@ class CleanResult:
 
 @functools.lru_cache(maxsize=1)
 def _identifier(config: LanguageConfig) -> LanguageIdentifier:
-    # Loading the model (lzma + numpy) is slow next to a chunk: once per worker process, not per chunk.
+    # Loading the model (lzma + numpy) is slow next to a chunk: once per worker process, not
+    # per chunk.
     return LanguageIdentifier(config)
 
 
@@ -92,7 +93,8 @@ def _run_chunks(texts: list[str], config: CleanConfig) -> list[tuple]:
     parallel = config.workers > 1 and len(texts) > config.chunk_rows
     parts = []
     with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(tqdm(total=len(texts), desc="clean", unit="row", disable=not config.progress))
+        bar = stack.enter_context(tqdm(total=len(texts), desc="clean", unit="row",
+                                       disable=not config.progress))
         if parallel:
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=config.workers))
             results = pool.map(_clean_chunk, _chunks(texts, config))
@@ -176,7 +178,8 @@ def _check_columns(frame: pd.DataFrame, config: CleanConfig) -> None:
             raise InputError(f"input has no {name!r} column (columns: {list(frame.columns)})")
 
 
-def _assemble(frame: pd.DataFrame, raw: pd.Series, parts: list[tuple], config: CleanConfig) -> pd.DataFrame:
+def _assemble(frame: pd.DataFrame, raw: pd.Series, parts: list[tuple],
+              config: CleanConfig) -> pd.DataFrame:
     """The output table from the chunk results: new columns first, then the input's."""
     cleaned = pd.Series([t for p in parts for t in p[0]], index=frame.index, dtype="string")
     words, foreign = _concat(parts, 2, np.int32), _concat(parts, 5, bool)

@@ -13,10 +13,10 @@ Measured (threshold 0.5; ``plan(SynthConfig(num_clips=5000, seed=3, defect_rate=
 5,911 English and 169 German/French/Spanish captions; plus 30 short hand-written English stock
 captions such as "Sunset", "Cute dog", "Barcelona beach" and 12 short foreign ones):
 
-| model                  | synthetic en flagged | synthetic foreign caught | short en flagged | short foreign caught |
-|------------------------|---------------------:|-------------------------:|-----------------:|---------------------:|
-| 24 candidates (ours)   | 0 / 5911             | 169 / 169                | 0 / 30           | 12 / 12              |
-| all 97 languages       | 0 / 5911             | 169 / 169                | 0 / 30           | 10 / 12              |
+| model | synth. en flagged | synth. foreign caught | short en flagged | short foreign caught |
+|---|---:|---:|---:|---:|
+| 24 candidates (ours) | 0 / 5911 | 169 / 169 | 0 / 30 | 12 / 12 |
+| all 97 languages | 0 / 5911 | 169 / 169 | 0 / 30 | 10 / 12 |
 
 Without the threshold (any non-English winner drops) the 24-language model flags 9 of the 30
 short English captions ("Sunset" -> de, "Cute dog" -> da), hence the threshold.

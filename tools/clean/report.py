@@ -25,7 +25,8 @@ def _cell(text) -> str:
 
 def _rule_section(result: CleanResult) -> list[str]:
     frame, total = result.frame, max(len(result.frame), 1)
-    lines = ["## Rules", "", "| rule | rows changed | share | what it does |", "|---|---:|---:|---|"]
+    lines = ["## Rules", "", "| rule | rows changed | share | what it does |",
+             "|---|---:|---:|---|"]
     for rule in RULES:
         count = result.rule_counts[rule.name]
         lines.append(f"| {rule.name} | {count} | {count / total:.2%} | {rule.description} |")
@@ -48,7 +49,8 @@ def _drop_section(result: CleanResult) -> list[str]:
     for reason in DROP_REASONS:
         for _, row in frame[frame["drop_reason"] == reason].head(EXAMPLES).iterrows():
             lang = "" if pd.isna(row["lang"]) else f"{row['lang']} ({row['lang_prob']:.2f})"
-            lines.append(f"| {reason} | {_cell(row['caption_raw'])} | {_cell(row['caption'])} | {lang} |")
+            lines.append(f"| {reason} | {_cell(row['caption_raw'])} | {_cell(row['caption'])} "
+                         f"| {lang} |")
     return lines
 
 
@@ -56,7 +58,8 @@ def _dup_section(result: CleanResult) -> list[str]:
     groups = result.frame["dup_group"].dropna()
     sizes = groups.value_counts()
     lines = ["## Exact duplicates (after cleaning, ignoring case and white space)", "",
-             f"- {len(sizes)} groups holding {len(groups)} rows; largest group {int(sizes.max()) if len(sizes) else 0} rows"]
+             f"- {len(sizes)} groups holding {len(groups)} rows; largest group "
+             f"{int(sizes.max()) if len(sizes) else 0} rows"]
     for group in sizes.index[:EXAMPLES]:
         caption = result.frame.loc[result.frame["dup_group"] == group, "caption"].iloc[0]
         lines.append(f"- group {group} ({sizes[group]} rows): {_cell(caption)}")
@@ -75,6 +78,8 @@ def write_report(result: CleanResult, config: CleanConfig, source: Path, out: Pa
     frame = result.frame
     kept = int(frame["drop_reason"].isna().sum())
     lang = config.language
+    durations = (int(frame["duration_s"].isna().sum()) if "duration_s" in frame
+                 else "no duration column")
     lines = [
         "# Caption cleaning report", "",
         f"- input: `{source}` ({len(frame)} rows, caption column `{config.caption_column}`)",
@@ -82,9 +87,11 @@ def write_report(result: CleanResult, config: CleanConfig, source: Path, out: Pa
         f"- minimum words: {config.min_words}; duplicates dropped: {config.drop_duplicates}",
         f"- language id: py3langid over {len(lang.candidates)} candidate languages; a caption is "
         f"non-English when another language wins with p >= {lang.threshold}",
-        f"- speed: {result.rows_per_second:,.0f} rows/s ({result.seconds:.1f} s, {config.workers} worker(s))",
-        f"- rows without a parseable duration: {int(frame['duration_s'].isna().sum()) if 'duration_s' in frame else 'no duration column'}",
-        f"- videoids: {int(frame['videoid'].duplicated().sum())} repeated, {int(frame['videoid'].isna().sum())} missing "
+        f"- speed: {result.rows_per_second:,.0f} rows/s ({result.seconds:.1f} s, "
+        f"{config.workers} worker(s))",
+        f"- rows without a parseable duration: {durations}",
+        f"- videoids: {int(frame['videoid'].duplicated().sum())} repeated, "
+        f"{int(frame['videoid'].isna().sum())} missing "
         "(kept as they are; subsets and shards key on videoid)",
         "", "![caption length before and after](caption_length.png)", "",
     ]

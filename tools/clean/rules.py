@@ -43,7 +43,8 @@ def _t(pattern: str) -> re.Pattern:
     return re.compile(pattern, re.IGNORECASE)
 
 
-_INVISIBLE = re.compile("[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u00ad\u200b-\u200f\u2060\ufeff]")
+_INVISIBLE = re.compile("[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f"
+                        "\u00ad\u200b-\u200f\u2060\ufeff]")
 
 
 def _unicode(text: str) -> str:
@@ -57,7 +58,8 @@ def _entities(text: str) -> str:
     return html.unescape(html.unescape(text)) if "&" in text else text
 
 
-VIDEO_EXT = r"mov|mp4|m4v|avi|mkv|webm|mpe?g|wmv|flv|mts|m2ts|mxf|r3d|prores|3gp|jpe?g|png|gif|tiff?|wav|mp3"
+VIDEO_EXT = (r"mov|mp4|m4v|avi|mkv|webm|mpe?g|wmv|flv|mts|m2ts|mxf|r3d|prores|3gp"
+             r"|jpe?g|png|gif|tiff?|wav|mp3")
 TLDS = r"com|net|org|io|ly|co|tv|me|info|biz|uk|de|ru|fr|us|gl|gg"
 QUOTES = "\"'“”‘’«»„‟‹›`´"
 
@@ -107,14 +109,17 @@ def _punctuation(text: str) -> str:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("html_entities", _entities, "HTML entities decoded (&quot; &amp; &#39; &nbsp; ...)", _t("&")),
-    Rule("unicode_nfkc", _unicode, "Unicode NFKC normalisation; zero-width and control characters removed"),
+    Rule("html_entities", _entities, "HTML entities decoded (&quot; &amp; &#39; &nbsp; ...)",
+         _t("&")),
+    Rule("unicode_nfkc", _unicode,
+         "Unicode NFKC normalisation; zero-width and control characters removed"),
     Rule("html_tags", _sub(r"<[^<>]{1,200}>"), "HTML tags removed", _t("<")),
     Rule("emails", _sub(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "e-mail addresses removed", _t("@")),
     Rule("urls", _sub(rf"(?:\b(?:https?|ftp)://|\bwww\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:{TLDS})\b(?:/\S*)?"),
          "URLs and bare domains removed", _t(r"\.|://")),
     Rule("handles", _sub(r"(?<![\w@])@\w+"), "@handles removed", _t("@")),
-    Rule("file_names", _sub(rf"\b[\w-]+\.(?:{VIDEO_EXT})\b"), "file names (clip_123.mov, DSC1234.MP4) removed", _t(r"\.")),
+    Rule("file_names", _sub(rf"\b[\w-]+\.(?:{VIDEO_EXT})\b"),
+         "file names (clip_123.mov, DSC1234.MP4) removed", _t(r"\.")),
     Rule("stock_boilerplate", _sub(
         r"\b(?:royalty[\s-]*free\s+)?(?:stock|archival|archive)[\s-]+(?:footage|videos?|clips?|film|photos?|images?)\b"
         r"|\broyalty[\s-]*free\b|\b(?:for\s+)?editorial\s+use\s+only\b|\bshutterstock\b"),
@@ -128,10 +133,12 @@ RULES: tuple[Rule, ...] = (
         _t(r"\d|hd")),
     Rule("time_codes", _sub(r"\b\d{1,2}:\d{2}(?::\d{2}){0,2}(?:[.,]\d+)?\b"),
          "time codes (0:12, 00:00:12, 00:01:12:12)", _t(":")),
-    Rule("digit_runs", _sub(r"\b\d{5,}\b"), "runs of 5 or more digits (ids, stock numbers)", _t(r"\d{5}")),
+    Rule("digit_runs", _sub(r"\b\d{5,}\b"), "runs of 5 or more digits (ids, stock numbers)",
+         _t(r"\d{5}")),
     Rule("punctuation", _punctuation,
          "repeated punctuation, empty brackets, punctuation and quotes left dangling at the ends"),
-    Rule("whitespace", lambda text: " ".join(text.split()), "runs of white space collapsed, ends stripped"),
+    Rule("whitespace", lambda text: " ".join(text.split()),
+         "runs of white space collapsed, ends stripped"),
 )
 RULE_NAMES: tuple[str, ...] = tuple(rule.name for rule in RULES)
 

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="manifest .csv or .parquet (a file, or s3://bucket/key)")
     parser.add_argument("--video-root", type=path_or_url,
                         help="folder or s3://bucket/prefix holding {page_dir}/{videoid}.mp4")
-    parser.add_argument("--v2d-tars", type=Path, help="folder of video2dataset tars (instead of a manifest)")
+    parser.add_argument("--v2d-tars", type=Path,
+                        help="folder of video2dataset tars (instead of a manifest)")
     parser.add_argument("--out", type=path_or_url, required=True,
                         help="output folder (new, empty, or an earlier run's, resumed), or "
                              "s3://bucket/prefix (written through --stage)")
@@ -72,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--for-recipe", default=None, metavar="RECIPE",
                         help="take --frame-step, --gop and --short-side from a recipe's data "
                              "section (flags given explicitly win)")
-    parser.add_argument("--preset", default="veryfast", help="x264 preset (h264 only; default %(default)s)")
+    parser.add_argument("--preset", default="veryfast",
+                        help="x264 preset (h264 only; default %(default)s)")
     parser.add_argument("--crf", type=int, default=None,
                         help="constant quality, h264 0-51 / vp9 0-63 (default: 23 / 32)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -80,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=256,
                         help="inputs per shard group, the unit of resume (default %(default)s)")
     parser.add_argument("--batch", type=int, default=8,
-                        help="samples per pool task, decode-checked by one ffmpeg (default %(default)s)")
+                        help="samples per pool task, decode-checked by one ffmpeg "
+                             "(default %(default)s)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="machines sharing the input (default: the array job's size, else 1)")
     parser.add_argument("--worker-index", type=int, default=None,
@@ -95,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def load_items(manifest: Path | None, video_root: Path | str | None, v2d_tars: Path | None) -> tuple[list[WorkItem], int]:
+def load_items(manifest: Path | None, video_root: Path | str | None,
+               v2d_tars: Path | None) -> tuple[list[WorkItem], int]:
     """The work items of a manifest + video root, or of a folder of video2dataset tars.
 
     Returns:

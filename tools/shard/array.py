@@ -53,7 +53,8 @@ def _indexed_job(env: Mapping[str, str], num_workers: int | None) -> Part:
                          "--num-workers equal to the Job's completions")
     if not 0 <= index < num_workers:
         raise InputError(f"JOB_COMPLETION_INDEX={index} is not below --num-workers {num_workers}")
-    return Part(num_workers, index, f"JOB_COMPLETION_INDEX={index} with --num-workers {num_workers}")
+    return Part(num_workers, index,
+                f"JOB_COMPLETION_INDEX={index} with --num-workers {num_workers}")
 
 
 def resolve_part(num_workers: int | None, worker_index: int | None,

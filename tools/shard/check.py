@@ -38,7 +38,8 @@ class CheckError(RuntimeError):
 def _decode_command(paths: list[Path], crcs: list[Path], codec: str) -> list[str]:
     # One decoder thread: the process pool already keeps every core busy.
     inputs = [arg for p in paths for arg in
-              ("-threads", "1", "-f", CODECS[codec].muxer, "-protocol_whitelist", "file", "-i", f"file:{p.absolute()}")]
+              ("-threads", "1", "-f", CODECS[codec].muxer, "-protocol_whitelist", "file",
+               "-i", f"file:{p.absolute()}")]
     # framecrc: one line per frame, plus the stream's size and time base. DALI decodes the CPU
     # codecs afterwards, so ffmpeg only reads their packets (-c copy) and the two counts must agree.
     copy = ("-c", "copy") if codec in DALI_CODECS else ()
@@ -60,7 +61,8 @@ def _fps(frames: list[list[str]], tb: Fraction) -> float:
 
 
 def _parse_framecrc(text: str, codec: str) -> dict:
-    header = dict(line[1:].split(": ", 1) for line in text.splitlines() if line.startswith("#") and ": " in line)
+    header = dict(line[1:].split(": ", 1) for line in text.splitlines()
+                  if line.startswith("#") and ": " in line)
     frames = [line.split(",") for line in text.splitlines() if line and not line.startswith("#")]
     if not frames or "dimensions 0" not in header:
         raise CheckError("ffmpeg decode: no frames decoded from the output")
@@ -166,7 +168,7 @@ def dali_jpeg_frames(data: np.ndarray, chunks: list[tuple[int, int]]) -> tuple[i
         try:
             pipe.feed_input("data", batch)
             (out,) = pipe.run()
-        except Exception as err:  # DALI raises RuntimeError/IndexError; the pipeline is dead after it
+        except Exception as err:  # DALI: RuntimeError/IndexError; the pipeline is dead after it
             # No frame-by-frame search: every failed decode brings DALI closer to a segfault
             # (a crashed worker is retried alone by the runner, but costs a pool restart).
             _jpeg_pipeline.cache_clear()

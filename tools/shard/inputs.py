@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tools.errors import InputError
+
 if TYPE_CHECKING:  # pyarrow is imported where it is used: pool workers never need it
     import pyarrow as pa
 
@@ -42,10 +44,6 @@ class WorkItem:
     error: str | None = None
 
 
-class InputError(ValueError):
-    """The input as a whole is unusable (missing columns, no tars)."""
-
-
 def check_key(key: str) -> str | None:
     """Why ``key`` cannot name a sample, or None. Keys become tar member stems (no '/' or '.')
     and words of a DALI index line (no white space)."""
@@ -64,7 +62,8 @@ def check_key(key: str) -> str | None:
 def _unsafe_component(part: str, field: str) -> str | None:
     if not part or part.strip() != part or "\0" in part:
         return f"unsafe {field}: {part!r}"
-    if part.startswith(("/", "\\")) or any(p in ("..", ".", "") for p in part.replace("\\", "/").split("/")):
+    steps = part.replace("\\", "/").split("/")
+    if part.startswith(("/", "\\")) or any(p in ("..", ".", "") for p in steps):
         return f"unsafe {field}: {part!r} is absolute or contains '..'"
     return None
 
@@ -78,22 +77,28 @@ def video_path(root: Path, page_dir: str, videoid: str) -> tuple[Path | None, st
     if reason:
         return None, reason
     real_root = root.resolve()
-    candidate = real_root / page_dir / f"{videoid}.mp4"
     try:
-        real = candidate.resolve()
-        if not real.is_relative_to(real_root):
-            return None, f"unsafe path: {page_dir}/{videoid}.mp4 resolves outside the video root"
-        if not real.exists():
-            return None, "missing file"
-        if not real.is_file():
-            return None, "not a regular file"
+        return _regular_file_inside(real_root, f"{page_dir}/{videoid}.mp4")
     except OSError as err:  # a page_dir over the file system's name limit, a loop of links
         return None, (f"unusable path: {err.strerror or err} (page_dir has {len(page_dir)} "
                       f"characters, videoid {len(videoid)})")
+
+
+def _regular_file_inside(real_root: Path, relative: str) -> tuple[Path | None, str | None]:
+    """``real_root/relative`` with links resolved if it is a regular file inside the (resolved)
+    root, else a reason; OSError from the file system is the caller's to word."""
+    real = (real_root / relative).resolve()
+    if not real.is_relative_to(real_root):
+        return None, f"unsafe path: {relative} resolves outside the video root"
+    if not real.exists():
+        return None, "missing file"
+    if not real.is_file():
+        return None, "not a regular file"
     return real, None
 
 
-def confined_file(root: Path, relative: str, field: str = "video") -> tuple[Path | None, str | None]:
+def confined_file(root: Path, relative: str,
+                  field: str = "video") -> tuple[Path | None, str | None]:
     """``root/relative`` if it is a regular file inside ``root``, else a reason (as video_path,
     for inputs that name a whole relative path, such as the test json of `vtp eval`)."""
     reason = _unsafe_component(relative, field)
@@ -101,35 +106,20 @@ def confined_file(root: Path, relative: str, field: str = "video") -> tuple[Path
         return None, reason
     real_root = root.resolve()
     try:
-        real = (real_root / relative).resolve()
-        if not real.is_relative_to(real_root):
-            return None, f"unsafe path: {relative} resolves outside the video root"
-        if not real.exists():
-            return None, "missing file"
-        if not real.is_file():
-            return None, "not a regular file"
+        return _regular_file_inside(real_root, relative)
     except OSError as err:  # a name too long for the file system, a loop of links
         return None, f"unreadable path: {err.strerror or err}"
-    return real, None
 
 
 def read_manifest(path: Path) -> pa.Table:
-    """The manifest as a table of strings (videoids must stay strings, e.g. '007')."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    """The manifest (a WebVid table, raw or cleaned) with its ids and captions as strings
+    (videoids must stay strings, e.g. '007')."""
+    from tools.webvid import read_table
 
-    if path.suffix not in (".parquet", ".csv"):
-        raise InputError(f"manifest must be .csv or .parquet, got {path.name}")
     try:
-        if path.suffix == ".parquet":
-            table = pq.read_table(path)
-        else:
-            names = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).column_names
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=False))
-    except (pa.ArrowException, OSError) as err:
-        raise InputError(f"cannot read manifest {path}: {err}") from err
+        table = read_table(path)
+    except InputError as err:
+        raise InputError(f"cannot read manifest: {err}") from err
     missing = {"videoid", "page_dir"} - set(table.column_names)
     if missing or not {"caption", "name"} & set(table.column_names):
         raise InputError(f"{path.name} needs columns videoid, page_dir and caption or name; "
@@ -160,7 +150,8 @@ def manifest_items(path: Path, root: Path | str, locate=None) -> tuple[list[Work
 
 
 def _split_member(name: str) -> tuple[str, str]:
-    """(key, extension) the way webdataset splits a member name: at the first dot of the basename."""
+    """(key, extension) the way webdataset splits a member name: at the first dot of the
+    basename."""
     slash = name.rfind("/") + 1
     dot = name.find(".", slash)
     return (name, "") if dot < 0 else (name[:dot], name[dot + 1:])
@@ -225,7 +216,8 @@ def _list_members(tar: tarfile.TarFile, samples: dict, errors: dict) -> str | No
     tar.fileobj.seek(tar.offset)
     tail = tar.fileobj.read(1024)
     if len(tail) < 1024 or tail.strip(b"\0"):
-        return f"it ends at byte {tar.offset + len(tail)} without its end-of-archive marker (cut short?)"
+        return (f"it ends at byte {tar.offset + len(tail)} without its end-of-archive marker "
+                "(cut short?)")
     return None
 
 
@@ -240,7 +232,8 @@ def _fail_cut_sample(samples: dict[str, dict], errors: dict[str, str]) -> None:
                                 f"(its {', '.join(missing)} lost)")
 
 
-def _read_text(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> tuple[tuple[dict, str], str | None]:
+def _read_text(tar: tarfile.TarFile,
+               members: dict[str, tarfile.TarInfo]) -> tuple[tuple[dict, str], str | None]:
     """((json meta, caption), None), or a reason when a text member cannot be read whole."""
     raw = {}
     for ext in ("json", "txt"):
@@ -293,7 +286,8 @@ def mark_duplicates(items: list[WorkItem]) -> list[WorkItem]:
     out = []
     for item in items:
         if item.key in seen and item.error is None:
-            item = WorkItem(item.key, item.caption, item.source, error="duplicate key: an earlier input has it")
+            item = WorkItem(item.key, item.caption, item.source,
+                            error="duplicate key: an earlier input has it")
         seen.add(item.key)
         out.append(item)
     return out

@@ -132,8 +132,8 @@ class RemoteOut:
             self.uploader.upload("settings.json")
             self._settings_sent = True
         files = [p for p in sorted((self.stage / "mds" / name).glob("*")) if p.is_file()]
-        files += [p for p in (self.stage / "wds" / f"{name}.tar", self.stage / "wds" / f"{name}.idx")
-                  if p.is_file()]
+        wds = self.stage / "wds"
+        files += [p for p in (wds / f"{name}.tar", wds / f"{name}.idx") if p.is_file()]
         for path in files:
             self.uploader.upload(path.relative_to(self.stage))
         self.uploader.upload(f"{MARKERS}/{name}.json")

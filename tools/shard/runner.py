@@ -44,7 +44,8 @@ from tools.shard.writers import (
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("bytes", pa.int64()),
-    ("seconds", pa.float64()), ("shard", pa.string()), ("frames", pa.int64()), ("source", pa.string()),
+    ("seconds", pa.float64()), ("shard", pa.string()), ("frames", pa.int64()),
+    ("source", pa.string()),
 ])
 
 
@@ -91,7 +92,8 @@ class ShardConfig:
         if min(self.workers, self.shard_size, self.num_workers, self.batch) < 1:
             raise ValueError("workers, shard_size, num_workers and batch must be >= 1")
         if not 0 <= self.worker_index < self.num_workers:
-            raise ValueError(f"worker_index must be in [0, {self.num_workers}), got {self.worker_index}")
+            raise ValueError(f"worker_index must be in [0, {self.num_workers}), "
+                             f"got {self.worker_index}")
 
 
 def partition(items: list[WorkItem], num_workers: int, worker_index: int) -> list[WorkItem]:
@@ -148,7 +150,8 @@ class _Preload:
     def __init__(self, name: str | None) -> None:
         self.thread = None
         if name is not None:
-            self.thread = threading.Thread(target=importlib.import_module, args=(name,), daemon=True)
+            self.thread = threading.Thread(target=importlib.import_module, args=(name,),
+                                           daemon=True)
             self.thread.start()
 
     def wait(self) -> None:
@@ -156,7 +159,8 @@ class _Preload:
             self.thread.join()
 
 
-def _pool_results(batches: list[list[WorkItem]], work: Callable, workers: int) -> Iterator[list[Result]]:
+def _pool_results(batches: list[list[WorkItem]], work: Callable,
+                  workers: int) -> Iterator[list[Result]]:
     """Results in input order. At most two tasks per worker are in flight, so memory stays
     bounded and the pool never runs far ahead of the writer (a kill loses little work)."""
     # spawn: the parent may hold DALI or torch threads, which a forked child must not inherit.
@@ -211,7 +215,8 @@ def _results(groups: dict[str, list[WorkItem]], config: ShardConfig) -> Iterator
     return results_in_order(items, work, config.workers, config.batch)
 
 
-def _write(name: str, results: list[Result], config: ShardConfig, slots: list[str] | None) -> list[dict]:
+def _write(name: str, results: list[Result], config: ShardConfig,
+           slots: list[str] | None) -> list[dict]:
     ok = [r for r in results if r.status == "ok"]
     samples = [{"key": r.key, "video": r.data, "caption": r.caption, "meta": r.meta} for r in ok]
     rows = [_row(r, name, len(r.data)) for r in results]
@@ -306,7 +311,8 @@ def shard(items: list[WorkItem], config: ShardConfig) -> dict:
     preload.wait()
     shutil.rmtree(scratch_folder(config.out), ignore_errors=True)
     retried = sorted(n for n in finished_groups(config.out) if n not in groups)
-    summary = finalize(config.out, [*groups, *retried], FORMATS[config.format], complete=list(groups))
+    summary = finalize(config.out, [*groups, *retried], FORMATS[config.format],
+                       complete=list(groups))
     summary.update(resumed_inputs=resumed, retried_inputs=sum(map(len, retry.values())),
                    timeout=config.transcode.timeout, seconds=round(time.perf_counter() - start, 2))
     summary["videos_per_second"] = round(len(mine) / max(summary["seconds"], 1e-9), 2)

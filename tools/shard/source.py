@@ -65,7 +65,8 @@ def _refused(head: bytes) -> str | None:
             return f"{name} image, not a video"
     if head.startswith(b"RIFF") and head[8:12] in (b"WAVE", b"WEBP"):
         return "WAV audio, not a video" if head[8:12] == b"WAVE" else "WebP image, not a video"
-    if head.startswith((b"ID3", b"fLaC")) or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+    mpeg_sync = len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+    if head.startswith((b"ID3", b"fLaC")) or mpeg_sync:
         return "audio only: an MP3/FLAC/AAC audio file, no video stream"
     return None
 
@@ -237,7 +238,8 @@ def inspect(path: Path, start: float = 0.0, timeout: float = 600.0) -> Source:
         if any(s.get("codec_type") == "audio" for s in streams):
             raise SourceError("audio only: no video stream")
         raise SourceError(f"{NAMES[demuxer]} without a video stream")
-    duration = _seconds(video[0].get("duration")) or _seconds(info.get("format", {}).get("duration"))
+    duration = (_seconds(video[0].get("duration"))
+                or _seconds(info.get("format", {}).get("duration")))
     if duration is not None and start >= duration:
         raise SourceError(f"start {start:g} s is past the clip's end ({duration:.1f} s)")
     return Source(demuxer, duration)

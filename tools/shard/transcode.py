@@ -94,7 +94,8 @@ class TranscodeOptions:
             if not low <= self.crf <= high:
                 raise ValueError(f"crf for {self.codec} must be in [{low}, {high}], got {self.crf}")
         if self.codec == "h264" and self.preset not in X264_PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, "
+                             f"got {self.preset!r}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.short_side is not None and (self.short_side < 2 or self.short_side % 2):
@@ -103,7 +104,8 @@ class TranscodeOptions:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         if self.frame_step < 1:
             raise ValueError(f"frame_step must be >= 1, got {self.frame_step}")
-        if self.gop < 1 or self.start < 0 or (self.max_seconds is not None and self.max_seconds <= 0):
+        bad_length = self.max_seconds is not None and self.max_seconds <= 0
+        if self.gop < 1 or self.start < 0 or bad_length:
             raise ValueError("gop must be >= 1, start >= 0 and max_seconds > 0")
 
 
@@ -139,7 +141,8 @@ def _codec_options(options: TranscodeOptions) -> dict[str, str]:
     return chosen
 
 
-def build_command(src: Path, dst: Path, options: TranscodeOptions, demuxer: str = "mov") -> list[str]:
+def build_command(src: Path, dst: Path, options: TranscodeOptions,
+                  demuxer: str = "mov") -> list[str]:
     """The full ffmpeg argument list that transcodes ``src`` into ``dst``.
 
     Args:

@@ -68,7 +68,8 @@ def _check(done: list[tuple[Result, Path, Source]], options: TranscodeOptions) -
         if isinstance(meta, CheckError):
             result.reason = str(meta)
             continue
-        short = short_decode(meta["frames"], meta["fps"], source, options.start, options.max_seconds)
+        short = short_decode(meta["frames"], meta["fps"], source, options.start,
+                             options.max_seconds)
         if short:
             result.reason = short
         else:

@@ -99,8 +99,8 @@ def write_wds(tar_path: Path, samples: list[dict], codec: str) -> None:
     os.replace(tmp, tar_path)
 
 
-def write_group(out: Path, name: str, samples: list[dict], rows: list[dict], formats: tuple[str, ...],
-                codec: str) -> None:
+def write_group(out: Path, name: str, samples: list[dict], rows: list[dict],
+                formats: tuple[str, ...], codec: str) -> None:
     """Writes a whole shard group, then its completion marker.
 
     Args:
