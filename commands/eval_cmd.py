@@ -74,7 +74,32 @@ def _settings(pairs: list[str]) -> dict:
         if not sep:
             raise UsageError(f"--set needs KEY=VALUE, got {pair!r}")
         settings[key] = yaml.safe_load(value)
+    _check_setting_types(settings)
     return settings
+
+
+def _check_setting_types(settings: dict) -> None:
+    """A value of another type than the data setting's default is a usage error, not a
+    traceback deep in the pipeline (``--set stride=abc``)."""
+    from commands.cli import UsageError
+    from pipeline.config import DataConfig
+
+    defaults = DataConfig()
+    for key, value in settings.items():
+        if not hasattr(defaults, key):
+            continue  # unknown keys are named by evaluation.evaluate with the known list
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            fits = isinstance(value, bool)
+        elif isinstance(default, int | float):
+            fits = isinstance(value, int | float) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            fits = isinstance(value, str)
+        else:
+            fits = True
+        if not fits:
+            raise UsageError(f"--set {key}={value!r}: {key} takes a value of type {type(default).__name__} "
+                             f"(default {default!r})")
 
 
 def _finetune_line(out) -> str:
@@ -102,6 +127,15 @@ def _recipe(args: argparse.Namespace):
     return replace(recipe.finetune, **given), protocol
 
 
+def _is_eval_output(out) -> bool:
+    """An earlier `vtp eval` wrote here (its card, or the test shards it made first)."""
+    try:
+        card = json.loads((out / "run_card.json").read_text())
+    except (OSError, ValueError):
+        card = None
+    return (isinstance(card, dict) and card.get("kind") == "eval") or (out / "test-shards").is_dir()
+
+
 def _check_args(args: argparse.Namespace) -> None:
     """Usage errors found without torch: missing files, a useless json, bad numbers."""
     from pathlib import Path
@@ -116,8 +150,13 @@ def _check_args(args: argparse.Namespace) -> None:
     data = Path(args.data)
     if not data.exists():
         raise UsageError(f"--data {args.data} does not exist")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not _is_eval_output(out):
+        raise UsageError(f"--out {args.out} is a non-empty folder that is not a `vtp eval` output "
+                         "(no run_card.json of an evaluation, no test-shards/); give a new or "
+                         "empty folder, or the folder of an earlier evaluation")
     if args.video_root and not Path(args.video_root).is_dir():
         raise UsageError(f"--video-root {args.video_root} is not a folder")
     for flag in ("views", "crops", "batch_size", "workers", "finetune_steps",

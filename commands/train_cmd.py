@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         trainer.fit()
     except BadSampleBudgetError as err:
+        from recipes.run_card import RunCard
+
+        for card in (cb for cb in trainer.state.callbacks if isinstance(cb, RunCard)):
+            card.record_failure(trainer.state, str(err), status="stopped: bad samples")
         trainer.close()
         raise UsageError(str(err)) from err
     except DivergenceError as err:  # a finding about the run, not a crash: no traceback

@@ -94,6 +94,13 @@ class RunCard(Callback):
         }
         self._write(state)
 
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        """Corrupt samples the loader replaced (recipes.callbacks.BadSamples counts them)."""
+        skipped = state.batch.get("skipped") if isinstance(state.batch, dict) else None
+        if self.card and skipped:
+            bad = self.card.setdefault("bad_samples", {})
+            bad.update({s["key"]: s["reason"] for s in skipped})
+
     def batch_end(self, state: State, logger: Logger) -> None:
         if not self.card:
             return
@@ -119,11 +126,12 @@ class RunCard(Callback):
         self.card.update(status="finished", end_time=_now())
         self._write(state)
 
-    def record_failure(self, state: State, reason: str) -> None:
-        """Called by the divergence guard before it stops the run."""
+    def record_failure(self, state: State, reason: str, status: str = "diverged") -> None:
+        """Called by the divergence guard (and for a spent bad-sample budget) before the run
+        stops."""
         if not self.card:
             return
-        self.card.update(status="diverged", end_time=_now(), failure=reason)
+        self.card.update(status=status, end_time=_now(), failure=reason)
         self._write(state)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -185,6 +193,9 @@ def train_markdown(card: dict) -> str:
     ]
     if card.get("failure"):
         lines += ["", f"**Stopped:** {card['failure']}"]
+    if card.get("bad_samples"):
+        lines += ["", f"Corrupt samples skipped ({len(card['bad_samples'])}):",
+                  *[f"- `{key}`: {reason}" for key, reason in sorted(card["bad_samples"].items())]]
     lines += ["", "| loss term | final | best |", "|---|---|---|", *loss_rows,
               "", "Checkpoints:", *ckpts, "",
               f"The resolved recipe is in `{CARD_JSON}` under `recipe`.", ""]

@@ -170,6 +170,14 @@ def test_eval_bad_checkpoints_and_json(capsys, tmp_path, tiny_checkpoint, synth_
     assert "--data: " in err and "not a shard folder" in err
     err = refused(tiny_checkpoint, good, *root, "--mode", "finetune", "--finetune-data", str(plain))
     assert "--finetune-data: " in err
+    mine = tmp_path / "mine"  # an unrelated folder that happens to hold a metrics.json
+    mine.mkdir()
+    (mine / "metrics.json").write_text("my own numbers")
+    err = refused(tiny_checkpoint, good, *root, out=mine)
+    assert "--out" in err and "not a `vtp eval` output" in err
+    assert (mine / "metrics.json").read_text() == "my own numbers"
+    err = refused(tiny_checkpoint, good, *root, "--set", "stride=abc")
+    assert "--set stride='abc'" in err and "of type int" in err
     assert out_file.read_text() == "keep me" and not marker.exists()
     assert not (tmp_path / "out" / "test-shards").exists(), "nothing sharded for a refusal"
 
@@ -243,6 +251,8 @@ def test_a_corrupt_clip_is_skipped_and_logged(tmp_path, train_shards):  # noqa: 
     batches = [json.loads(line) for line in (tmp_path / "batches.jsonl").read_text().splitlines()]
     assert all(len(b["keys"]) == 4 for b in batches), "a batch came up short"
     assert key not in {k for b in batches for k in b["keys"]}
+    card = json.loads(next((tmp_path / "ckpt").rglob("run_card.json")).read_text())
+    assert "undecodable video" in card["bad_samples"][key]
 
 
 def test_bad_sample_budget_counts_distinct_keys_and_stops_past_it():
