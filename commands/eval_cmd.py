@@ -98,7 +98,8 @@ def _check_setting_types(settings: dict) -> None:
         else:
             fits = True
         if not fits:
-            raise UsageError(f"--set {key}={value!r}: {key} takes a value of type {type(default).__name__} "
+            kind = type(default).__name__
+            raise UsageError(f"--set {key}={value!r}: {key} takes a value of type {kind} "
                              f"(default {default!r})")
 
 

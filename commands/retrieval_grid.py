@@ -120,7 +120,9 @@ def retrieval_grid(checkpoint: str | Path, shards: Path, test_json: Path, out: P
     by_key = {str(e.get("video_id") or Path(e["video"]).stem): e["caption"] for e in entries}
     captions = [by_key.get(k, "") for k in keys]
     rng = np.random.default_rng(seed)
-    queries = sorted(rng.choice(len(keys), size=min(num_queries, len(keys)), replace=False).tolist())
+    count = min(num_queries, len(keys))
+    queries = sorted(rng.choice(len(keys), size=count, replace=False).tolist())
     plot_retrieval_grid(videos, sims, captions, queries, out)
-    ranks = [int(torch.argsort(sims[q], descending=True).tolist().index(q)) + 1 for q in queries]
+    order = [torch.argsort(sims[q], descending=True).tolist() for q in queries]
+    ranks = [ranked.index(q) + 1 for ranked, q in zip(order, queries, strict=True)]
     return {"png": str(out), "queries": [captions[q] for q in queries], "ranks": ranks}
