@@ -83,7 +83,7 @@ def reconstruct(model, batch: Mapping[str, torch.Tensor],
     return tuple(out)
 
 
-def _strip(video: torch.Tensor, frames: list[int]) -> np.ndarray:
+def frame_strip(video: torch.Tensor, frames: list[int]) -> np.ndarray:
     """(C, T, H, W) -> (H, len(frames) * (W + 1), C): chosen frames side by side."""
     parts = []
     for t in frames:
@@ -116,21 +116,22 @@ def plot_reconstructions(masked: torch.Tensor, recon: torch.Tensor, target: torc
         for col, (name, video) in enumerate((("masked input", masked), ("reconstruction", recon),
                                              ("target", target))):
             ax = axes[row, col]
-            ax.imshow(_strip(video[row], frames), interpolation="nearest")
+            ax.imshow(frame_strip(video[row], frames), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(f"{name} (frames {', '.join(map(str, frames))})", fontsize=8)
         if captions:
-            axes[row, 0].set_ylabel("\n".join(_wrap(captions[row], 28)), fontsize=6, rotation=0,
-                                    ha="right", va="center")
+            label = "\n".join(wrap_lines(captions[row], 28))
+            axes[row, 0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
 
 
-def _wrap(text: str, width: int) -> list[str]:
+def wrap_lines(text: str, width: int) -> list[str]:
+    """Up to three lines of at most ``width`` characters, broken between words."""
     lines, line = [], ""
     for word in text.split():
         if line and len(line) + 1 + len(word) > width:

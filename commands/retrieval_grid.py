@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from commands.figures import frame_strip, wrap_lines
+
 __all__ = ["rank_clips", "plot_retrieval_grid", "retrieval_grid"]
 
 
@@ -49,15 +51,6 @@ def rank_clips(checkpoint: str | Path, shards: Path, batch_size: int = 32):
     return keys, torch.cat(videos), t @ v.T
 
 
-def _strip(video: torch.Tensor, frames: list[int]) -> np.ndarray:
-    """(C, T, H, W) -> (H, frames * (W + 1) - 1, C): the chosen frames side by side."""
-    parts = []
-    for t in frames:
-        img = video[:, t].permute(1, 2, 0).numpy()
-        parts += [img, np.ones((img.shape[0], 1, 3))]
-    return np.concatenate(parts[:-1], axis=1)
-
-
 def plot_retrieval_grid(videos: torch.Tensor, sims: torch.Tensor, captions: list[str],
                         queries: list[int], out: Path, k: int = 5, frames_shown: int = 3) -> Path:
     """Rows = ``queries`` (indices into captions), columns = the top-``k`` clips by ``sims``.
@@ -78,7 +71,7 @@ def plot_retrieval_grid(videos: torch.Tensor, sims: torch.Tensor, captions: list
         rank = order.index(q) + 1
         for col, clip in enumerate(order[:k]):
             ax = axes[row, col]
-            ax.imshow(_strip(videos[clip], frames), interpolation="nearest")
+            ax.imshow(frame_strip(videos[clip], frames), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             hit = clip == q
@@ -86,8 +79,8 @@ def plot_retrieval_grid(videos: torch.Tensor, sims: torch.Tensor, captions: list
                 spine.set_edgecolor("limegreen" if hit else "lightgrey")
                 spine.set_linewidth(4 if hit else 1)
             ax.set_title(_short(captions[clip]), fontsize=5, color="green" if hit else "black")
-        axes[row, 0].set_ylabel(f"{_wrap(captions[q], 30)}\n(true clip: rank {rank})", fontsize=6,
-                                rotation=0, ha="right", va="center")
+        label = "\n".join([*wrap_lines(captions[q], 30), f"(true clip: rank {rank})"])
+        axes[row, 0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
     fig.suptitle(f"held-out text-to-video retrieval: top {k} clips per caption "
                  f"(frames {', '.join(map(str, frames))}; green = the captioned clip)", fontsize=8)
     fig.tight_layout()
@@ -97,18 +90,7 @@ def plot_retrieval_grid(videos: torch.Tensor, sims: torch.Tensor, captions: list
 
 
 def _short(caption: str) -> str:
-    return _wrap(caption.replace(" on a ", " / "), 40)
-
-
-def _wrap(text: str, width: int) -> str:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line][:3])
+    return "\n".join(wrap_lines(caption.replace(" on a ", " / "), 40))
 
 
 def retrieval_grid(checkpoint: str | Path, shards: Path, test_json: Path, out: Path,
