@@ -7,6 +7,7 @@ the batch builder draw a fresh but reproducible view of a sample every epoch.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +69,31 @@ class MdsSource(StreamingDataset):
 
 
 def _index_has_hash(local: str, remote: str, algo: str) -> bool:
-    """Whether the MDS index (local copy, else a local remote) lists ``algo`` hashes."""
-    for folder in (local, remote):
-        index = Path(folder) / "index.json"
-        if "://" not in str(folder) and index.is_file():
-            shards = json.loads(index.read_text()).get("shards") or []
-            return bool(shards) and all(algo in (s.get("raw_data") or {}).get("hashes", {})
-                                        for s in shards)
-    return False  # no index here yet: shards from before hashes must still load
+    """Whether the MDS index (local copy, else the remote's) lists ``algo`` hashes for every
+    shard; an index that cannot be read says no (Streaming then reports it itself)."""
+    index = _read_index(local, remote)
+    shards = (index or {}).get("shards") or []
+    return bool(shards) and all(algo in (s.get("raw_data") or {}).get("hashes", {})
+                                for s in shards)
+
+
+def _read_index(local: str, remote: str) -> dict | None:
+    if (Path(local) / "index.json").is_file():
+        return json.loads((Path(local) / "index.json").read_text())
+    if "://" not in str(remote):
+        path = Path(remote) / "index.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+    if not str(remote).startswith("s3://"):
+        return None
+    from pipeline.storage import download, join
+
+    # Read into a scratch file, not the cache: Streaming places its own copy there.
+    with tempfile.TemporaryDirectory(prefix="vtp-index-") as scratch:
+        try:
+            download(join(str(remote), "index.json"), Path(scratch) / "index.json", attempts=2)
+            return json.loads((Path(scratch) / "index.json").read_text())
+        except (OSError, ValueError):
+            return None
 
 
 def first_meta_mds(source: MdsSource) -> dict:

@@ -61,3 +61,26 @@ def test_train_streams_from_the_bucket_and_resumes_after_kill(s3, tmp_path, trai
     cached = {str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()}
     assert "index.json" in cached and any(n.endswith(".mds") for n in cached), cached
     assert cached <= set(shipped), f"cache holds files the bucket does not: {cached - set(shipped)}"
+
+
+def test_damaged_shard_in_a_bucket_is_caught_by_its_hash_on_first_read(s3, tmp_path):
+    """The index is read from the bucket before Streaming starts, so a fresh cache still
+    checks what it downloads against the sha1 `vtp shard` wrote (issue 13, item 12)."""
+    import json
+
+    from pipeline.sources import MdsSource
+    from tools.shard.writers import write_mds, write_mds_index
+
+    folder = tmp_path / "mds"
+    samples = [{"key": f"k{i}", "video": bytes([i]) * 200, "caption": "c", "meta": {"i": i}}
+               for i in range(3)]
+    write_mds(folder / "g0", samples)
+    write_mds_index(folder, ["g0"])
+    shard = json.loads((folder / "index.json").read_text())["shards"][0]["raw_data"]
+    data = bytearray((folder / shard["basename"]).read_bytes())
+    data[-10] ^= 0xFF  # damage: one byte of the last sample's record
+    (folder / shard["basename"]).write_bytes(bytes(data))
+    remote = f"s3://{s3.new_bucket()}/mds"
+    upload_folder(folder, remote)
+    copied = MdsSource(str(tmp_path / "cache"), remote, 1, False, 0)[1]
+    assert "error" in copied and "Checksum failure" in copied["error"]
