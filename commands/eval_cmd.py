@@ -58,9 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds fine-tuning (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="load a checkpoint that needs full unpickling; this runs code "
-                             "from the file, so only for checkpoints you trust")
 
 
 def _settings(pairs: list[str]) -> dict:
@@ -210,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, device=args.device, codec=args.codec,
                             short_side=args.short_side, workers=args.workers,
                             video_root=args.video_root, settings=_settings(args.set),
-                            finetune=finetune, seed=args.seed, trust_pickle=args.trust_pickle)
+                            finetune=finetune, seed=args.seed)
         metrics = evaluate_checkpoint(args.checkpoint, config, progress=not args.no_progress)
     except (RecipeError, ValueError, FileNotFoundError, CorruptSampleError) as err:
         raise UsageError(str(err)) from err

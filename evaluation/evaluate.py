@@ -63,8 +63,6 @@ class EvalConfig:
             recipes.data_settings.DataSettings).
         finetune: the fine-tuning run of ``mode="finetune"``.
         seed: seeds fine-tuning (evaluation itself draws nothing at random).
-        trust_pickle: load a checkpoint that needs full unpickling (runs code from the file;
-            see recipes.checkpoint.read_checkpoint).
     """
 
     data: str
@@ -82,7 +80,6 @@ class EvalConfig:
     settings: dict = field(default_factory=dict)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     seed: int = 0
-    trust_pickle: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("zero-shot", "finetune"):
@@ -203,7 +200,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
     """
     out, device = Path(cfg.out), cfg.resolved_device()
     out.mkdir(parents=True, exist_ok=True)
-    stored = read_checkpoint(checkpoint, cfg.trust_pickle)
+    stored = read_checkpoint(checkpoint)
     model = load_trained_model(checkpoint, checkpoint=stored)
     settings = load_data_settings(checkpoint, checkpoint=stored)
     del stored  # optimizer state and all: only the model is kept

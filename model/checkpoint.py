@@ -65,20 +65,18 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _read_torch_file(path: Path, trust_pickle: bool) -> dict:
+def _read_torch_file(path: Path) -> dict:
     # VideoMAE checkpoints pickle their argparse Namespace next to the weights.
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # the weights-only loader refused something
-        if not trust_pickle:
-            raise ValueError(
-                f"{path} holds objects beyond tensors and argparse.Namespace ({err}); "
-                "if you trust the file, pass trust_pickle=True") from err
+        raise ValueError(
+            f"{path} holds objects beyond tensors and argparse.Namespace ({err}); vtp never "
+            "unpickles code: convert a file you trust to a state dict of tensors") from err
     except Exception as err:  # torch raises RuntimeError, EOFError, ... for damaged files
         raise ValueError(f"{path} is truncated or not a torch checkpoint "
                          f"({type(err).__name__}: {err})") from err
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _unwrap(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -98,8 +96,8 @@ def _apply(model: nn.Module, tensors: dict[str, torch.Tensor], report: LoadRepor
     return report
 
 
-def load_videomae_checkpoint(model: UnifiedMAE, path: str | Path, *, strict: bool = False,
-                             trust_pickle: bool = False) -> LoadReport:
+def load_videomae_checkpoint(model: UnifiedMAE, path: str | Path, *,
+                             strict: bool = False) -> LoadReport:
     """Load a VideoMAE pretraining checkpoint (``.pth``) into the video encoder and decoder.
 
     Official keys (``encoder.patch_embed.proj``, ``encoder.blocks.N.*``, ``encoder.norm``,
@@ -111,11 +109,9 @@ def load_videomae_checkpoint(model: UnifiedMAE, path: str | Path, *, strict: boo
         model: the model to fill in place.
         path: the ``.pth`` file (a dict with ``model``, or a bare state dict).
         strict: raise if any key is skipped or missing.
-        trust_pickle: allow full unpickling when the file holds more than tensors (runs code
-            from the file: only for files you trust).
     """
     path = Path(path)
-    source = _unwrap(_read_torch_file(path, trust_pickle))
+    source = _unwrap(_read_torch_file(path))
     own = model.state_dict()
     scope = [k for k in own if k.startswith(VIDEOMAE_SCOPE)]
     report, tensors = LoadReport(str(path)), {}

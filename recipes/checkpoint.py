@@ -7,7 +7,7 @@ checkpoint is enough to rebuild the trained :class:`model.UnifiedMAE`.
 Checkpoints are files users hand us, so they are read with torch's weights-only unpickler,
 which builds tensors and plain data and never calls code named in the file. Composer adds a
 few plain types to that (timestamps, numpy RNG state, torch's version string), allowed here
-by name; a file that needs anything else is refused unless the caller trusts it explicitly.
+by name; a file that needs anything else is refused (vtp never unpickles code).
 """
 
 from __future__ import annotations
@@ -52,18 +52,20 @@ def _unsafe_detail(message: str) -> str | None:
     return None
 
 
-def read_checkpoint(path: str | Path, trust_pickle: bool = False, mmap: bool = False) -> dict:
+UNPICKLE_ADVICE = ("vtp never unpickles code from a file; if you trust where it came from, "
+                   "convert it yourself to a state dict of tensors (or safetensors)")
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     """The checkpoint at ``path`` as a dict, loaded without running code from it.
 
     Args:
         path: a ``torch.save`` file (a Composer checkpoint, usually).
-        trust_pickle: allow full unpickling for a file that needs more than the weights-only
-            loader builds. That runs whatever code the file names: only for files you trust.
         mmap: map tensor storage instead of reading it (for a check that needs no weights).
 
     Raises:
         CheckpointError: the file is missing, truncated or corrupt, or holds objects that only
-            full unpickling could build (the message says how to load it knowingly).
+            full unpickling could build (the message says how to convert it knowingly).
     """
     path = Path(path)
     if not path.is_file():
@@ -79,30 +81,26 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False, mmap: bool = F
         if detail is None:
             raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint "
                                   f"({_first_line(err)})") from err
-        if not trust_pickle:
-            raise CheckpointError(
-                f"checkpoint {path} was not loaded: {detail}, and building it could run code "
-                "from the file (a weights-only load refuses it). If you trust where the file "
-                "came from, load it knowingly: `vtp eval --trust-pickle`, "
-                "`vtp train trainer.trust_pickle=true`, or trust_pickle=True in Python") from err
+        raise CheckpointError(
+            f"checkpoint {path} was not loaded: {detail}, and building it could run code from "
+            f"the file (a weights-only load refuses it). {UNPICKLE_ADVICE}") from err
     except Exception as err:  # torch raises RuntimeError, EOFError, ... for damaged files
         why = _first_line(err) if str(err).strip() else "the file ends too early"
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
                               f"({type(err).__name__}: {why})") from err
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def check_checkpoints_to_load(recipe, rank: int = 0) -> None:
     """Reads the checkpoint a training run would load (``trainer.load_path``, or autoresume's
     latest in ``trainer.save_folder``) with the weights-only loader: Composer itself unpickles
-    with code execution allowed, so a file that needs that must be trusted explicitly.
+    with code execution allowed, so a file that would need that is refused here first.
 
     Args:
         recipe: a validated :class:`recipes.config.RecipeConfig`.
         rank: this process's rank (autoresume reads ``latest-rank{rank}.pt``).
 
     Raises:
-        RecipeError: naming the file and ``trainer.trust_pickle``.
+        RecipeError: naming the file and why it was refused.
     """
     from recipes.fields import RecipeError
     from recipes.preflight import filled
@@ -115,9 +113,9 @@ def check_checkpoints_to_load(recipe, rank: int = 0) -> None:
     for path in paths:
         if Path(path).is_file():
             try:
-                read_checkpoint(path, t.trust_pickle, mmap=True)
+                read_checkpoint(path, mmap=True)
             except CheckpointError as err:
-                raise RecipeError(str(err).replace("`vtp eval --trust-pickle`, ", "")) from err
+                raise RecipeError(str(err)) from err
 
 
 def _first_line(err: Exception) -> str:
@@ -143,24 +141,22 @@ def checkpoint_batches(checkpoint: dict) -> int | None:
     return int(batch) if isinstance(batch, int) else None
 
 
-def load_data_settings(path: str | Path, trust_pickle: bool = False,
-                       checkpoint: dict | None = None) -> dict:
+def load_data_settings(path: str | Path, checkpoint: dict | None = None) -> dict:
     """The checkpoint's :class:`DataSettings` as a dict, defaults filled in for settings an
     older checkpoint did not record. ``checkpoint`` is the already-read file, if the caller
     has it."""
     if checkpoint is None:
-        checkpoint = read_checkpoint(path, trust_pickle)
+        checkpoint = read_checkpoint(path)
     return asdict(DataSettings.from_dict(_extra_state(checkpoint).get("data_settings") or {}))
 
 
 def load_trained_model(path: str | Path, config: ModelConfig | None = None,
-                       trust_pickle: bool = False, checkpoint: dict | None = None) -> UnifiedMAE:
+                       checkpoint: dict | None = None) -> UnifiedMAE:
     """The UnifiedMAE of a `vtp train` checkpoint, in eval mode, on the CPU.
 
     Args:
         path: a Composer checkpoint (``ep*-ba*-rank0.pt`` or ``latest-rank0.pt``).
         config: the model configuration, needed only for checkpoints that do not carry it.
-        trust_pickle: see :func:`read_checkpoint`.
         checkpoint: the already-read file, if the caller has it (``path`` then only names it).
 
     Raises:
@@ -169,7 +165,7 @@ def load_trained_model(path: str | Path, config: ModelConfig | None = None,
             configuration and none was given.
     """
     if checkpoint is None:
-        checkpoint = read_checkpoint(path, trust_pickle)
+        checkpoint = read_checkpoint(path)
     state = _model_state(checkpoint)
     if state is None:
         raise CheckpointError(f"{path} is not a Composer training checkpoint (no state.model)")

@@ -115,8 +115,6 @@ class TrainerConfig:
         save_num_checkpoints_to_keep: -1 keeps all.
         autoresume: resume from the latest checkpoint in ``save_folder`` (needs ``run_name``).
         load_path: a checkpoint to start from (ignored when autoresume finds one).
-        trust_pickle: load ``load_path`` (or the autoresume checkpoint) even when it needs full
-            unpickling, which runs code from the file; only for checkpoints you trust.
         clip_grad_norm: gradient clipping threshold; None (SimVTP) clips nothing.
         torch_threads: intra-op CPU threads of torch in each process; None keeps torch's
             default (all cores). On small CPUs 1 leaves the other cores to DALI's decoders:
@@ -133,7 +131,6 @@ class TrainerConfig:
     save_num_checkpoints_to_keep: int = -1
     autoresume: bool = False
     load_path: str | None = None
-    trust_pickle: bool = False
     clip_grad_norm: float | None = None
     torch_threads: int | None = None
 
