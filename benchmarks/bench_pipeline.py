@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.measure import measure
-from tools.shard import ShardConfig, TranscodeOptions, WorkItem, load_items, shard
+from tools.shard import TranscodeOptions, WorkItem, load_items, shard_items
 
 SYNTH_CLIPS = 16
 REAL_COPIES = 4
@@ -82,8 +82,7 @@ def _options(fields: dict) -> TranscodeOptions:
 
 def _shard(items: list[WorkItem], out: Path, options: TranscodeOptions) -> int:
     """Shards ``items``; returns bytes per clip."""
-    summary = shard(items, ShardConfig(out=out, format="mds", workers=CORES, transcode=options,
-                                       progress=False))
+    summary = shard_items(items, out, options, CORES, progress=False)
     if summary["ok"] != len(items):
         raise RuntimeError(f"only {summary['ok']} of {len(items)} clips sharded: {summary}")
     return summary["bytes"] // len(items)

@@ -168,13 +168,10 @@ def subset_stage(work: Path, cfg: DemoConfig) -> dict:
 def shard_stage(work: Path, cfg: DemoConfig, subset: Path) -> dict:
     """Transcodes the subset's clips to ``cfg.codec`` MDS shards, each clip probed and
     decoded before it is written (`vtp shard`)."""
-    from tools.shard import ShardConfig, TranscodeOptions, load_items, shard
+    from tools.shard import shard_manifest
 
-    items, dropped = load_items(subset, work / "synth" / "videos", None)
-    options = TranscodeOptions(codec=cfg.codec, short_side=cfg.short_side)
-    summary = shard(items, ShardConfig(out=work / "shards", format="mds", transcode=options,
-                                       workers=cfg.workers))
-    return {**summary, "dropped_upstream": dropped}
+    return shard_manifest(subset, work / "synth" / "videos", work / "shards", cfg.codec,
+                          cfg.short_side, cfg.workers)
 
 
 def build_demo_data(work: Path, cfg: DemoConfig, progress: Callable[[str], None] | None = None) -> DemoData:

@@ -101,13 +101,12 @@ def prepare_test_shards(json_path: Path, out: Path, codec: str, short_side: int 
     Returns:
         (shard folder, the shard summary with its ok/failed counts).
     """
-    from tools.shard import ShardConfig, TranscodeOptions, shard
+    from tools.shard import TranscodeOptions, shard_items
 
     items = test_items(json_path, video_root)
     check_usable(items, json_path, video_root)
     options = TranscodeOptions(codec=codec, short_side=short_side)
-    config = ShardConfig(out=out, format="mds", transcode=options, workers=workers)
-    return out, shard(items, config)
+    return out, shard_items(items, out, options, workers)
 
 
 @torch.no_grad()

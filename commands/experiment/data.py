@@ -125,12 +125,10 @@ def _subsets(captions: Path, out: Path, fractions: tuple[float, ...]) -> dict[fl
 
 
 def _shard(manifest: Path, video_root: Path, out: Path, cfg) -> tuple[Path, int]:
-    from tools.shard import ShardConfig, TranscodeOptions, load_items, shard
+    from tools.shard import shard_manifest
 
-    items, _ = load_items(manifest, video_root, None)
-    print(f"\n==> experiment data: shard {manifest.name} ({len(items)} clips) -> {out}", flush=True)
-    options = TranscodeOptions(codec=cfg.codec, short_side=cfg.short_side)
-    summary = shard(items, ShardConfig(out=out, format="mds", transcode=options, workers=cfg.workers))
+    print(f"\n==> experiment data: shard {manifest.name} -> {out}", flush=True)
+    summary = shard_manifest(manifest, video_root, out, cfg.codec, cfg.short_side, cfg.workers)
     if not summary["ok"]:
         raise RuntimeError(f"sharding {manifest} left no clip; see {out / 'manifest.parquet'}")
     return out, int(summary["ok"])

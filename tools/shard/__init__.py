@@ -27,7 +27,7 @@ from tools.shard.transcode import CODECS, TranscodeOptions
 from tools.shard.writers import FORMATS
 
 __all__ = ["ShardConfig", "TranscodeOptions", "WorkItem", "load_items", "shard",
-           "add_arguments", "run"]
+           "shard_items", "shard_manifest", "add_arguments", "run"]
 
 
 def __getattr__(name: str):
@@ -124,6 +124,35 @@ def load_items(manifest: Path | None, video_root: Path | str | None,
         raise InputError(f"manifest {manifest} does not exist")
     items, dropped = manifest_items(manifest, video_root, locate)
     return mark_duplicates(items), dropped
+
+
+def shard_items(items: list[WorkItem], out: Path, options: TranscodeOptions, workers: int,
+                progress: bool = True) -> dict:
+    """Shards ``items`` into MDS shards under ``out`` (resumable: a finished run is reused).
+
+    Returns:
+        ``shard``'s summary (inputs, ok, failed, bytes, complete, ...).
+    """
+    from tools.shard.runner import ShardConfig, shard
+
+    config = ShardConfig(out=out, format="mds", transcode=options, workers=workers,
+                         progress=progress)
+    return shard(items, config)
+
+
+def shard_manifest(manifest: Path, video_root: Path, out: Path, codec: str,
+                   short_side: int | None, workers: int) -> dict:
+    """In-process ``vtp shard MANIFEST --video-root ROOT --format mds --codec --short-side``.
+
+    Returns:
+        ``shard``'s summary, plus ``dropped_upstream`` (rows skipped for their drop_reason).
+
+    Raises:
+        InputError: an unusable manifest or video root.
+    """
+    items, dropped = load_items(manifest, video_root, None)
+    options = TranscodeOptions(codec=codec, short_side=short_side)
+    return {**shard_items(items, out, options, workers), "dropped_upstream": dropped}
 
 
 def run(args: argparse.Namespace) -> int:
