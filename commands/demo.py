@@ -97,7 +97,7 @@ SIZES: dict[str, DemoConfig] = {
     # median rank near 6 of 40 (chance 12.5% and 20), tests/test_demo.py asserts a margin.
     "small": DemoConfig(num_clips=300, num_test=40, preset="easy", fps=8, width=64, height=48,
                         steps=200, recon_clips=2,
-                        overrides=("model.video_mask_ratio=0.5", "model.text_mask_prob=0.3")),
+                        overrides=("model.video_mask_ratio=0.5", "model.text_mask_ratio=0.3")),
 }
 
 
@@ -343,7 +343,7 @@ def _held_out_reconstructions(checkpoint: str, shards: Path, test_json: Path, co
                             settings)
     data = replace(data, shuffle=False, drop_last=False, view=0,
                    video_mask_ratio=model.config.video_mask_ratio,
-                   text_mask_ratio=model.config.text_mask_prob)
+                   text_mask_ratio=model.config.text_mask_ratio)
     loader = torch.utils.data.DataLoader(build_source(data), batch_size=count,
                                          collate_fn=BatchBuilder(data))
     batch = next(iter(loader))

@@ -82,7 +82,7 @@ def _batch(model, shards: Path, settings: dict, num: int, ratio: float, seed: in
     cfg = EvalConfig(data=str(shards), out="", batch_size=num, seed=seed)
     data = eval_data_config(model, shards, cfg, settings)
     data = replace(data, shuffle=False, drop_last=False, view=0, device=device,
-                   video_mask_ratio=ratio, text_mask_ratio=model.config.text_mask_prob)
+                   video_mask_ratio=ratio, text_mask_ratio=model.config.text_mask_ratio)
     loader = torch.utils.data.DataLoader(build_source(data), batch_size=num,
                                          collate_fn=BatchBuilder(data))
     batch = next(iter(loader))

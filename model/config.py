@@ -14,7 +14,11 @@ from typing import Any, Literal
 
 from pipeline.config import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["ModelConfig", "model_config", "MODEL_SIZES"]
+__all__ = ["ModelConfig", "model_config", "MODEL_SIZES", "RENAMED_KEYS"]
+
+# old ModelConfig key -> its new name. Checkpoints keep the config they were written with, so
+# ModelConfig.from_dict still reads the old names; recipes must use the new ones.
+RENAMED_KEYS = {"text_mask_prob": "text_mask_ratio"}  # one name per mask ratio, like DataConfig
 
 
 @dataclass(kw_only=True)
@@ -38,7 +42,7 @@ class ModelConfig:
         mean, std: the normalisation the input video carries (undone to build the target).
         video_mask_ratio: tube-mask ratio the data pipeline applies (the model reads the mask
             from the batch; this value sizes FLOP estimates and benchmarks).
-        text_mask_prob: MLM selection probability the data pipeline applies.
+        text_mask_ratio: MLM selection probability the data pipeline applies.
         mvm_weight, mlm_weight, vtc_weight, vtm_weight: loss weights; 0 switches a term off
             (its passes are then skipped).
         vtc_temperature: initial (or fixed) VTC temperature, 0.05 as released.
@@ -77,7 +81,7 @@ class ModelConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     video_mask_ratio: float = 0.9
-    text_mask_prob: float = 0.75
+    text_mask_ratio: float = 0.75
     mvm_weight: float = 1.0
     mlm_weight: float = 1.0
     vtc_weight: float = 1.0
@@ -171,7 +175,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Build from a plain dict (json, YAML); unknown keys are an error that names them."""
+        """Build from a plain dict (json, YAML); unknown keys are an error that names them.
+        Keys in :data:`RENAMED_KEYS` are read under their new name (older checkpoints)."""
+        values = {RENAMED_KEYS.get(k, k): v for k, v in values.items()}
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown ModelConfig keys {unknown}")

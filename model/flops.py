@@ -31,12 +31,12 @@ def forward_flops(config: ModelConfig, *, num_visible: int | None = None, text_l
         config: the model configuration (its active terms decide which passes run).
         num_visible: visible tubes per sample (default: from ``config.video_mask_ratio``).
         text_len: padded text length (attention runs over padding too).
-        num_mlm: MLM-selected tokens per sample (default: ``text_mask_prob * text_len``).
+        num_mlm: MLM-selected tokens per sample (default: ``text_mask_ratio * text_len``).
     """
     c, terms = config, config.active_terms
     n = c.num_tokens
     nv = n - c.num_masked if num_visible is None else num_visible
-    num_mlm = c.text_mask_prob * text_len if num_mlm is None else num_mlm
+    num_mlm = c.text_mask_ratio * text_len if num_mlm is None else num_mlm
 
     def enc(tokens: int) -> float:
         return transformer_flops(tokens, c.width, c.depth, c.mlp_ratio)

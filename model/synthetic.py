@@ -49,7 +49,7 @@ def random_batch(config: ModelConfig, batch_size: int, *, text_len: int = 16,
     ids[:, 0] = CLS
     ids[torch.arange(batch_size), lengths - 1] = SEP
     special = (pos[None] == 0) | (pos[None] == lengths[:, None] - 1) | ~real
-    picked = (torch.rand(batch_size, text_len, generator=g) < config.text_mask_prob) & ~special
+    picked = (torch.rand(batch_size, text_len, generator=g) < config.text_mask_ratio) & ~special
     batch.update(
         text_ids=ids, text_mask=real.long(),
         mlm_ids=torch.where(picked, MASK, ids),

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from model.config import MODEL_SIZES, ModelConfig
+from model.config import MODEL_SIZES, RENAMED_KEYS, ModelConfig
 from pipeline.config import DataConfig
 from recipes.fields import RecipeError, apply_override, build
 
@@ -35,7 +35,7 @@ DERIVED_DATA_KEYS = {
     "image_size": "model.image_size",
     "tubelet": "model.tubelet",
     "video_mask_ratio": "model.video_mask_ratio",
-    "text_mask_ratio": "model.text_mask_prob",
+    "text_mask_ratio": "model.text_mask_ratio",
     "batch_size": "trainer.global_batch_size (divided by the number of processes)",
     "seed": "the top-level seed",
 }
@@ -405,6 +405,10 @@ def recipe_from_dict(raw: dict[str, Any]) -> RecipeConfig:
 
 def _model_section(section: Any) -> dict[str, Any]:
     section = dict(section or {})
+    renamed = sorted(RENAMED_KEYS.keys() & section.keys())
+    if renamed:
+        raise RecipeError(f"model.{renamed[0]} was renamed to model.{RENAMED_KEYS[renamed[0]]}; "
+                          "use the new name")
     size = section.pop("size", "base")
     if size not in MODEL_SIZES:
         raise RecipeError(f"model.size: {size!r} is not one of {sorted(MODEL_SIZES)}")
@@ -426,7 +430,7 @@ def _data_section(raw: dict[str, Any]) -> dict[str, Any]:
         "image_size": model.get("image_size", defaults.image_size),
         "tubelet": model.get("tubelet", defaults.tubelet),
         "video_mask_ratio": model.get("video_mask_ratio", defaults.video_mask_ratio),
-        "text_mask_ratio": model.get("text_mask_prob", defaults.text_mask_prob),
+        "text_mask_ratio": model.get("text_mask_ratio", defaults.text_mask_ratio),
         "batch_size": trainer.get("global_batch_size", TrainerConfig.global_batch_size),
         "seed": raw.get("seed", RecipeConfig.seed),
     }

@@ -33,7 +33,7 @@ from commands.experiment.runner import (
     result_path,
 )
 
-BASELINE = Setting(fraction=1.0, video_mask_ratio=0.75, text_mask_prob=0.45, losses="+VTC+VTM")
+BASELINE = Setting(fraction=1.0, video_mask_ratio=0.75, text_mask_ratio=0.45, losses="+VTC+VTM")
 
 
 def test_grid_shares_the_baseline_and_changes_one_factor_per_cell():
@@ -66,7 +66,7 @@ def test_the_baseline_is_the_recipe_and_its_values_join_the_axes():
     grid = grid_around_recipe(0.5, 0.45, seeds=(0, 1))
     assert grid.baseline == Setting(1.0, 0.5, 0.45, "+VTC+VTM")
     assert grid.video_mask_ratios == (0.5, 0.75, 0.9, 0.95)
-    assert grid.text_mask_probs == (0.15, 0.45, 0.75)  # already on the axis: not repeated
+    assert grid.text_mask_ratios == (0.15, 0.45, 0.75)  # already on the axis: not repeated
     cells, runs = expand(grid)
     assert len(cells) == 13 and len(runs) == 2 * 10
     with pytest.raises(ValueError, match="not among the video_mask axis"):
@@ -196,7 +196,7 @@ def test_overrides_set_each_factor_and_small_subsets_are_refused(tmp_path):
     found = overrides(Run(Setting(0.3, 0.9, 0.15, "+VTC"), 4), _paths(tmp_path), cfg)
     assert f"data.path={tmp_path / 'f0.3'}" in found
     for expected in ("seed=4", "trainer.max_duration=7ba", "model.video_mask_ratio=0.9",
-                     "model.text_mask_prob=0.15", "model.vtc_weight=2.0", "model.vtm_weight=0.0"):
+                     "model.text_mask_ratio=0.15", "model.vtc_weight=2.0", "model.vtm_weight=0.0"):
         assert expected in found
     small = DataPaths(train={0.1: tmp_path}, test=tmp_path, train_clips={0.1: 12}, test_clips=10)
     with pytest.raises(ValueError, match="12 clips, fewer than one batch of 16"):
@@ -230,7 +230,7 @@ def test_cli_dry_run_lists_the_grid_and_bad_input_is_a_usage_error(capsys):
     from recipes.config import load_recipe
 
     model = load_recipe("recipes/tiny-synthetic.yaml").model
-    cells, runs = expand(grid_around_recipe(model.video_mask_ratio, model.text_mask_prob,
+    cells, runs = expand(grid_around_recipe(model.video_mask_ratio, model.text_mask_ratio,
                                             seeds=(0, 1, 2), axes=("losses", "video_mask")))
     assert main(["experiment", "--dry-run", "--axes", "losses,video_mask", "--seeds", "0,1,2"]) == 0
     out = capsys.readouterr().out

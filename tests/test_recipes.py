@@ -93,6 +93,32 @@ def test_typo_override_fails_naming_the_key(key, section):
     assert f"'{bad}'" in str(err.value) and section in str(err.value)
 
 
+def test_renamed_model_key_fails_naming_the_new_one(tmp_path, capsys):
+    renamed = "model.text_mask_prob was renamed to model.text_mask_ratio"
+    with pytest.raises(RecipeError, match=renamed):
+        load_recipe(TINY, ["model.text_mask_prob=0.3"])
+    text = TINY.read_text().replace("  text_mask_ratio: 0.3", "  text_mask_prob: 0.3")
+    with pytest.raises(RecipeError, match=renamed):
+        load_recipe(_write(tmp_path, text))
+    with pytest.raises(SystemExit) as exit_info:
+        vtp_main(["train", str(TINY), "model.text_mask_prob=0.3"])
+    assert exit_info.value.code == 2 and renamed in capsys.readouterr().err
+
+
+def test_checkpoint_written_before_the_mask_key_rename_loads(tmp_path):
+    """Checkpoints keep the ModelConfig dict they were saved with, old key names included."""
+    from model import UnifiedMAE, model_config
+    from recipes.checkpoint import load_trained_model
+
+    model = UnifiedMAE(model_config("tiny", text_mask_ratio=0.3))
+    stored = model.config.to_dict()
+    stored["text_mask_prob"] = stored.pop("text_mask_ratio")
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state["_extra_state"] = {"model_config": stored, "data_settings": {}}
+    torch.save({"state": {"model": state}}, tmp_path / "old.pt")
+    assert load_trained_model(tmp_path / "old.pt").config == model.config
+
+
 def test_typo_in_yaml_file_fails_naming_the_key(tmp_path):
     text = TINY.read_text().replace("  weight_decay: 0.05", "  weight_decya: 0.05")
     with pytest.raises(RecipeError, match=r"'weight_decya' in section 'optimizer'.*'weight_decay'"):

@@ -51,7 +51,7 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         f"{', '.join(map(str, setup['seeds']))}; every other setting as in the recipe.",
         f"- Baseline: the recipe's own setting: all data, video mask "
         f"{setup['baseline']['video_mask_ratio']:g}, text mask "
-        f"{setup['baseline']['text_mask_prob']:g}, all four losses. The mask axes hold SimVTP's "
+        f"{setup['baseline']['text_mask_ratio']:g}, all four losses. The mask axes hold SimVTP's "
         "values plus the recipe's (tuned for `make demo`). Each axis changes one factor; cells "
         "equal to the baseline share its runs.",
         f"- Data: `vtp synth` {setup['num_clips']} training rows + {setup['test_clips']} held-out "

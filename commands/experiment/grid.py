@@ -20,7 +20,7 @@ LOSSES: dict[str, tuple[bool, bool]] = {
 AXES: dict[str, tuple[str, str]] = {
     "data": ("fraction", "(a) training data (share of the cleaned training set)"),
     "video_mask": ("video_mask_ratio", "(b) video mask ratio"),
-    "text_mask": ("text_mask_prob", "(c) text mask probability"),
+    "text_mask": ("text_mask_ratio", "(c) text mask probability"),
     "losses": ("losses", "(d) loss terms"),
 }
 
@@ -32,21 +32,21 @@ class Setting:
     Args:
         fraction: share of the training set (a nested `vtp subset` subset).
         video_mask_ratio: tube mask ratio (``model.video_mask_ratio``).
-        text_mask_prob: MLM masking probability (``model.text_mask_prob``).
+        text_mask_ratio: MLM masking probability (``model.text_mask_ratio``).
         losses: a key of :data:`LOSSES`.
     """
 
     fraction: float
     video_mask_ratio: float
-    text_mask_prob: float
+    text_mask_ratio: float
     losses: str = "+VTC+VTM"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
-        if not 0.0 < self.video_mask_ratio < 1.0 or not 0.0 < self.text_mask_prob < 1.0:
+        if not 0.0 < self.video_mask_ratio < 1.0 or not 0.0 < self.text_mask_ratio < 1.0:
             raise ValueError(f"mask ratios must be in (0, 1), got {self.video_mask_ratio}, "
-                             f"{self.text_mask_prob}")
+                             f"{self.text_mask_ratio}")
         if self.losses not in LOSSES:
             raise ValueError(f"losses must be one of {list(LOSSES)}, got {self.losses!r}")
 
@@ -54,7 +54,7 @@ class Setting:
     def slug(self) -> str:
         """A file-name-safe name, unique per setting."""
         losses = {"MVM+MLM": "mvm-mlm", "+VTC": "vtc", "+VTC+VTM": "vtc-vtm"}[self.losses]
-        return (f"f{self.fraction:g}-vm{self.video_mask_ratio:g}-tm{self.text_mask_prob:g}"
+        return (f"f{self.fraction:g}-vm{self.video_mask_ratio:g}-tm{self.text_mask_ratio:g}"
                 f"-{losses}")
 
 
@@ -86,7 +86,7 @@ class GridConfig:
 
     Args:
         baseline: the setting every axis starts from (its value must be on each axis).
-        fractions, video_mask_ratios, text_mask_probs, losses: the values of each axis.
+        fractions, video_mask_ratios, text_mask_ratios, losses: the values of each axis.
         seeds: training seeds; each cell reports mean and spread over them.
         axes: which axes to run (all by default).
     """
@@ -94,7 +94,7 @@ class GridConfig:
     baseline: Setting
     fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
     video_mask_ratios: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
-    text_mask_probs: tuple[float, ...] = (0.15, 0.45, 0.75)
+    text_mask_ratios: tuple[float, ...] = (0.15, 0.45, 0.75)
     losses: tuple[str, ...] = tuple(LOSSES)
     seeds: tuple[int, ...] = (0, 1, 2)
     axes: tuple[str, ...] = tuple(AXES)
@@ -113,24 +113,24 @@ class GridConfig:
 
     def values(self, axis: str) -> tuple:
         return {"data": self.fractions, "video_mask": self.video_mask_ratios,
-                "text_mask": self.text_mask_probs, "losses": self.losses}[axis]
+                "text_mask": self.text_mask_ratios, "losses": self.losses}[axis]
 
 
-def grid_around_recipe(video_mask_ratio: float, text_mask_prob: float,
+def grid_around_recipe(video_mask_ratio: float, text_mask_ratio: float,
                        **fields) -> GridConfig:
     """The grid whose baseline is the recipe's own setting: all data, all losses, the
     recipe's mask ratios, each added to its axis when it is not among the paper's values.
 
     Args:
-        video_mask_ratio, text_mask_prob: the recipe's ``model`` values.
+        video_mask_ratio, text_mask_ratio: the recipe's ``model`` values.
         fields: other `GridConfig` fields (seeds, axes, fractions).
     """
     baseline = Setting(fraction=1.0, video_mask_ratio=video_mask_ratio,
-                       text_mask_prob=text_mask_prob, losses="+VTC+VTM")
+                       text_mask_ratio=text_mask_ratio, losses="+VTC+VTM")
     video = tuple(sorted({*fields.pop("video_mask_ratios", GridConfig.video_mask_ratios),
                           video_mask_ratio}))
-    text = tuple(sorted({*fields.pop("text_mask_probs", GridConfig.text_mask_probs), text_mask_prob}))
-    return GridConfig(baseline=baseline, video_mask_ratios=video, text_mask_probs=text, **fields)
+    text = tuple(sorted({*fields.pop("text_mask_ratios", GridConfig.text_mask_ratios), text_mask_ratio}))
+    return GridConfig(baseline=baseline, video_mask_ratios=video, text_mask_ratios=text, **fields)
 
 
 def label(axis: str, value) -> str:

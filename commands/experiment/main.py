@@ -29,7 +29,7 @@ PUBLISHED_NAME = "EXPERIMENTS.md"
 
 def plan_grid(config: ExperimentConfig, recipe) -> tuple[GridConfig, list[Cell], list[Run]]:
     """The grid around the recipe's baseline, its cells and its deduplicated runs."""
-    grid = grid_around_recipe(recipe.model.video_mask_ratio, recipe.model.text_mask_prob,
+    grid = grid_around_recipe(recipe.model.video_mask_ratio, recipe.model.text_mask_ratio,
                               fractions=tuple(sorted(config.fractions)), seeds=config.seeds,
                               axes=config.axes)
     cells, runs = expand(grid)
@@ -104,7 +104,7 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
         "recipe_max_duration": recipe.trainer.max_duration, "batch_size": recipe.trainer.global_batch_size,
         "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
         "recipe_video_mask": recipe.model.video_mask_ratio,
-        "recipe_text_mask": recipe.model.text_mask_prob,
+        "recipe_text_mask": recipe.model.text_mask_ratio,
         "num_clips": plan.num_clips, "test_clips": data.test_clips, **data.facts,
         "train_clips": ", ".join(f"{f:.0%}: {n}" for f, n in sorted(data.train_clips.items())),
         "train_clips_by_fraction": {str(f): n for f, n in data.train_clips.items()},
