@@ -25,6 +25,7 @@ from evaluation.eval_inputs import check_usable, test_items
 from evaluation.retrieval import text_video_metrics
 from model import UnifiedMAE
 from pipeline import BatchBuilder, DataConfig
+from pipeline.config import short_side_for
 from pipeline.device import resolve_device
 from pipeline.loader import build_source
 from recipes.checkpoint import load_data_settings, load_trained_model, read_checkpoint
@@ -206,7 +207,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
     shards, failed = Path(cfg.data), 0
     if shards.suffix == ".json":
         codec = cfg.codec or ("h264" if device == "gpu" else "vp9")
-        side = cfg.short_side or 2 * round(model.config.image_size * 4 / 7)
+        side = cfg.short_side or short_side_for(model.config.image_size)
         shards, summary = prepare_test_shards(shards, out / "test-shards", codec, side,
                                               cfg.workers, cfg.video_root and Path(cfg.video_root))
         failed = summary["failed"]

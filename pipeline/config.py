@@ -14,6 +14,15 @@ MEAN_255 = tuple(m * 255 for m in IMAGENET_MEAN)
 STD_255 = tuple(s * 255 for s in IMAGENET_STD)
 
 
+def short_side_for(image_size: int) -> int:
+    """The short side to shard clips at for ``image_size`` px crops: 8/7 of the input, even.
+
+    ImageNet's (and VideoMAE's) 256 for 224 px crops: the crop scales sit on the short side,
+    and a centre crop keeps a margin. Even because H.264 and VP9 in 4:2:0 need even sizes.
+    """
+    return 2 * round(image_size * 4 / 7)
+
+
 @dataclass
 class DataConfig:
     """Everything the pipeline needs to turn shards into batch dicts.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import DataConfig
+from pipeline.config import DataConfig, short_side_for
 from pipeline.decode import multiscale_crop
 from pipeline.masks import video_mask
 from pipeline.samplers import frame_indices, sample_rng
@@ -55,6 +55,12 @@ def test_sparse_sampler_gives_runs_of_consecutive_frames_in_separate_segments():
         runs = _draw("sparse", 200, key=str(i)).reshape(4, 4)
         assert np.all(np.diff(runs, axis=1) == 1)
         assert np.all(runs[:, 0] // 50 == np.arange(4))
+
+
+def test_short_side_is_eight_sevenths_of_the_input_and_even():
+    assert short_side_for(224) == 256  # VideoMAE's resize before its 224 px crops
+    assert short_side_for(32) == 36
+    assert all(short_side_for(size) % 2 == 0 for size in range(8, 400))
 
 
 def test_multiscale_crop_uses_the_scales_and_stays_inside():

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHORT_SIDE_PER_224 = 256  # VideoMAE resizes the short side to 256 before its 224 px crops
+from pipeline.config import short_side_for
+
 DEFAULTS = {"gop": 32, "frame_step": 1, "short_side": None}
 
 
@@ -48,8 +49,7 @@ def recipe_settings(recipe: str | Path) -> dict:
         data = load_recipe(recipe).data
     except RecipeError as err:
         raise ValueError(str(err)) from err
-    short = SHORT_SIDE_PER_224 * data.image_size // 224
-    settings = {"short_side": short + short % 2}
+    settings = {"short_side": short_side_for(data.image_size)}
     if data.sampler == "dense" and data.stride > 1:
         settings.update(frame_step=data.stride, gop=data.num_frames)
     return settings
