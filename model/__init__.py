@@ -9,7 +9,6 @@ import importlib
 _EXPORTS = {
     "ModelConfig": "model.config", "model_config": "model.config", "UnifiedMAE": "model.unified",
     "flops_per_sample": "model.flops", "flops_per_batch": "model.flops",
-    "load_videomae_checkpoint": "model.checkpoint", "load_bert_embeddings": "model.checkpoint",
     "export_encoder": "model.checkpoint", "load_exported_encoder": "model.checkpoint",
     "gather_features": "model.losses", "vtc_loss": "model.losses",
 }

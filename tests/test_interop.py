@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
 from train_fixtures import train_shards  # noqa: F401  (session fixture)
 from transformers import BertConfig, BertModel, VideoMAEForPreTraining, VideoMAEModel
 
 from model import UnifiedMAE, model_config
+from model.config import ModelConfig
 from model.interop import (
     InitError,
     export_hf_videomae,
@@ -24,6 +27,7 @@ from model.interop import (
     init_text,
     init_video,
 )
+from model.layers import sinusoid_table
 
 TINY = dict(vocab_size=1000, max_text_len=32)
 
@@ -57,6 +61,38 @@ def hf_bert(width: int, seed: int = 0, positions: int = 64, vocab: int = 1000) -
 def clip(config, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(2, 3, config.num_frames, config.image_size, config.image_size, generator=g)
+
+
+def _release_block(prefix: str, dim: int, mlp: int) -> dict[str, tuple[int, ...]]:
+    # VideoMAE modeling_finetune.Block with qkv_bias=True and no layer scale (init_values=0).
+    return {
+        f"{prefix}.norm1.weight": (dim,), f"{prefix}.norm1.bias": (dim,),
+        f"{prefix}.attn.q_bias": (dim,), f"{prefix}.attn.v_bias": (dim,),
+        f"{prefix}.attn.qkv.weight": (3 * dim, dim),
+        f"{prefix}.attn.proj.weight": (dim, dim), f"{prefix}.attn.proj.bias": (dim,),
+        f"{prefix}.norm2.weight": (dim,), f"{prefix}.norm2.bias": (dim,),
+        f"{prefix}.mlp.fc1.weight": (mlp, dim), f"{prefix}.mlp.fc1.bias": (mlp,),
+        f"{prefix}.mlp.fc2.weight": (dim, mlp), f"{prefix}.mlp.fc2.bias": (dim,),
+    }
+
+
+def release_state_dict(c: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A PretrainVisionTransformer state dict with the release's key names, written out from
+    VideoMAE's modules rather than read off ours (a renamed parameter of ours shows)."""
+    shapes = {"encoder.patch_embed.proj.weight": (c.width, 3, *c.tubelet),
+              "encoder.patch_embed.proj.bias": (c.width,),
+              "encoder.norm.weight": (c.width,), "encoder.norm.bias": (c.width,),
+              "decoder.norm.weight": (c.decoder_width,), "decoder.norm.bias": (c.decoder_width,),
+              "decoder.head.weight": (c.tube_dim, c.decoder_width),
+              "decoder.head.bias": (c.tube_dim,),
+              "encoder_to_decoder.weight": (c.decoder_width, c.width),
+              "mask_token": (1, 1, c.decoder_width)}
+    for i in range(c.depth):
+        shapes.update(_release_block(f"encoder.blocks.{i}", c.width, 4 * c.width))
+    for i in range(c.decoder_depth):
+        shapes.update(_release_block(f"decoder.blocks.{i}", c.decoder_width, 4 * c.decoder_width))
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(s, generator=g) * 0.05 for k, s in shapes.items()}
 
 
 def vtp_encoder_out(model: UnifiedMAE, video: torch.Tensor) -> torch.Tensor:
@@ -119,6 +155,57 @@ def test_release_pth_with_training_state_gives_the_same_output(hf_dir, tmp_path)
     assert (vtp_encoder_out(model, video) - hf_encoder_out(hf, video)).abs().max() < 1e-4
     text = "\n".join(report.lines())
     assert "loaded 52 tensors into encoder.blocks" in text
+
+
+def test_release_pth_with_the_official_key_names_loads_every_tensor(tmp_path):
+    config = tiny_config()
+    state = release_state_dict(config)
+    path = tmp_path / "checkpoint-799.pth"
+    torch.save({"model": state, "epoch": 799, "args": argparse.Namespace(lr=1.5e-4)}, path)
+    model = UnifiedMAE(config)
+    text_before = model.encoder.text_embed.word_embeddings.weight.clone()
+    report = init_video(model, path)
+    assert sum(report.loaded.values()) == len(state) and not report.fresh
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items())
+    assert torch.equal(model.encoder.text_embed.word_embeddings.weight, text_before)  # fresh
+
+
+def test_release_position_table_is_set_aside_only_when_it_is_the_fixed_sinusoid(tmp_path):
+    config = tiny_config()
+    state = {f"module.{k}": v for k, v in release_state_dict(config).items()}  # DDP names
+    state["module.pos_embed"] = sinusoid_table(config.num_tokens, config.width)[None]
+    torch.save(state, tmp_path / "fixed.pth")
+    report = init_video(UnifiedMAE(config), tmp_path / "fixed.pth")
+    assert report.unused == {"fixed sinusoid position table (equal to ours)": 1}
+    state["module.pos_embed"] = torch.zeros(1, config.num_tokens, config.width)
+    torch.save(state, tmp_path / "learned.pth")
+    with pytest.raises(InitError, match="pos_embed: a position table .* not the fixed sinusoid"):
+        init_video(UnifiedMAE(config), tmp_path / "learned.pth")
+
+
+def test_block_matches_the_videomae_attention_formula(tmp_path):
+    config = tiny_config()
+    model = UnifiedMAE(config).eval()
+    state = release_state_dict(config, seed=3)
+    torch.save({"model": state}, tmp_path / "c.pth")
+    init_video(model, tmp_path / "c.pth")
+    p = {k.removeprefix("encoder.blocks.0."): v for k, v in state.items()
+         if k.startswith("encoder.blocks.0.")}
+    heads, width = config.num_heads, config.width
+    x0 = torch.randn(2, 5, width)
+    # VideoMAE modeling_finetune.Attention and Block, written out.
+    h = F.layer_norm(x0, (width,), p["norm1.weight"], p["norm1.bias"], eps=1e-6)
+    bias = torch.cat([p["attn.q_bias"], torch.zeros_like(p["attn.v_bias"]), p["attn.v_bias"]])
+    qkv = F.linear(h, p["attn.qkv.weight"], bias).reshape(2, 5, 3, heads, -1)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    attn = ((q * (width // heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+    x1 = x0 + F.linear((attn @ v).transpose(1, 2).reshape(2, 5, -1), p["attn.proj.weight"],
+                       p["attn.proj.bias"])
+    h = F.layer_norm(x1, (width,), p["norm2.weight"], p["norm2.bias"], eps=1e-6)
+    want = x1 + F.linear(F.gelu(F.linear(h, p["mlp.fc1.weight"], p["mlp.fc1.bias"])),
+                         p["mlp.fc2.weight"], p["mlp.fc2.bias"])
+    assert torch.allclose(model.encoder.blocks[0](x0), want, atol=1e-5)
 
 
 def test_video_only_transformers_model_leaves_the_decoder_fresh(tmp_path):
@@ -209,6 +296,27 @@ def test_bert_embeddings_equal_transformers(tmp_path):
         ours = model.encoder.embed_text(ids)
         theirs = bert.embeddings(input_ids=ids)
     assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_released_minilm_embeddings_load_into_a_width_384_model(bert_tokenizer_dir):
+    """A real released file (sentence-transformers' all-MiniLM-L6-v2, no ``bert.`` prefix)."""
+    config = model_config("tiny", width=384, num_heads=6, depth=1, decoder_depth=1,
+                          max_text_len=32)
+    model = UnifiedMAE(config)
+    report = init_text(model, bert_tokenizer_dir)
+    assert report.loaded == {"encoder.text_embed": 5}
+    assert any("first 32 of 512" in n for n in report.notes)
+    source = load_file(bert_tokenizer_dir / "model.safetensors")
+    emb = model.encoder.text_embed
+    assert torch.equal(emb.word_embeddings.weight, source["embeddings.word_embeddings.weight"])
+    assert torch.equal(emb.position_embeddings.weight,
+                       source["embeddings.position_embeddings.weight"][:32])
+    from transformers import AutoTokenizer
+
+    tokens = AutoTokenizer.from_pretrained(bert_tokenizer_dir)(
+        ["a dog runs on the beach", "aerial view of a city"], padding=True, return_tensors="pt")
+    feats = model.eval().encode_text(tokens["input_ids"], tokens["attention_mask"])
+    assert feats.shape == (2, 384) and torch.isfinite(feats).all()
 
 
 def test_bert_of_another_width_or_vocab_is_refused(tmp_path):
