@@ -71,7 +71,8 @@ def write_wds(samples: list[dict], out: Path, per_tar: int = 4) -> None:
                 _add(tar, f"{sample['key']}.{ext}", sample["video"])
                 _add(tar, f"{sample['key']}.txt", sample["caption"].encode())
                 _add(tar, f"{sample['key']}.json", json.dumps(sample["meta"]).encode())
-        subprocess.run([str(Path(sys.executable).parent / "wds2idx"), str(path), str(path.with_suffix(".idx"))], check=True,
+        wds2idx = Path(sys.executable).parent / "wds2idx"
+        subprocess.run([str(wds2idx), str(path), str(path.with_suffix(".idx"))], check=True,
                        capture_output=True)
 
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -64,7 +65,8 @@ def test_synth_bad_inputs(files, user, capsys, tmp_path):
     assert f"OUT_DIR {files['file']} is a file" in err
     for flag, value, words in [("--fps", "0", "fps"), ("--width", "0", "width and height"),
                                ("--num-test", "-1", "num_test"), ("--workers", "0", "workers"),
-                               ("--num-clips", "0", "num_clips"), ("--defect-rate", "2", "defect_rate")]:
+                               ("--num-clips", "0", "num_clips"),
+                               ("--defect-rate", "2", "defect_rate")]:
         err = _usage_error(["synth", tmp_path / "s", "--num-clips", "2", flag, value], capsys)
         assert words in err, (flag, err)
     assert not (tmp_path / "s").exists()
@@ -141,7 +143,8 @@ def test_shard_bad_inputs(files, capsys, tmp_path):
     assert "cannot read manifest" in _usage_error(
         ["shard", files["garbage"], "--video-root", videos, "--out", out], capsys)
     assert "no .tar files" in _usage_error(["shard", "--v2d-tars", videos, "--out", out], capsys)
-    err = _usage_error(["shard", files["header"], "--video-root", videos, "--out", files["file"]], capsys)
+    err = _usage_error(["shard", files["header"], "--video-root", videos, "--out", files["file"]],
+                       capsys)
     assert f"--out {files['file']} is a file" in err
     assert files["file"].read_text() == "x"
 
@@ -166,12 +169,14 @@ def test_shard_scratch_files_live_under_a_name_of_ours(files, tmp_path):
 def test_merge_bad_inputs(files, user, capsys, tmp_path):
     out = tmp_path / "m"
     assert "is not a folder" in _usage_error(["merge", files["file"], "--out", out], capsys)
-    assert "is not a finished `vtp shard` output" in _usage_error(["merge", user, "--out", out], capsys)
+    assert "is not a finished `vtp shard` output" in _usage_error(["merge", user, "--out", out],
+                                                                  capsys)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "settings.json").write_text("{not json")
     (broken / "summary.json").write_text("{}")
-    assert f"{broken} is not a `vtp shard` output" in _usage_error(["merge", broken, "--out", out], capsys)
+    err = _usage_error(["merge", broken, "--out", out], capsys)
+    assert f"{broken} is not a `vtp shard` output" in err
     (broken / "settings.json").write_text("[]")
     assert "lacks the fields" in _usage_error(["merge", broken, "--out", out], capsys)
     err = _usage_error(["merge", broken, "--out", files["file"]], capsys)
@@ -196,8 +201,8 @@ def test_help_shows_every_default(command):
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]
     for action in sub._actions:
-        if action.default not in (None, False) and action.option_strings and action.help != "==SUPPRESS==" \
-                and action.dest != "help":
+        if action.default not in (None, False) and action.option_strings \
+                and action.help != "==SUPPRESS==" and action.dest != "help":
             assert "default" in (action.help or ""), (command, action.option_strings)
 
 

@@ -47,7 +47,8 @@ def cleaned(dataset) -> pd.DataFrame:
     config = CleanConfig(workers=2, chunk_rows=600, progress=False)
     frame = clean_frame(read_webvid(dataset / "results.csv"), config).frame
     truth = pq.read_table(dataset / "ground_truth.parquet").to_pandas()
-    truth = truth[truth["split"] == "train"][["videoid", "caption_clean", "caption_defects", "dup_of", "lang"]]
+    columns = ["videoid", "caption_clean", "caption_defects", "dup_of", "lang"]
+    truth = truth[truth["split"] == "train"][columns]
     return frame.merge(truth.rename(columns={"lang": "true_lang"}), on="videoid", validate="1:1")
 
 
@@ -66,7 +67,8 @@ def test_text_defects_are_caught_by_their_rule(cleaned, kind):
     fired = cleaned["rules"].str.split(",").map(lambda names: RULE_OF_KIND[kind] in names)
     has = cleaned["caption_defects"].map(lambda d: kind in d)
     precision, recall = _precision_recall(fired, has)
-    assert (precision, recall) == (1.0, 1.0), f"{kind}: precision {precision:.3f} recall {recall:.3f}"
+    assert (precision, recall) == (1.0, 1.0), \
+        f"{kind}: precision {precision:.3f} recall {recall:.3f}"
 
 
 @pytest.mark.parametrize("kind", sorted(DROP_OF_KIND))
@@ -74,7 +76,8 @@ def test_drop_kinds_get_their_drop_reason(cleaned, kind):
     dropped = cleaned["drop_reason"] == DROP_OF_KIND[kind]
     has = cleaned["caption_defects"].map(lambda d: kind in d)
     precision, recall = _precision_recall(dropped.fillna(False), has)
-    assert (precision, recall) == (1.0, 1.0), f"{kind}: precision {precision:.3f} recall {recall:.3f}"
+    assert (precision, recall) == (1.0, 1.0), \
+        f"{kind}: precision {precision:.3f} recall {recall:.3f}"
 
 
 def _true_pairs(frame: pd.DataFrame) -> set[frozenset]:
@@ -102,14 +105,16 @@ def test_duplicates_share_a_group(cleaned):
     assert linked.sum() >= 20
     precision = len(predicted & truth) / max(len(predicted), 1)
     recall = len(predicted & truth) / max(len(truth), 1)
-    assert (precision, recall) == (1.0, 1.0), f"duplicate: precision {precision:.3f} recall {recall:.3f}"
+    assert (precision, recall) == (1.0, 1.0), \
+        f"duplicate: precision {precision:.3f} recall {recall:.3f}"
     assert cleaned["dup_group"].value_counts().min() >= 2  # no singleton groups
 
 
 def test_no_clean_caption_is_damaged_or_dropped(cleaned):
     should_keep = cleaned["caption_clean"].notna()
     kept = cleaned["drop_reason"].isna()
-    assert (should_keep == kept).all(), cleaned.loc[should_keep != kept, ["caption_raw", "drop_reason"]]
+    assert (should_keep == kept).all(), \
+        cleaned.loc[should_keep != kept, ["caption_raw", "drop_reason"]]
     damaged = cleaned[kept & (cleaned["caption"].map(_norm) != cleaned["caption_clean"].map(_norm))]
     assert damaged.empty, damaged[["caption_raw", "caption", "caption_clean"]].head().to_string()
 
@@ -133,21 +138,24 @@ def test_raw_captions_and_input_columns_are_kept(dataset, cleaned):
 def test_drop_duplicates_keeps_the_first_of_each_group(dataset):
     config = CleanConfig(workers=1, progress=False, drop_duplicates=True)
     frame = clean_frame(read_webvid(dataset / "results.csv"), config).frame
-    grouped = frame[frame["dup_group"].notna() & (frame["drop_reason"].isna() | (frame["drop_reason"] == "duplicate"))]
+    grouped = frame[frame["dup_group"].notna()
+                    & (frame["drop_reason"].isna() | (frame["drop_reason"] == "duplicate"))]
     for _, group in grouped.groupby("dup_group"):
         assert group["drop_reason"].isna().tolist() == [True] + [False] * (len(group) - 1)
     assert (frame["drop_reason"] == "duplicate").sum() >= 20
 
 
 @pytest.mark.parametrize(("raw", "expected", "rule"), [
-    ("A dog runs on the beach 4K UHD 1920x1080 60fps", "A dog runs on the beach", "resolution_tags"),
+    ("A dog runs on the beach 4K UHD 1920x1080 60fps", "A dog runs on the beach",
+     "resolution_tags"),
     ("Write to me@example.org about the cat video", "Write to about the cat video", "emails"),
     ("Follow @drone_pilot for aerial shots", "Follow for aerial shots", "handles"),
     ("<b>Sunset</b> over the sea", "Sunset over the sea", "html_tags"),
     ("Aerial view of city 123456789", "Aerial view of city", "digit_runs"),
     ("Ａｅｒｉａｌ view of the\u200b coast", "Aerial view of the coast", "unicode_nfkc"),
     ("Waves at sunset!!!   ...", "Waves at sunset!", "punctuation"),
-    ("A woman smiling, close up -- Royalty Free Stock Footage", "A woman smiling, close up", "stock_boilerplate"),
+    ("A woman smiling, close up -- Royalty Free Stock Footage", "A woman smiling, close up",
+     "stock_boilerplate"),
     ("Forest from above - example.com/clips", "Forest from above", "urls"),
     ("Barcelona skyline (HD) 00:00:12", "Barcelona skyline", "time_codes"),
 ])
@@ -157,8 +165,9 @@ def test_rules_on_hand_written_captions(raw, expected, rule):
     assert mask >> RULE_NAMES.index(rule) & 1
 
 
-@pytest.mark.parametrize("keep", ["20 years ago in Paris", "A man's hands", "Close-up of a 3D printer",
-                                  "Rock 'n' roll band on stage", "Dogs (two of them) running"])
+@pytest.mark.parametrize("keep", ["20 years ago in Paris", "A man's hands",
+                                  "Close-up of a 3D printer", "Rock 'n' roll band on stage",
+                                  "Dogs (two of them) running"])
 def test_ordinary_captions_are_left_alone(keep):
     assert clean_caption(keep) == (keep, 0)
 
@@ -182,7 +191,8 @@ def test_an_already_cleaned_table_is_refused():
 
 
 def test_durations_parse_iso_and_seconds():
-    values = pd.Series(["PT00H00M17S", "PT01H02M03S", "17", "12.5", "P1DT1S", "PT", "", None, "soon"])
+    values = pd.Series(["PT00H00M17S", "PT01H02M03S", "17", "12.5", "P1DT1S", "PT", "", None,
+                        "soon"])
     parsed = parse_duration(values).tolist()
     assert parsed[:5] == [17.0, 3723.0, 17.0, 12.5, 86401.0]
     assert all(pd.isna(v) for v in parsed[5:])
@@ -203,7 +213,8 @@ def test_cli_writes_table_report_and_plot(dataset, tmp_path):
     result = _vtp("clean", str(dataset / "results.csv"), "--out", str(tmp_path), "--workers", "1")
     assert result.returncode == 0, result.stderr
     table = pq.read_table(tmp_path / "captions.parquet")
-    assert table.column_names[:5] == ["videoid", "caption_raw", "caption", "drop_reason", "dup_group"]
+    assert table.column_names[:5] == ["videoid", "caption_raw", "caption", "drop_reason",
+                                      "dup_group"]
     assert {"contentUrl", "duration", "page_dir", "duration_s"} <= set(table.column_names)
     assert table.num_rows == CONFIG.num_clips
     report = (tmp_path / "clean_report.md").read_text()
@@ -216,7 +227,8 @@ def test_cli_writes_table_report_and_plot(dataset, tmp_path):
     assert summary["rows_per_second"] > 0
 
 
-@pytest.mark.parametrize("args", [("missing.csv",), ("notes.txt",), ("results.csv", "--min-words", "0"),
+@pytest.mark.parametrize("args", [("missing.csv",), ("notes.txt",),
+                                  ("results.csv", "--min-words", "0"),
                                   ("results.csv", "--lang-threshold", "2")])
 def test_cli_bad_input_is_a_usage_error(dataset, tmp_path, args):
     (tmp_path / "notes.txt").write_text("hello")
@@ -270,7 +282,8 @@ def test_compressed_csv_reads_like_plain(dataset, tmp_path):
 
 
 def test_parallel_and_serial_runs_agree(dataset, cleaned):
-    serial = clean_frame(read_webvid(dataset / "results.csv"), CleanConfig(workers=1, progress=False)).frame
+    serial = clean_frame(read_webvid(dataset / "results.csv"),
+                         CleanConfig(workers=1, progress=False)).frame
     # The fixture came out of a merge, which turns string columns into object ones.
     pd.testing.assert_frame_equal(serial, cleaned[serial.columns], check_dtype=False)
 

@@ -82,7 +82,8 @@ def test_demo_report_states_chance_and_the_held_out_check(demo_run):
     assert "chance" in report
     assert f"{metrics['chance_r1']:.2f}%" in report
     assert "pairs shared with training: **none**" in report
-    assert "![loss curves](loss_curves.png)" in report and "![reconstruction](reconstruction.png)" in report
+    assert "![loss curves](loss_curves.png)" in report
+    assert "![reconstruction](reconstruction.png)" in report
     assert "[training](train_card.md)" in report and "[evaluation](eval_card.md)" in report
     eval_card = json.loads((out / "eval_card.json").read_text())
     assert eval_card["n"] == metrics["n"] and eval_card["train_card"]["run_name"] == "demo"

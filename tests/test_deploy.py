@@ -70,7 +70,8 @@ def test_kubernetes_indexed_job_command(s3, synth_dir, ground_truth, tmp_path):
         rel = f"{page_dir}/{videoid}.mp4"
         s3.client().upload_file(str(synth_dir / "videos" / rel), bucket, f"webvid/videos/{rel}")
     # a 2-pod version of the Job: the same command, completions 2
-    command = container["args"][0].replace(f"--num-workers {spec['completions']}", "--num-workers 2")
+    command = container["args"][0].replace(f"--num-workers {spec['completions']}",
+                                           "--num-workers 2")
     command = command.replace("--workers 16", "--workers 1")
     env = {"BUCKET": f"s3://{bucket}/webvid", "MANIFEST": f"s3://{bucket}/lists/m.csv",
            "STAGE": str(tmp_path / "stage")}

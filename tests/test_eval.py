@@ -339,7 +339,8 @@ def test_finetune_mode_trains_the_dual_encoder(json_run, tiny_checkpoint, train_
     assert log["steps"][0]["loss"] == pytest.approx(2 * math.log(4), rel=0.5)
     assert log["config"]["max_duration"] == "3ba" and log["config"]["batch_size"] == 4
     assert log["config"]["crop_scales"] == [1.0, 0.875, 0.75]  # from finetune-tiny.yaml
-    assert metrics["split"] == "synthetic held-out" and (metrics["views"], metrics["crops"]) == (1, 1)
+    assert metrics["split"] == "synthetic held-out"
+    assert (metrics["views"], metrics["crops"]) == (1, 1)
     assert (out / "finetune_loss.png").read_bytes()[:4] == b"\x89PNG"
     summary = log["summary"]
     assert summary["steps"] == 3 and summary["chance_loss"] == pytest.approx(2 * math.log(4))

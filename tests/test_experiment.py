@@ -54,7 +54,8 @@ def test_defaults_are_three_seeds_on_the_demo_preset():
     from commands.experiment.config import ExperimentConfig
     from commands.experiment.data import DataPlan
 
-    assert ExperimentConfig().seeds == (0, 1, 2) and GridConfig(baseline=BASELINE).seeds == (0, 1, 2)
+    assert ExperimentConfig().seeds == (0, 1, 2)
+    assert GridConfig(baseline=BASELINE).seeds == (0, 1, 2)
     assert GridConfig(baseline=BASELINE).video_mask_ratios == (0.5, 0.75, 0.9, 0.95)
     assert ExperimentConfig().preset == "demo"
     assert DataPlan(preset="hard").demo_config().preset == "hard"
@@ -124,10 +125,12 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     assert "10% keeps 60% of the full-data gain" in found["Data efficiency"]["t2v_r1"][1]
     # the fake mean rank is chance (50.5) minus R@1: a gain of 7 against 11, 64%
     assert "10% keeps 64% of the full-data gain" in found["Data efficiency"]["t2v_meanr"][1]
-    setup = {"out": "o", "recipe": "r", "recipe_sha": "abc", "model": "m", "max_duration": "9ba", "batch_size": 16,
+    setup = {"out": "o", "recipe": "r", "recipe_sha": "abc", "model": "m", "max_duration": "9ba",
+             "batch_size": 16,
              "seeds": [0, 1], "baseline": vars(BASELINE), "recipe_video_mask": 0.75,
              "recipe_text_mask": 0.5, "num_clips": 600, "test_clips": 100, "codec": "vp9",
-             "short_side": 48, "render": "160x120", "train_clips": "100%: 500", "runs_done": 17, "runs_total": 18,
+             "short_side": 48, "render": "160x120", "train_clips": "100%: 500", "runs_done": 17,
+             "runs_total": 18,
              "run_seconds": 204.0, "seconds_per_run": 12.0, "cores": 2, "date": "2026-01-01",
              "visible_cells": "4x4"}
     doc = render(rows, c1, c5, setup, ["data.png"], "vtp experiment")
@@ -141,7 +144,8 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
 
 def _paths(tmp_path: Path) -> DataPaths:
     return DataPaths(train={0.1: tmp_path / "f0.1", 0.3: tmp_path / "f0.3", 1.0: tmp_path / "f1"},
-                     test=tmp_path / "test", train_clips={0.1: 50, 0.3: 150, 1.0: 500}, test_clips=100)
+                     test=tmp_path / "test", train_clips={0.1: 50, 0.3: 150, 1.0: 500},
+                     test_clips=100)
 
 
 def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeypatch):
@@ -219,7 +223,8 @@ def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth
     assert result["steps"] == 2 and result["seed"] == 5 and result["losses"] == "+VTC"
     assert result["metrics"]["n"] == data.test_clips > 0
     assert 0.0 <= result["metrics"]["t2v_r1"] <= 100.0
-    assert set(result["final_losses"]) >= {"mvm", "mlm", "vtc"} and "vtm" not in result["final_losses"]
+    assert set(result["final_losses"]) >= {"mvm", "mlm", "vtc"}
+    assert "vtm" not in result["final_losses"]
     assert result["wall_seconds"] > 0
     assert not (cfg.work / "runs" / run.run_id / "checkpoints").exists()  # evaluated, then removed
     assert "model.video_mask_ratio=0.9" in result["overrides"]

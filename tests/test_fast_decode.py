@@ -100,7 +100,8 @@ def test_a_stride_window_on_a_stride_shard_is_consecutive_frames():
     sample = {"key": "k", "video": b"", "meta": meta, "epoch": 0}
     frames = builder.sample_feed(sample)["frames"]
     assert np.array_equal(np.diff(frames), np.ones(15)) and frames[-1] < 40
-    plain = builder.sample_feed({**sample, "meta": {**meta, "frame_step": 1, "frames": 100}})["frames"]
+    unstepped = {**sample, "meta": {**meta, "frame_step": 1, "frames": 100}}
+    plain = builder.sample_feed(unstepped)["frames"]
     assert np.array_equal(np.diff(plain), np.full(15, 4))
 
 

@@ -1,4 +1,5 @@
-"""UnifiedMAE on tiny configs: shapes, every loss term, switches, retrieval encoders, FLOPs, overfit."""
+"""UnifiedMAE on tiny configs: shapes, every loss term, switches, retrieval encoders, FLOPs,
+overfit."""
 
 from __future__ import annotations
 

@@ -56,7 +56,8 @@ def test_good_clips_land_and_broken_ones_have_specific_reasons(h264_run, ground_
             assert row["frames"] == truth["num_frames"] and row["bytes"] > 0 and row["shard"]
         else:
             assert row["status"] == "failed" and row["shard"] == ""
-            assert DEFECT_REASONS[truth["file_defect"]] in row["reason"], (truth["file_defect"], row)
+            assert DEFECT_REASONS[truth["file_defect"]] in row["reason"], \
+                (truth["file_defect"], row)
     assert summary["failed"] == sum(g["file_defect"] is not None for g in train) > 0
 
 
@@ -122,8 +123,8 @@ def _dali_read(tars: list[str], ext: str) -> list[tuple[int, dict]]:
 @pytest.mark.parametrize("codec,ext", [("vp9", "webm"), ("mjpeg", "avi")])
 def test_cpu_codecs_decode_in_dali_with_source_frame_counts(synth_dir, ground_truth, tmp_path,
                                                             codec, ext):
-    rows = pacsv.read_csv(synth_dir / "results.csv",
-                          convert_options=pacsv.ConvertOptions(column_types={"videoid": pa.string()}))
+    ids_as_text = pacsv.ConvertOptions(column_types={"videoid": pa.string()})
+    rows = pacsv.read_csv(synth_dir / "results.csv", convert_options=ids_as_text)
     pacsv.write_csv(rows.slice(0, 6), tmp_path / "few.csv")
     items, _ = load_items(tmp_path / "few.csv", synth_dir / "videos", None)
     summary = shard(items, _config(tmp_path / "out", transcode={"codec": codec, "max_seconds": 2}))
@@ -138,8 +139,8 @@ def test_cpu_codecs_decode_in_dali_with_source_frame_counts(synth_dir, ground_tr
 
 
 def test_clean_parquet_rows_with_drop_reason_are_skipped_and_caption_used(synth_dir, tmp_path):
-    table = pacsv.read_csv(synth_dir / "results.csv",
-                           convert_options=pacsv.ConvertOptions(column_types={"videoid": pa.string()}))
+    ids_as_text = pacsv.ConvertOptions(column_types={"videoid": pa.string()})
+    table = pacsv.read_csv(synth_dir / "results.csv", convert_options=ids_as_text)
     rows = table.slice(0, 4).to_pylist()
     cleaned = [{"videoid": r["videoid"], "page_dir": r["page_dir"], "caption": f"clean {i}",
                 "drop_reason": "too_short" if i == 1 else None} for i, r in enumerate(rows)]
@@ -179,10 +180,11 @@ def test_video2dataset_tars_with_a_failed_download(synth_dir, ground_truth, tmp_
             key = f"00000000{i}"
             _add(tar, f"{key}.mp4", (synth_dir / g["path"]).read_bytes())
             _add(tar, f"{key}.txt", g["caption_raw"].encode())
-            _add(tar, f"{key}.json", json.dumps({"videoid": g["videoid"], "status": "success"}).encode())
+            meta = {"videoid": g["videoid"], "status": "success"}
+            _add(tar, f"{key}.json", json.dumps(meta).encode())
         _add(tar, "000000002.txt", b"a failed one")
-        _add(tar, "000000002.json", json.dumps({
-            "videoid": "999", "status": "failed_to_download", "error_message": "HTTP 404"}).encode())
+        failed = {"videoid": "999", "status": "failed_to_download", "error_message": "HTTP 404"}
+        _add(tar, "000000002.json", json.dumps(failed).encode())
     summary = shard(load_items(None, None, tars)[0], _config(tmp_path / "out"))
     manifest = _manifest(tmp_path / "out")
     assert summary["inputs"] == 3 and summary["ok"] == 2 and summary["failed"] == 1
@@ -269,7 +271,8 @@ def test_mjpeg_is_checked_as_the_pipeline_reads_it(ground_truth, synth_dir, tmp_
     assert str(checked[3]).startswith("ffmpeg decode: ")
 
 
-def test_a_tar_cut_short_keeps_what_it_lists_and_records_the_loss(synth_dir, ground_truth, tmp_path):
+def test_a_tar_cut_short_keeps_what_it_lists_and_records_the_loss(synth_dir, ground_truth,
+                                                                  tmp_path):
     good = next(g for g in ground_truth if g["split"] == "train" and g["file_defect"] is None)
     video = (synth_dir / good["path"]).read_bytes()
     tars = tmp_path / "v2d"
@@ -279,7 +282,8 @@ def test_a_tar_cut_short_keeps_what_it_lists_and_records_the_loss(synth_dir, gro
             _add(tar, f"{key}.mp4", video)
             _add(tar, f"{key}.txt", b"caption")
     data = (tars / "00000.tar").read_bytes()
-    (tars / "00000.tar").write_bytes(data[: len(data) - len(video) // 2 - 3000])  # inside the 2nd mp4
+    cut = len(data) - len(video) // 2 - 3000  # inside the 2nd mp4
+    (tars / "00000.tar").write_bytes(data[:cut])
     items, _ = load_items(None, None, tars)
     by_key = {i.key: i for i in items}
     assert by_key["000000000"].error is None

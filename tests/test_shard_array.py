@@ -36,7 +36,8 @@ def small_manifest(synth_dir, ground_truth, count, path):
     ((None, None), {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "3",
                     "SLURM_ARRAY_TASK_MIN": "1"}, (3, 2, "SLURM_ARRAY_TASK_ID=3")),
     ((3, None), {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "3"}, (3, 0, "SLURM")),
-    ((5, None), {"JOB_COMPLETION_INDEX": "4"}, (5, 4, "JOB_COMPLETION_INDEX=4 with --num-workers 5")),
+    ((5, None), {"JOB_COMPLETION_INDEX": "4"},
+     (5, 4, "JOB_COMPLETION_INDEX=4 with --num-workers 5")),
 ])
 def test_part_from_flags_slurm_or_indexed_job(flags, env, want):
     part = resolve_part(*flags, env)

@@ -44,10 +44,11 @@ def _make(page: Path) -> dict[str, str | None]:
     _ffmpeg(page / "ts.mp4", *SOURCE, *H264, "-f", "mpegts")
     _ffmpeg(page / "mkv.mp4", *SOURCE, *H264, "-f", "matroska")
     _ffmpeg(page / "png.mp4", *SOURCE, "-frames:v", "1", "-c:v", "png", "-f", "image2", seconds=1)
-    _ffmpeg(page / "audio.mp4", "-f", "lavfi", "-i", "sine=frequency=440", "-c:a", "aac", "-f", "mp4")
+    _ffmpeg(page / "audio.mp4", "-f", "lavfi", "-i", "sine=frequency=440", "-c:a", "aac",
+            "-f", "mp4")
     _ffmpeg(page / "wav.mp4", "-f", "lavfi", "-i", "sine=frequency=440", "-f", "wav")
-    _cut_half(_ffmpeg(page / "faststart.mp4", *SOURCE, *H264, "-movflags", "+faststart", "-f", "mp4",
-                      seconds=6))
+    _cut_half(_ffmpeg(page / "faststart.mp4", *SOURCE, *H264, "-movflags", "+faststart",
+                      "-f", "mp4", seconds=6))
     _cut_half(_ffmpeg(page / "mkvcut.mp4", *SOURCE, *H264, "-f", "matroska", seconds=6))
     (page / "hls.mp4").write_text("#EXTM3U\n#EXTINF:1,\nother.ts\n#EXT-X-ENDLIST\n")
     (page / "concat.mp4").write_text("ffconcat version 1.0\nfile 'good.mp4'\n")
@@ -94,7 +95,8 @@ def test_mislabelled_containers_shard_and_the_rest_say_what_they_are(hostile):
         if reason is None:
             assert row["status"] == "ok" and row["frames"] == 16, row
         else:
-            assert row["status"] == "failed" and row["reason"].startswith(reason), (key, row["reason"])
+            assert row["status"] == "failed" and row["reason"].startswith(reason), \
+                (key, row["reason"])
 
 
 def test_a_name_too_long_for_the_file_system_fails_its_row_only(hostile):
@@ -102,7 +104,8 @@ def test_a_name_too_long_for_the_file_system_fails_its_row_only(hostile):
     summary = hostile["summary"]
     assert summary["complete"] and summary["inputs"] == len(rows) == len(hostile["expected"]) + 2
     long_id = next(r for r in rows if r["key"] == hostile["long_id"])
-    assert long_id["status"] == "failed" and long_id["reason"].startswith("unsafe videoid: 300 characters")
+    assert long_id["status"] == "failed"
+    assert long_id["reason"].startswith("unsafe videoid: 300 characters")
     long_dir = next(r for r in rows if r["key"] == "good" and r["source"].startswith("ddd"))
     assert long_dir["status"] == "failed"
     assert long_dir["reason"].startswith("unusable path: File name too long"), long_dir
@@ -123,7 +126,8 @@ def test_failure_reason_kinds_keep_quoted_keys_whole(hostile):
     assert reason_kind("no mp4 in tar: video2dataset status failed (HTTP 404)") == "no mp4 in tar"
     assert reason_kind("start 100 s is past the clip's end (6.0 s)") == \
         "start 100 s is past the clip's end (6.0 s)"
-    counts = reason_counts([{"status": "failed", "reason": "x (a: b): c"}, {"status": "ok", "reason": ""}])
+    counts = reason_counts([{"status": "failed", "reason": "x (a: b): c"},
+                            {"status": "ok", "reason": ""}])
     assert counts == {"x (a: b)": 1}
     assert hostile["summary"]["failure_reasons"]["HLS playlist"] == 1
 
@@ -159,13 +163,15 @@ def _v2d_tar(path: Path, video: bytes, samples: int) -> list[tuple[str, int]]:
         for i in range(samples):
             _add(tar, f"{i:09d}.mp4", video)
             _add(tar, f"{i:09d}.txt", f"caption {i}".encode())
-            _add(tar, f"{i:09d}.json", json.dumps({"videoid": f"vid{i}", "status": "success"}).encode())
+            meta = {"videoid": f"vid{i}", "status": "success"}
+            _add(tar, f"{i:09d}.json", json.dumps(meta).encode())
     with tarfile.open(path) as tar:
         return [(m.name, m.offset) for m in tar]
 
 
 @pytest.mark.parametrize("cut_inside", ["000000001.txt", "000000001.json", "000000002.mp4"])
-def test_a_truncated_v2d_tar_keeps_the_captions_and_keys_before_the_cut(hostile, tmp_path, cut_inside):
+def test_a_truncated_v2d_tar_keeps_the_captions_and_keys_before_the_cut(hostile, tmp_path,
+                                                                        cut_inside):
     video = (hostile["root"] / "page" / "good.mp4").read_bytes()
     tars = tmp_path / "v2d"
     tars.mkdir()
@@ -179,7 +185,8 @@ def test_a_truncated_v2d_tar_keeps_the_captions_and_keys_before_the_cut(hostile,
         assert by_key["vid1"].error is None and by_key["vid1"].caption == "caption 1"
         assert set(by_key) == {"vid0", "vid1", "tar-00000"}  # sample 2's header is the cut
     else:
-        assert by_key["000000001"].error.startswith("truncated tar: the tar is cut inside this sample")
+        assert by_key["000000001"].error.startswith(
+            "truncated tar: the tar is cut inside this sample")
     assert by_key["tar-00000"].error.startswith("unreadable tar: ")
     assert all(i.caption for i in items if i.error is None)
 

@@ -23,7 +23,8 @@ def upload_videos(s3, bucket: str, synth_dir: Path, manifest: Path) -> None:
     import pyarrow.csv as pacsv
 
     client = s3.client()
-    table = pacsv.read_csv(manifest, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+    no_nulls = pacsv.ConvertOptions(strings_can_be_null=False)
+    table = pacsv.read_csv(manifest, convert_options=no_nulls)
     for row in table.to_pylist():
         rel = f"{row['page_dir']}/{row['videoid']}.mp4"
         client.upload_file(str(synth_dir / "videos" / rel), bucket, f"videos/{rel}")
@@ -55,7 +56,8 @@ def test_parts_from_bucket_videos_into_bucket_then_remote_merge(s3, synth_dir, g
     bucket = s3.new_bucket()
     manifest, ids = small_manifest(synth_dir, ground_truth, 5, tmp_path / "m.csv")
     upload_videos(s3, bucket, synth_dir, manifest)
-    s3.client().delete_object(Bucket=bucket, Key=f"videos/{_page_dir(manifest, ids[1])}/{ids[1]}.mp4")
+    gone = f"videos/{_page_dir(manifest, ids[1])}/{ids[1]}.mp4"
+    s3.client().delete_object(Bucket=bucket, Key=gone)
     s3.client().upload_file(str(manifest), bucket, "lists/m.csv")
     parts = [f"s3://{bucket}/parts/part-{i}" for i in range(2)]
     for i, part in enumerate(parts):

@@ -40,8 +40,8 @@ def _manifest(path: Path, keys: list[str], **columns) -> Path:
 
 
 def _vtp(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
 
 
 def _mds_count(mds: Path) -> int:

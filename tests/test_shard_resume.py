@@ -34,8 +34,8 @@ def _config(out: Path, **kw) -> ShardConfig:
 @pytest.fixture(scope="module")
 def small(synth_dir, tmp_path_factory) -> Path:
     """The first 16 rows of the synthetic CSV (good and broken files)."""
-    table = pacsv.read_csv(synth_dir / "results.csv",
-                           convert_options=pacsv.ConvertOptions(column_types={"videoid": pa.string()}))
+    ids_as_text = pacsv.ConvertOptions(column_types={"videoid": pa.string()})
+    table = pacsv.read_csv(synth_dir / "results.csv", convert_options=ids_as_text)
     path = tmp_path_factory.mktemp("resume") / "small.csv"
     pacsv.write_csv(table.slice(0, 16), path)
     return path
@@ -189,7 +189,8 @@ def test_merge_refuses_a_key_in_two_parts(parts, tmp_path):
 
 
 def _segfault_on_bad(batch: list[WorkItem]) -> list[Result]:
-    """A stand-in for a decoder that crashes on one input (module level: spawned workers import it)."""
+    """A stand-in for a decoder that crashes on one input (module level: spawned workers
+    import it)."""
     if any(item.key == "bad" for item in batch):
         os.kill(os.getpid(), signal.SIGSEGV)
     return [Result(item.key, item.caption, item.source, "ok") for item in batch]

@@ -24,9 +24,9 @@ RED, BLUE = (255, 0, 0), (0, 0, 255)  # the secret video is red, legitimate ones
 
 def _clip(path: Path, colour: str, fmt: str = "mp4") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"color=c={colour}:s=64x48:r=8",
-                    "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", fmt, f"file:{path}"],
-                   check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"color=c={colour}:s=64x48:r=8", "-t", "1", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", "-f", fmt, f"file:{path}"], check=True)
     return path
 
 
@@ -85,7 +85,8 @@ def hostile(tmp_path_factory):
         f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1,\nhttp://127.0.0.1:{listener.port}/s.ts\n"
         "#EXT-X-ENDLIST\n")
     rows = [("good", "page"), ("-i", "page"), ("a:b", "page"), ("hls", "page"), ("concat", "page"),
-            ("link", "page"), ("remote", "page"), ("absent", "page"), ("../../outside/secret", "page"),
+            ("link", "page"), ("remote", "page"), ("absent", "page"),
+            ("../../outside/secret", "page"),
             ("secret", "../outside"), ("secret", str(outside)), ("secret", "page/inner/../..")]
     manifest = base / "manifest.csv"
     pacsv.write_csv(pa.table({
@@ -110,14 +111,16 @@ def _row(hostile, key: str) -> dict:
 
 def _plain_ffmpeg(src: Path, dst: Path) -> subprocess.CompletedProcess:
     """What an unprotected transcode does with the same file."""
-    return subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", src.name, "-c:v", "libx264",
-                           str(dst)], cwd=src.parent, capture_output=True, timeout=60)
+    return subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", src.name,
+                           "-c:v", "libx264", str(dst)],
+                          cwd=src.parent, capture_output=True, timeout=60)
 
 
 @pytest.mark.parametrize("name", ["hls", "concat"])
 def test_playlist_or_concat_disguised_as_mp4_cannot_read_another_file(hostile, name, tmp_path):
     plain = _plain_ffmpeg(hostile["page"] / f"{name}.mp4", tmp_path / "plain.mp4")
-    assert plain.returncode == 0, "the attack must work against plain ffmpeg for this test to mean anything"
+    assert plain.returncode == 0, \
+        "the attack must work against plain ffmpeg for this test to mean anything"
     assert _near(_first_pixel((tmp_path / "plain.mp4").read_bytes(), tmp_path), RED)
     row = _row(hostile, name)
     what = {"hls": "HLS playlist: refused", "concat": "ffconcat list: refused"}[name]
@@ -139,7 +142,8 @@ def test_nothing_of_the_secret_reaches_a_shard(hostile, tmp_path):
 
 
 def test_paths_never_escape_the_video_root(hostile):
-    assert "unsafe videoid: '../../outside/secret'" in _row(hostile, "../../outside/secret")["reason"]
+    reason = _row(hostile, "../../outside/secret")["reason"]
+    assert "unsafe videoid: '../../outside/secret'" in reason
     reasons = [r["reason"] for r in hostile["rows"] if r["key"] == "secret"]
     assert len(reasons) == 3 and all(r.startswith("unsafe page_dir") for r in reasons), reasons
     assert "resolves outside the video root" in _row(hostile, "link")["reason"]
@@ -168,7 +172,8 @@ def test_only_self_contained_demuxers_can_be_forced(tmp_path):
             safe_input(tmp_path / "x.mp4", demuxer)
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes, kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes, kind: bytes = tarfile.REGTYPE,
+         link: str = "") -> None:
     info = tarfile.TarInfo(name)
     info.size, info.type, info.linkname = (0 if link else len(data)), kind, link
     tar.addfile(info, None if link else io.BytesIO(data))

@@ -89,7 +89,8 @@ class _FakeS3:
         raise self.error
 
 
-def test_a_missing_object_is_not_retried_a_transient_error_is_retried_a_bounded_number_of_times(tmp_path):
+def test_a_missing_object_is_not_retried_a_transient_error_is_retried_a_bounded_number_of_times(
+        tmp_path):
     missing = _FakeS3(ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject"))
     with pytest.raises(ObjectMissing, match="missing object: s3://b/v/1.mp4"):
         download("s3://b/v/1.mp4", tmp_path / "x", s3=missing)

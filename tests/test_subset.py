@@ -103,7 +103,8 @@ def test_cli_writes_subsets_and_report(tmp_path):
     result = _vtp("subset", str(tmp_path / "captions.parquet"), "--fractions", "0.01,0.1,1.0",
                   "--out", str(tmp_path / "out"), "--salt", "demo")
     assert result.returncode == 0, result.stderr
-    parts = {p: pq.read_table(tmp_path / "out" / subset_name(p)).to_pandas() for p in (0.01, 0.1, 1.0)}
+    parts = {p: pq.read_table(tmp_path / "out" / subset_name(p)).to_pandas()
+             for p in (0.01, 0.1, 1.0)}
     assert len(parts[1.0]) == 2700 and parts[1.0]["drop_reason"].isna().all()
     assert set(parts[0.01]["videoid"]) <= set(parts[0.1]["videoid"]) <= set(parts[1.0]["videoid"])
     assert list(parts[0.1].columns) == list(table.columns)
@@ -135,7 +136,8 @@ def test_report_rows_show_matching_distributions():
     rows = report_rows(pool, unit_hash(pool["videoid"], "a"), FRACTIONS)
     assert [r["rows"] for r in rows] == [len(v) for v in select(pool, FRACTIONS, "a").values()]
     assert all(r["matches"] for r in rows), rows
-    assert rows[-1]["duration_ks"] == 0.0 and abs(rows[-1]["hours"] - pool["duration_s"].sum() / 3600) < 1e-9
+    assert rows[-1]["duration_ks"] == 0.0
+    assert abs(rows[-1]["hours"] - pool["duration_s"].sum() / 3600) < 1e-9
 
 
 def test_report_rows_flag_a_biased_subset():
@@ -154,10 +156,12 @@ def test_subsets_of_a_cleaned_synthetic_dataset(tmp_path):
     write_tables(plan(config), config, tmp_path)
     clean_file(tmp_path / "results.csv", tmp_path / "clean", CleanConfig(workers=1, progress=False))
     cleaned = pq.read_table(tmp_path / "clean" / "captions.parquet").to_pandas()
-    summary = subset_file(tmp_path / "clean" / "captions.parquet", tmp_path / "sub", (0.1, 1.0), "x")
+    summary = subset_file(tmp_path / "clean" / "captions.parquet", tmp_path / "sub", (0.1, 1.0),
+                          "x")
     full = pq.read_table(tmp_path / "sub" / subset_name(1.0)).to_pandas()
     assert summary["eligible_rows"] == len(full) == cleaned["drop_reason"].isna().sum() < 600
-    assert full["videoid"].tolist() == cleaned.loc[cleaned["drop_reason"].isna(), "videoid"].tolist()
+    kept = cleaned.loc[cleaned["drop_reason"].isna(), "videoid"]
+    assert full["videoid"].tolist() == kept.tolist()
     hours = summary["subsets"][1]["hours"]
     assert abs(hours - full["duration_s"].sum() / 3600) < 1e-3 and hours > 0
 

@@ -21,7 +21,8 @@ from tools.synth.scene import draw_scene, held_out_pairs
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_same_bytes_and_rows(tmp_path):
@@ -98,7 +99,8 @@ def test_duplicate_rows_reuse_the_original_clip(synth_dir, ground_truth):
     for r in dups:
         original = by_id[r["dup_of"]]
         if original["file_defect"] is None:
-            assert (synth_dir / r["path"]).read_bytes() == (synth_dir / original["path"]).read_bytes()
+            copy, source = synth_dir / r["path"], synth_dir / original["path"]
+            assert copy.read_bytes() == source.read_bytes()
 
 
 def test_test_split_holds_unseen_combinations(synth_dir, ground_truth):
@@ -161,7 +163,8 @@ def test_default_preset_is_the_first_generator():
 
     config = SynthConfig(num_clips=30, num_test=6, seed=5, workers=1)
     assert config.preset == "hard"
-    assert [r.scene for r in plan(config)] == [r.scene for r in plan(replace(config, preset="hard"))]
+    hard = plan(replace(config, preset="hard"))
+    assert [r.scene for r in plan(config)] == [r.scene for r in hard]
     held = held_out_pairs(5)
     assert held == held_out_pairs(5, PRESETS["hard"])
 
@@ -220,7 +223,8 @@ def test_oracle_scores_count_ties():
     from tools.synth.oracle import expected_r1, oracle_r1
 
     scenes = [dict(colour="red", shape="circle", size="small", count=1, background="dark",
-                   distractor=None, motion=m, speed="slowly") for m in ("left", "left", "up", "down")]
+                   distractor=None, motion=m, speed="slowly")
+              for m in ("left", "left", "up", "down")]
     # motion splits them into {left, left}, {up}, {down}: (1/2 + 1/2 + 1 + 1) / 4
     assert expected_r1(scenes, ("motion",)) == pytest.approx(75.0)
     assert expected_r1(scenes, ("colour",)) == pytest.approx(25.0)

@@ -54,8 +54,9 @@ def test_a_tracker_without_its_package_is_a_usage_error(monkeypatch, train_shard
     with pytest.raises(RecipeError, match=r"loggers.wandb needs the wandb package: pip install"):
         recipes.trackers.tracker_loggers(recipe)
     with pytest.raises(SystemExit) as exit_info:
-        vtp_main(["train", str(TINY), f"data.path={train_shards}", "loggers.mlflow.experiment_name=x",
-                  "trainer.autoresume=false", "trainer.save_folder=null"])
+        vtp_main(["train", str(TINY), f"data.path={train_shards}",
+                  "loggers.mlflow.experiment_name=x", "trainer.autoresume=false",
+                  "trainer.save_folder=null"])
     assert exit_info.value.code == 2
     assert "loggers.mlflow needs the mlflow package" in capsys.readouterr().err
 

@@ -38,7 +38,8 @@ def _overrides(shards: Path, work: Path, max_batches: int, batch: int = 4) -> li
             f"trainer.max_duration={max_batches}ba", "trainer.save_interval=3ba",
             f"trainer.save_folder={work}/ckpt", "scheduler.t_warmup=2ba",
             f"callbacks.batch_log={work}/batches-rank{{rank}}.jsonl", "callbacks.speed_window=2",
-            "loggers.console=false", "loggers.progress_bar=false", f"loggers.file={work}/log-rank{{rank}}.txt", f"loggers.tensorboard={work}/tb"]
+            "loggers.console=false", "loggers.progress_bar=false",
+            f"loggers.file={work}/log-rank{{rank}}.txt", f"loggers.tensorboard={work}/tb"]
 
 
 def _command(overrides: list[str], nproc: int = 1) -> list[str]:
@@ -78,7 +79,8 @@ def _train_until_killed(work: Path, overrides: list[str], kill_after: int) -> No
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     log.close()
-    assert not ended, f"the run ended before the kill: {(work / 'killed-run.log').read_text()[-3000:]}"
+    assert not ended, \
+        f"the run ended before the kill: {(work / 'killed-run.log').read_text()[-3000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,8 @@ def test_two_cpu_processes_then_resume_in_one(tmp_path, train_shards):  # noqa: 
     assert len(set(seen[0]) | set(seen[1])) == 16, "together the ranks cover the epoch"
     assert all(math.isfinite(v) for r in ranks for b in r for v in b["loss"].values())
     saved = sorted((work / "ckpt").glob("ep*-ba4-rank*.pt"))
-    assert [p.name.split("-")[-1] for p in saved] == ["rank0.pt"], "DDP: rank 0 writes the checkpoint"
+    assert [p.name.split("-")[-1] for p in saved] == ["rank0.pt"], \
+        "DDP: rank 0 writes the checkpoint"
     checkpoint = saved[0]
 
     single = tmp_path / "single"

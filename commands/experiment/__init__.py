@@ -35,13 +35,15 @@ def _ints(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = ExperimentConfig()
     parser.add_argument("--recipe", default=d.recipe, help="training recipe (default %(default)s)")
-    parser.add_argument("--out", type=Path, default=d.out, help="report folder (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=d.out,
+                        help="report folder (default %(default)s)")
     parser.add_argument("--work", type=Path, default=d.work,
                         help="data and checkpoint folder (default %(default)s)")
     parser.add_argument("--seeds", default=",".join(map(str, d.seeds)),
                         help="training seeds per cell (default %(default)s)")
     parser.add_argument("--max-duration", default=d.max_duration,
-                        help="training length of each run (default %(default)s; 'recipe' for the recipe's)")
+                        help="training length of each run (default %(default)s; 'recipe' for "
+                             "the recipe's)")
     parser.add_argument("--axes", default=",".join(d.axes),
                         help="axes to run (default %(default)s)")
     parser.add_argument("--fractions", default=",".join(map(str, d.fractions)),
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = ExperimentConfig(
             recipe=args.recipe, out=args.out, work=args.work, seeds=_ints(args.seeds),
-            max_duration=None if args.max_duration == "recipe" else args.max_duration, axes=tuple(a.strip() for a in args.axes.split(",") if a.strip()),
+            max_duration=None if args.max_duration == "recipe" else args.max_duration,
+            axes=tuple(a.strip() for a in args.axes.split(",") if a.strip()),
             fractions=_floats(args.fractions), num_clips=args.num_clips, num_test=args.num_test,
             data_seed=args.data_seed, preset=args.preset, workers=args.workers,
             overrides=tuple(args.overrides),

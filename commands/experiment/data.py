@@ -67,7 +67,8 @@ class DataPaths:
 
     @classmethod
     def from_json(cls, raw: dict) -> DataPaths:
-        return cls(train={float(k): Path(v) for k, v in raw["train"].items()}, test=Path(raw["test"]),
+        return cls(train={float(k): Path(v) for k, v in raw["train"].items()},
+                   test=Path(raw["test"]),
                    train_clips={float(k): int(v) for k, v in raw["train_clips"].items()},
                    test_clips=int(raw["test_clips"]), facts=raw.get("facts", {}))
 
@@ -106,7 +107,8 @@ def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...]) -> Data
                                                    work / f"shards-{fraction:g}", cfg)
     test, test_clips = _test_shards(demo.test_json, work / "test-shards", cfg)
     check = held_out_check(demo)
-    facts = {"preset": cfg.preset, "render": f"{cfg.width}x{cfg.height}", "codec": cfg.codec, "short_side": cfg.short_side,
+    facts = {"preset": cfg.preset, "render": f"{cfg.width}x{cfg.height}", "codec": cfg.codec,
+             "short_side": cfg.short_side,
              "shared_pairs": len(check["shared_pairs"]), "test_pairs": len(check["test_pairs"]),
              "test_captions_in_train": check["test_captions_in_train"],
              "pair_only_r1": check["pair_only_r1"]}

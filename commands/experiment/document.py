@@ -107,7 +107,8 @@ def _baseline_line(rows: list[CellStats], chance_r1: float, setup: dict) -> list
     chance_rank = (100.0 / chance_r1 + 1) / 2
     return [f"At {setup['max_duration']} per run the baseline reaches t2v R@1 {r1:.1f}% "
             f"({r1 / chance_r1:.1f}x chance) and a mean rank of {rank:.1f} (chance "
-            f"{chance_rank:.1f}); the recipe's own length is {setup.get('recipe_max_duration', '?')}. "
+            f"{chance_rank:.1f}); the recipe's own length is "
+            f"{setup.get('recipe_max_duration', '?')}. "
             "R@1 differences of one or two test clips (0.5% each) are noise at this level; the "
             "mean rank, which counts every query, separates settings better.", ""]
 

@@ -129,7 +129,8 @@ def grid_around_recipe(video_mask_ratio: float, text_mask_ratio: float,
                        text_mask_ratio=text_mask_ratio, losses="+VTC+VTM")
     video = tuple(sorted({*fields.pop("video_mask_ratios", GridConfig.video_mask_ratios),
                           video_mask_ratio}))
-    text = tuple(sorted({*fields.pop("text_mask_ratios", GridConfig.text_mask_ratios), text_mask_ratio}))
+    text = tuple(sorted({*fields.pop("text_mask_ratios", GridConfig.text_mask_ratios),
+                         text_mask_ratio}))
     return GridConfig(baseline=baseline, video_mask_ratios=video, text_mask_ratios=text, **fields)
 
 

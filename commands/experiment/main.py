@@ -36,7 +36,8 @@ def plan_grid(config: ExperimentConfig, recipe) -> tuple[GridConfig, list[Cell],
     return grid, cells, runs
 
 
-def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only: bool = False) -> dict:
+def run_experiment(config: ExperimentConfig, dry_run: bool = False,
+                   report_only: bool = False) -> dict:
     """Runs what is missing of the grid and writes the report; returns a summary.
 
     Args:
@@ -96,12 +97,14 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False, report_only:
 def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Run],
                results: dict, data: DataPaths, plan: DataPlan, max_duration: str) -> dict:
     """What the report's setup section states."""
-    seconds = [r.get("wall_seconds", r["train_seconds"] + r["eval_seconds"]) for r in results.values()]
+    seconds = [r.get("wall_seconds", r["train_seconds"] + r["eval_seconds"])
+               for r in results.values()]
     return {
         "out": str(config.out), "recipe": str(config.recipe), "model": _model_text(recipe.model),
         "visible_cells": _visible_cells(recipe.model, grid.video_mask_ratios),
         "recipe_sha": recipe_digest(str(config.out / "recipe.yaml")), "max_duration": max_duration,
-        "recipe_max_duration": recipe.trainer.max_duration, "batch_size": recipe.trainer.global_batch_size,
+        "recipe_max_duration": recipe.trainer.max_duration,
+        "batch_size": recipe.trainer.global_batch_size,
         "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
         "recipe_video_mask": recipe.model.video_mask_ratio,
         "recipe_text_mask": recipe.model.text_mask_ratio,
@@ -125,7 +128,8 @@ def _visible_cells(model, ratios: tuple[float, ...]) -> str:
     cells = (model.image_size // model.tubelet[1]) * (model.image_size // model.tubelet[2])
     side = model.image_size // model.tubelet[1]
     shown = " / ".join(str(cells - round(r * cells)) for r in ratios)
-    return f"{side}x{side} grid per time slice: ratios {' / '.join(f'{r:g}' for r in ratios)} leave {shown} visible cells"
+    listed = " / ".join(f"{r:g}" for r in ratios)
+    return f"{side}x{side} grid per time slice: ratios {listed} leave {shown} visible cells"
 
 
 def command_line(config: ExperimentConfig) -> str:
@@ -133,7 +137,8 @@ def command_line(config: ExperimentConfig) -> str:
     default = ExperimentConfig()
     parts = ["vtp experiment"]
     for flag, value, base in (("--recipe", config.recipe, default.recipe),
-                              ("--out", config.out, default.out), ("--work", config.work, default.work),
+                              ("--out", config.out, default.out),
+                              ("--work", config.work, default.work),
                               ("--max-duration", config.max_duration, default.max_duration),
                               ("--num-clips", config.num_clips, default.num_clips),
                               ("--num-test", config.num_test, default.num_test),
@@ -163,8 +168,8 @@ def write_report(folder: Path, cells: list[Cell], grid: GridConfig, results: dic
     rows = aggregate(cells, grid.seeds, results, clips)
     chance_r1, chance_r5, _ = chance(results, setup.get("test_clips", 0))
     plots = plot_axes(rows, chance_r1, chance_r5, plot_folder or folder) if results else []
-    text = render(rows, chance_r1, chance_r5, setup, [image_prefix + p.name for p in plots], command,
-                  image_prefix + "recipe.yaml")
+    text = render(rows, chance_r1, chance_r5, setup, [image_prefix + p.name for p in plots],
+                  command, image_prefix + "recipe.yaml")
     snapshot = Path(setup["out"]) / "recipe.yaml"
     if plot_folder and snapshot.is_file():
         shutil.copyfile(snapshot, plot_folder / "recipe.yaml")

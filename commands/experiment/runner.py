@@ -65,7 +65,8 @@ def pending(runs: list[Run], out: Path, fingerprints: dict[str, str] | None = No
     return [run for run in runs if _current(result_path(out, run), run, fingerprints) is None]
 
 
-def load_results(runs: list[Run], out: Path, fingerprints: dict[str, str] | None = None) -> dict[str, dict]:
+def load_results(runs: list[Run], out: Path,
+                 fingerprints: dict[str, str] | None = None) -> dict[str, dict]:
     """``{run_id: result}`` of the finished, current runs among ``runs``."""
     found = {}
     for run in runs:
@@ -180,7 +181,8 @@ def run_worker(spec_path: Path, log, tick: Callable[[int], None], poll: float = 
                     with batch_log.open("rb") as lines:
                         tick(sum(1 for _ in lines))
     finally:
-        if process.poll() is None:  # Ctrl-C or an error here: stop the worker; the run stays pending
+        # Ctrl-C or an error here: stop the worker; the run stays pending
+        if process.poll() is None:
             process.kill()
             process.wait()
 
