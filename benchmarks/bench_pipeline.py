@@ -4,7 +4,7 @@ Two clip sets: synthetic (`vtp synth`, 342x256, 16 fps, 4-8 s) and real (scikit-
 H.264 clips, resampled to WebVid's 596x336 at their own rate, each used 8 times under other
 keys so that a batch holds several). Each is sharded by `vtp shard` with the settings below
 and read with the recipe's 16x4 dense windows at 224 px, batch 8. For every shard setting,
-in one run on the same samples and frames (benchmarks/measure.py, DESIGN.md section 8):
+in one run on the same samples and frames (benchmarks/measure.py):
 vtp (0 DataLoader workers, one DALI thread per core), the bare PyAV decoder + resize (the
 physical limit) and the peers (PyAV VideoMAE-style, torchcodec, decord; as many worker
 processes as cores). Storage: bytes per clip of each setting.

@@ -1,7 +1,7 @@
 """Measuring the training data pipeline against the bare decoder and the peer loaders.
 
 What `vtp bench pipeline` and `make bench` run (commands/bench_pipeline.py is the command
-line). Same run, same shards, frames and cores (DESIGN.md section 8):
+line). Same run, same shards, frames and cores:
 - the bare decoder: libavcodec (PyAV, in-process, one thread) decoding exactly the frames
   each sample needs, plus the same crop/resize/normalise: the physical limit;
 - the peer loaders a user would write instead (benchmarks/peers.py: PyAV VideoMAE-style,

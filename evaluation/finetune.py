@@ -1,13 +1,13 @@
 """Contrastive fine-tuning of SimVTP's dual encoder before retrieval (``vtp eval --mode finetune``).
 
-The downstream protocol of SimVTP (shared/reference/simvtp-spec.md §7): two copies of the
-pretrained encoder (``model.dual.DualEncoder``), a symmetric NormSoftmax/InfoNCE loss at a
-fixed temperature on in-batch negatives, AdamW with decoupled weight decay, linear warm-up then
-cosine decay, drop path on both encoders. Every setting comes from a fine-tuning recipe
-(recipes/finetune_config.py; ``finetune-msrvtt.yaml`` holds §7's). Clips come from the
-training shards through the training pipeline (random frames, the recipe's crop and flip,
-nothing masked). Composer runs the loop; nothing is checkpointed. The loss curve is written to
-``OUT/finetune_log.json`` and ``OUT/finetune_loss.png``.
+The downstream protocol of SimVTP (@4b54321: scripts/finetune_msrvtt.sh, run_simvtp_finetuning.py,
+modeling_finetune.py): two copies of the pretrained encoder (``model.dual.DualEncoder``), a
+symmetric NormSoftmax/InfoNCE loss at a fixed temperature on in-batch negatives, AdamW with
+decoupled weight decay, linear warm-up then cosine decay, drop path on both encoders. Every setting
+comes from a fine-tuning recipe (recipes/finetune_config.py; ``finetune-msrvtt.yaml`` holds the
+released ones). Clips come from the training shards through the training pipeline (random frames,
+the recipe's crop and flip, nothing masked). Composer runs the loop; nothing is checkpointed. The
+loss curve is written to ``OUT/finetune_log.json`` and ``OUT/finetune_loss.png``.
 """
 
 from __future__ import annotations

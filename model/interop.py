@@ -1,6 +1,6 @@
 """Released weights in (VideoMAE, BERT embeddings) and a transformers VideoMAE out.
 
-What SimVTP starts from (shared/reference/simvtp-spec.md §3): the whole VideoMAE ViT-B K400
+What SimVTP starts from (its run_simvtp_pretraining.py @4b54321): the whole VideoMAE ViT-B K400
 pretraining checkpoint (encoder, decoder, mask token, encoder_to_decoder) and BERT's embedding
 module. Two video layouts are read:
 
@@ -288,7 +288,8 @@ def init_video(model: nn.Module, path: str | Path) -> InitReport:
 
 
 def init_text(model: nn.Module, path: str | Path) -> InitReport:
-    """Initialise the text embeddings from a transformers BERT folder (simvtp-spec.md §3).
+    """Initialise the text embeddings from a transformers BERT folder (SimVTP takes
+    ``AutoModelForMaskedLM(...).bert.embeddings``).
 
     Word, position and token-type embeddings and their LayerNorm are copied; BERT's
     transformer layers, pooler and heads are set aside (SimVTP uses the embeddings only).

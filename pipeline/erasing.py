@@ -1,7 +1,6 @@
 """Random erasing of fine-tuning clips (timm's RandomErasing, mode "pixel", as VideoMAE uses it).
 
-VideoMAE's fine-tuning loader (``_aug_frame``, which SimVTP's MSR-VTT loader follows;
-shared/reference/simvtp-spec.md §7)
+VideoMAE's fine-tuning loader (``_aug_frame``, which SimVTP's MSR-VTT loader follows)
 hands the clip to timm as a batch of frames, so each frame is erased independently: with
 probability ``prob`` one rectangle of 2%-33% of the frame, aspect ratio log-uniform in
 0.3-3.3, is filled with standard-normal noise in the normalised pixel space. Runs in torch on

@@ -1,15 +1,14 @@
 """The Composer-facing data loader: shards in, batch dicts out, resumable from checkpoints.
 
-Composer 0.32 checkpoints the data position only when the train dataloader inside the DataSpec
-is a real ``torch.utils.data.DataLoader`` (``State._dataset_of``); a DALI iterator is not one
-and would silently restart the stream on resume. So the loader is a DataLoader: its dataset
-yields encoded samples (Streaming, or DALI's tar reader) and its ``collate_fn`` runs the whole
-pixel and token stage (frame choice, DALI decode + augment, masks, tokenizer). With
-``num_workers=0`` that stage runs in the training process (DESIGN.md's "DALI in the DataSpec",
-no look-ahead); with workers each worker owns a DALI pipeline and the DataLoader prefetches
-finished batches, which keeps prefetch without a resumption callback. benchmarks/RESULTS.md
-compares both settings; tests/test_pipeline_loader.py proves exact resumption through a
-Composer checkpoint (with dataloader spinning off, so only the saved state can do it).
+Composer 0.32 checkpoints the data position only when the train dataloader inside the DataSpec is a
+real ``torch.utils.data.DataLoader`` (``State._dataset_of``); a DALI iterator is not one and would
+silently restart the stream on resume. So the loader is a DataLoader: its dataset yields encoded
+samples (Streaming, or DALI's tar reader) and its ``collate_fn`` runs the whole pixel and token
+stage (frame choice, DALI decode + augment, masks, tokenizer). With ``num_workers=0`` that stage
+runs in the training process (no look-ahead); with workers each worker owns a DALI pipeline and the
+DataLoader prefetches finished batches, which keeps prefetch without a resumption callback.
+benchmarks/RESULTS.md compares both settings; tests/test_pipeline_loader.py proves exact resumption
+through a Composer checkpoint (with dataloader spinning off, so only the saved state can do it).
 """
 
 from __future__ import annotations

@@ -254,8 +254,8 @@ class LoggersConfig:
 
 @dataclass
 class InitConfig:
-    """Released weights to start from (SimVTP starts from VideoMAE and BERT:
-    shared/reference/simvtp-spec.md §3).
+    """Released weights to start from (SimVTP starts from VideoMAE and BERT: its
+    run_simvtp_pretraining.py @4b54321).
 
     Args:
         video: a VideoMAE pretraining checkpoint: the original ``.pth`` (``model``/``module``

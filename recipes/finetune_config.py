@@ -2,9 +2,8 @@
 
 Two sections: ``finetune`` (:class:`FinetuneConfig`, the dual encoder's training run) and
 ``test`` (:class:`TestProtocol`, how retrieval is measured afterwards). Shipped:
-``finetune-msrvtt.yaml`` (SimVTP's MSR-VTT protocol,
-shared/reference/simvtp-spec.md §7) and ``finetune-tiny.yaml``
-(the CPU demo's short run).
+``finetune-msrvtt.yaml`` (SimVTP's MSR-VTT protocol, scripts/finetune_msrvtt.sh @4b54321)
+and ``finetune-tiny.yaml`` (the CPU demo's short run).
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ def test_flops_scale_with_visible_tokens_and_match_batch():
                           "encoder_vtm_negatives", "decoder", "mlm_head", "tubelet_embed"}
     masked = flops_per_sample(base, num_visible=160, text_len=32)
     unmasked = flops_per_sample(base, num_visible=1568, text_len=32)
-    assert 300e9 < masked < 600e9  # DESIGN.md §8: about 460 GFLOP per ViT-B sample
+    assert 300e9 < masked < 600e9  # about 460 GFLOP per ViT-B sample
     assert unmasked / masked > 4
     assert flops_per_sample(base, num_visible=200) > flops_per_sample(base, num_visible=160)
     video_only = flops_per_sample(model_config("base", use_text=False), num_visible=160)

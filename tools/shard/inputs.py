@@ -59,6 +59,12 @@ def check_key(key: str) -> str | None:
     return None
 
 
+def check_row(page_dir: str, videoid: str) -> str | None:
+    """Why a manifest row's ``page_dir`` and ``videoid`` cannot name ``page_dir/videoid.mp4``
+    under a video root (local or a bucket), or None."""
+    return check_key(videoid) or _unsafe_component(page_dir, "page_dir")
+
+
 def _unsafe_component(part: str, field: str) -> str | None:
     if not part or part.strip() != part or "\0" in part:
         return f"unsafe {field}: {part!r}"
@@ -73,7 +79,7 @@ def video_path(root: Path, page_dir: str, videoid: str) -> tuple[Path | None, st
 
     Symlinks are resolved first, so a link that points outside the root is refused.
     """
-    reason = check_key(videoid) or _unsafe_component(page_dir, "page_dir")
+    reason = check_row(page_dir, videoid)
     if reason:
         return None, reason
     real_root = root.resolve()

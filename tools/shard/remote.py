@@ -32,7 +32,7 @@ from pipeline.storage import (
     join,
     list_keys,
 )
-from tools.shard.inputs import WorkItem, _unsafe_component, check_key
+from tools.shard.inputs import WorkItem, check_row
 from tools.shard.writers import MARKERS
 
 # the small files of a run that the final summary and a merge are built from
@@ -50,7 +50,7 @@ def locate(root: str, page_dir: str, videoid: str) -> tuple[str | None, str | No
 
     Whether the object exists is found out when it is downloaded (one request, not two).
     """
-    reason = check_key(videoid) or _unsafe_component(page_dir, "page_dir")
+    reason = check_row(page_dir, videoid)
     return (None, reason) if reason else (join(root, page_dir, f"{videoid}.mp4"), None)
 
 

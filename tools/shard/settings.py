@@ -1,6 +1,6 @@
 """Shard settings chosen for a training recipe, and the meta that tells the pipeline about them.
 
-Decoding fewer frames is the lever that pays most on a CPU (DESIGN.md section 8):
+Decoding fewer frames is the lever that pays most on a CPU (benchmarks/RESULTS.md):
 - ``frame_step``: a dense T x S window (VideoMAE's 16 x 4) reads every S-th frame, so a shard
   that keeps every S-th frame serves the same window as T consecutive frames, with S times
   fewer frames to decode and store. The step goes into every sample's meta (``frame_step``),
