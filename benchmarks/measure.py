@@ -3,12 +3,23 @@
 What `vtp bench pipeline` and `make bench` run (commands/bench_pipeline.py is the command
 line). Same run, same shards, frames and cores (DESIGN.md section 8):
 - the bare decoder: libavcodec (PyAV, in-process, one thread) decoding exactly the frames
-  each sample needs, plus the same crop/resize/normalise: the physical limit;
+  each sample needs, then per frame one libswscale call that resizes the crop window and
+  converts it to RGB at once (uint8), flip, and the normalise to float32 that vtp's output
+  also has: the physical limit (benchmarks/peers.py, ``bare_decode``);
 - the peer loaders a user would write instead (benchmarks/peers.py: PyAV VideoMAE-style,
-  torchcodec, decord), each in a torch DataLoader with as many worker processes as cores.
+  torchcodec, decord, then torchvision's v2 uint8 crop/resize and normalise), each in a
+  torch DataLoader with as many worker processes as cores.
+vtp and the peers output the same float32 (B, 3, T, S, S) normalised batches of the same
+frames, crops and flips (vtp's sampler draws them; ``plans`` hands them to the others) and
+tube masks; vtp alone also tokenises and masks the captions (counted against it). The limit
+outputs the same clips one by one, (3, T, S, S), with no batch to stack and no masks.
 Every side is timed alike: each process's first batch (and what workers prefetched
-meanwhile) is warm-up, the batches after it are cut into equal runs and the best run counts;
-CPU time counts every process of a side. Peers and the limit need the ``bench`` extra.
+meanwhile) is warm-up, the batches after it are cut into equal runs and the best run counts
+(the limit: one warm-up sample, then the best of REPEATS passes over every sample, one
+epoch's plan each); CPU time counts every process of a side. The limit runs in-process on
+one core; its wall rate on ``cores`` cores is taken as its CPU rate (perfect parallelism, no
+start-up, no hand-over: the most any loader could reach). Peers and the limit need the
+``bench`` extra.
 """
 
 from __future__ import annotations
@@ -189,7 +200,8 @@ def report(result: PipelineResult, label: str) -> str:
     if result.bare:
         ratio = result.ours / result.bare
         lines.append(f"bare decoder limit (PyAV, {result.bare_frames:.1f} frames decoded per "
-                     f"sample, + resize): {result.bare.cpu:.1f} samples/s by CPU time; vtp / "
+                     f"sample, + libswscale crop/resize/RGB, normalise): "
+                     f"{result.bare.cpu:.1f} samples/s by CPU time; vtp / "
                      f"limit {ratio.wall:.2f} (wall), {ratio.cpu:.2f} (CPU); the decoder "
                      f"alone (no RGB, no resize): {result.decode_only:.1f} samples/s")
     for name, rate in result.peers.items():
