@@ -162,7 +162,17 @@ class Collate:
     def __call__(self, clips: list[torch.Tensor]) -> dict:
         generator = torch.Generator().manual_seed(len(clips))
         mask = video_mask("tube", len(clips), self.grid, self.ratio, generator)
-        return {"video": torch.stack(clips), "video_mask": mask}
+        batch = {"video": torch.stack(clips), "video_mask": mask}
+        stamp = made_stamp()
+        return batch if stamp is None else {**batch, "made": stamp}
+
+
+def made_stamp() -> tuple[int, float, float] | None:
+    """(worker id, wall clock, the worker's CPU seconds) as a DataLoader worker finishes a
+    batch; None in the main process. Not part of a peer's work: what the benchmark times by
+    (benchmarks/measure.py, ``_mark``). ``perf_counter`` is one clock for all processes."""
+    info = torch.utils.data.get_worker_info()
+    return None if info is None else (info.id, time.perf_counter(), time.process_time())
 
 
 def peer_loader(peer: str, cfg: DataConfig, samples: list[dict], plans_: list[list[dict]],

@@ -1,6 +1,7 @@
 """The bare-decoder limit of `vtp bench pipeline` (benchmarks/peers.py, ``bare_decode``): it
 decodes exactly the frames a sample needs and hands over vtp's clip for the same plan, with
-the pixel work in libswscale (uint8), not in a float torch resize."""
+the pixel work in libswscale (uint8), not in a float torch resize; batches from DataLoader
+workers are timed where they were made."""
 
 from __future__ import annotations
 
@@ -69,3 +70,15 @@ def test_bare_limit_reports_cpu_per_sample_and_frames(pipeline_shards):
     result = peers.bare_limit(samples, peers.plans(cfg, samples, 2), cfg.image_size)
     assert result["frames_per_sample"] == 16.0  # intra-only, 16 distinct frames per window
     assert result["cpu_per_sample"] > 0 and result["decode_cpu_per_sample"] > 0
+
+
+def test_worker_batches_are_timed_where_they_were_made():
+    """Batches that two workers made one second apart per round but that reach the main
+    process at once (it was stalled while they prefetched) time at the workers' pace."""
+    from benchmarks.measure import timed
+
+    batches = [{"video": [0] * 4, "made": (k % 2, float(k // 2), 0.5 * (k // 2))}
+               for k in range(20)]
+    rate = timed(iter(batches), warm_up=2, cores=2, rounds=2)
+    assert rate.wall == pytest.approx(8.0)  # 2 batches of 4 a second
+    assert rate.cpu == pytest.approx(16.0, rel=0.1)  # 1 CPU second (2 x 0.5) per 8, on 2 cores
