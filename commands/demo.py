@@ -69,7 +69,7 @@ class DemoConfig:
     preset: str = "demo"
     defect_rate: float = 0.1
     fps: int = 8
-    width: int = 96
+    width: int = 72
     height: int = 72
     short_side: int = 36
     codec: str = "vp9"
@@ -95,7 +95,7 @@ SIZES: dict[str, DemoConfig] = {
     # idle cores. The easy preset (4 colours x 3 shapes, one size and background, straight
     # motion) and the recipe's masks at 32 px: 200 steps put held-out R@5 near 45% and the
     # median rank near 6 of 40 (chance 12.5% and 20), tests/test_demo.py asserts a margin.
-    "small": DemoConfig(num_clips=300, num_test=40, preset="easy", fps=8, width=64, height=48,
+    "small": DemoConfig(num_clips=300, num_test=40, preset="easy", fps=8, width=48, height=48,
                         steps=200, recon_clips=2,
                         overrides=("model.video_mask_ratio=0.5", "model.text_mask_ratio=0.3")),
 }

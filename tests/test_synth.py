@@ -234,3 +234,49 @@ def test_oracle_scores_count_ties():
 def test_unknown_preset_is_rejected():
     with pytest.raises(ValueError, match="preset"):
         SynthConfig(preset="easy-ish")
+
+
+def test_hard_preset_renders_the_first_generators_pixels():
+    # sha256 of these six clips as the first generator (before presets gained `wrap` and
+    # `durations`) rendered them: the hard preset must stay byte-identical.
+    import hashlib
+
+    from tools.synth.render import render
+
+    rng, digest = np.random.default_rng(11), hashlib.sha256()
+    for i in range(6):
+        scene = draw_scene(rng, "train", held_out_pairs(11), PRESETS["hard"])
+        digest.update(render(scene, fps=8, height=48, width=64,
+                             rng=np.random.default_rng(i)).tobytes())
+    assert digest.hexdigest() == "ef334422d505d17bf9cb746a971e7d5dd0346a128ba50600ada80d91915ba723"
+
+
+@pytest.mark.parametrize("preset", ["demo", "easy"])
+def test_paths_stay_inside_the_frame_and_follow_the_caption(preset):
+    from tools.synth.render import render, sprite
+    from tools.synth.scene import COLOURS, DIRECTIONS
+
+    p, rng = PRESETS[preset], np.random.default_rng(4)
+    assert not p.wrap
+    for i in range(12):
+        scene = draw_scene(rng, "train", held_out_pairs(4, p), p)
+        assert p.durations[0] <= scene.duration_s <= p.durations[1]
+        frames = render(scene, fps=8, height=48, width=48, rng=np.random.default_rng(i), preset=p)
+        painted = (frames == np.array(COLOURS[scene.colour], dtype=np.uint8)).all(axis=-1)
+        side = max(6, int(p.sizes[scene.size] * 48))
+        # never clipped by an edge: every frame shows the whole sprite
+        assert (painted.sum(axis=(1, 2)) == sprite(scene.shape, side).sum()).all()
+        ys, xs = (np.array([np.nonzero(f)[k].mean() for f in painted]) for k in (0, 1))
+        half = len(frames) // len(scene.motion)
+        for leg, direction in enumerate(scene.motion):
+            dx, dy = DIRECTIONS[direction]
+            span = slice(leg * half, (leg + 1) * half)
+            moved = np.array([xs[span][-1] - xs[span][0], ys[span][-1] - ys[span][0]])
+            assert moved @ np.array([dx, dy]) > 0, (scene, leg)
+
+
+def test_preset_durations_are_checked():
+    from tools.synth.presets import Preset
+
+    with pytest.raises(ValueError, match="durations"):
+        Preset(name="x", durations=(5, 4))

@@ -34,6 +34,9 @@ class Preset:
         noise_prob, noise_std: share of clips with sensor noise, and its std in 8-bit levels.
         varied_captions: several phrasings and synonyms (True) or one template with one word
             per attribute value (False).
+        durations: shortest and longest clip in whole seconds (drawn uniformly).
+        wrap: objects leave one edge and come back at the other (True), or start where their
+            whole path stays inside the frame (False), so the direction is never ambiguous.
     """
 
     name: str
@@ -49,6 +52,8 @@ class Preset:
     noise_prob: float = 0.5
     noise_std: float = 5.0
     varied_captions: bool = True
+    durations: tuple[int, int] = (4, 8)
+    wrap: bool = True
 
     def __post_init__(self) -> None:
         unknown = (set(self.colours) - set(ALL_COLOURS)) | (set(self.shapes) - set(ALL_SHAPES)) \
@@ -60,6 +65,9 @@ class Preset:
                              "(one pair per colour is held out)")
         if not set(self.counts) <= {1, 2, 3}:
             raise ValueError(f"preset {self.name!r}: counts must be among 1, 2, 3")
+        if not 1 <= self.durations[0] <= self.durations[1]:
+            raise ValueError(f"preset {self.name!r}: durations must be 1 <= shortest <= longest, "
+                             f"got {self.durations}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -69,19 +77,25 @@ PRESETS: dict[str, Preset] = {
     # The first generator: objects 1-4% of the frame, distractors, noise, counts up to three,
     # five backgrounds, varied wording. The tiny model reached held-out R@1 3-5% on it.
     "hard": Preset(name="hard"),
-    # Objects 25-40% of the frame height, no distractor or noise, two plain backgrounds and
+    # Objects 20-35% of the frame height, no distractor or noise, two plain backgrounds and
     # one wording: colour, shape, size, direction(s) and speed remain to be read off the clip.
+    # Motion is made legible to a sampler that spreads 8 frames over the clip: every clip
+    # lasts 4 s (so displacement tells slow from quick), the path stays inside the frame
+    # (no wrap-around hiding the direction), and the paths cover 25% / 55% of the height.
     "demo": Preset(
         name="demo",
         colours=("red", "green", "blue", "yellow", "purple", "white"),
         shapes=("circle", "square", "triangle", "cross"),
-        sizes={"small": 0.25, "large": 0.40},
+        sizes={"large": 0.30},
         counts=(1,),
-        backgrounds=("dark", "grey"),
+        backgrounds=("dark",),
+        speeds={"slowly": 0.25 * 240 / 64, "quickly": 0.55 * 240 / 64},
         two_leg_prob=0.3,
         clutter=0.0,
         noise_prob=0.0,
         varied_captions=False,
+        durations=(4, 4),
+        wrap=False,
     ),
     # CI's learning check: four colours, three shapes, one size and background, straight
     # motion. A few minutes of CPU training must put held-out R@1 far above chance.
@@ -92,10 +106,13 @@ PRESETS: dict[str, Preset] = {
         sizes={"large": 0.40},
         counts=(1,),
         backgrounds=("dark",),
+        speeds={"slowly": 0.25 * 240 / 64, "quickly": 0.55 * 240 / 64},
         two_leg_prob=0.0,
         clutter=0.0,
         noise_prob=0.0,
         varied_captions=False,
+        durations=(4, 4),
+        wrap=False,
     ),
 }
 

@@ -82,6 +82,16 @@ def trajectory(scene: Scene, num_frames: int, height: int,
     return np.cumsum(velocity, axis=0) - velocity[0]
 
 
+def starts_in_frame(moved: np.ndarray, side: int, width: int, height: int, count: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """(count, 2) top-left starts from which the whole path ``moved`` stays inside the frame
+    (centred on an axis where the path is longer than the room)."""
+    low = -moved.min(axis=0)
+    high = np.array([width - side, height - side]) - moved.max(axis=0)
+    low, high = np.minimum(low, (low + high) / 2), np.maximum(high, (low + high) / 2)
+    return rng.uniform(low, high, size=(count, 2))
+
+
 def render(scene: Scene, *, fps: int, height: int, width: int, rng: np.random.Generator,
            preset: Preset = PRESETS["hard"]) -> np.ndarray:
     """All frames of a scene, (T, H, W, 3) uint8."""
@@ -95,12 +105,15 @@ def render(scene: Scene, *, fps: int, height: int, width: int, rng: np.random.Ge
         for frame in video:
             _stamp(frame, mask, top, left, DISTRACTOR_RGB)
     mask, rgb = sprite(scene.shape, side), COLOURS[scene.colour]
-    starts = rng.uniform((0, 0), (width, height), size=(scene.count, 2))
     moved = trajectory(scene, num_frames, height, preset, fps)
-    span = np.array([width + side, height + side])
-    for t, frame in enumerate(video):
+    if preset.wrap:
+        starts = rng.uniform((0, 0), (width, height), size=(scene.count, 2))
+        span = np.array([width + side, height + side])
         # Objects leave one edge and come back at the other, so the direction never changes.
-        positions = (starts + moved[t]) % span - side
+        paths = (starts[None] + moved[:, None]) % span - side
+    else:
+        paths = starts_in_frame(moved, side, width, height, scene.count, rng)[None] + moved[:, None]
+    for frame, positions in zip(video, paths):
         for x, y in positions.astype(int):
             _stamp(frame, mask, y, x, rgb)
     if scene.noise:

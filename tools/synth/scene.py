@@ -105,5 +105,5 @@ def draw_scene(rng: np.random.Generator, split: str, held_out: frozenset,
         background=str(rng.choice(preset.backgrounds)),
         distractor=distractor,
         noise=bool(rng.random() < preset.noise_prob),
-        duration_s=int(rng.integers(4, 9)),
+        duration_s=int(rng.integers(preset.durations[0], preset.durations[1] + 1)),
     )
