@@ -82,9 +82,10 @@ def synthetic_items(work: Path) -> list[WorkItem]:
 def _options(fields: dict) -> TranscodeOptions:
     fields = dict(fields)
     if fields.pop("recipe", False):
+        from recipes.shard_settings import recipe_settings
         from tools.shard.settings import chosen_settings
 
-        fields.update(chosen_settings({}, RECIPE))
+        fields.update(chosen_settings({}, recipe_settings(RECIPE)))
     return TranscodeOptions(**fields)
 
 

@@ -8,8 +8,10 @@ alone and is what other commands (``vtp experiment``) reuse; it skips work it ha
 done for the same data settings. Writes ``OUT/report.md``, ``OUT/metrics.json``,
 ``OUT/loss_curves.png``, ``OUT/reconstruction.png`` and ``OUT/retrieval.md``.
 
-    python -m commands.demo --out reports/demo             # the full demo (~15 min on 2 cores)
-    python -m commands.demo --out /tmp/d --size small      # CI: every stage + a learning check (~3 min)
+    python -m commands.demo --out reports/demo         # the full demo
+    python -m commands.demo --out /tmp/d --size small  # CI: every stage + a learning check
+
+How long each takes on 2 cores, and what the demo measured: recipes/README.md, "Tiny demo".
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ class DemoConfig:
         preset: the `vtp synth` preset (tools/synth/presets.py): what the clips show.
         defect_rate: share of training rows with WebVid-like caption mess; half as many
             get a broken video file (the clean and shard stages must catch both).
-        fps: rendered frame rate (the sampler takes 8-16 frames from a 4-8 s clip, so fewer
-            frames only save rendering and transcoding time; motion per second is the same).
-        width, height: rendered frame size; the model sees 32x32 crops of the 48x36 shards,
-            so bigger frames only slow rendering and sharding (objects scale with height).
-        short_side: short side of the sharded clips; the evaluation shards the test json at
-            8/7 of the model's input (36 for 32), so training uses the same.
+        fps: rendered frame rate (the sampler takes 8 frames of each clip, so fewer frames
+            only save rendering and transcoding time; motion per second is the same).
+        width, height: rendered frame size; square, because the model sees square crops of
+            the shards (objects and their paths scale with the height).
+        short_side: short side of the sharded clips; None takes
+            ``pipeline.config.short_side_for`` of the recipe's input size, which is also what
+            the evaluation shards the test json at.
         codec: a CPU-decodable codec (vp9 or mjpeg).
         fraction: the `vtp subset` fraction that is sharded and trained on.
         steps: optimizer steps of the pretraining run (None: the recipe's).
@@ -57,9 +60,9 @@ class DemoConfig:
         recipe: the training recipe.
         workers: processes for rendering and sharding.
         torch_threads: torch's CPU threads for training. 1 (the recipe's) is safe on a
-            machine shared with other jobs. On 2 free cores 2 threads trained 1.6x faster
-            (64 vs 40 samples/s), but with another job on the machine a step took 5 s instead
-            of 0.26 s (OpenMP threads wait for a core): pass 2 only on an idle machine.
+            machine shared with other jobs; more are faster on free cores but far slower
+            when another job holds one (OpenMP threads wait for a core; measured in
+            recipes/README.md).
         recon_clips: held-out clips shown in the reconstruction figure.
     """
 
@@ -71,7 +74,7 @@ class DemoConfig:
     fps: int = 8
     width: int = 72
     height: int = 72
-    short_side: int = 36
+    short_side: int | None = None
     codec: str = "vp9"
     fraction: float = 1.0
     steps: int | None = None
@@ -82,6 +85,14 @@ class DemoConfig:
     torch_threads: int = 1
     recon_clips: int = 4
 
+    def __post_init__(self) -> None:
+        if self.short_side is None:
+            from pipeline.config import short_side_for
+            from recipes.config import load_recipe
+
+            size = load_recipe(self.recipe, list(self.overrides)).model.image_size
+            object.__setattr__(self, "short_side", short_side_for(size))
+
     def data_key(self) -> dict:
         """The settings the data stages depend on (a match means the data can be reused)."""
         keys = ("num_clips", "num_test", "data_seed", "preset", "defect_rate", "fps", "width",
@@ -91,8 +102,8 @@ class DemoConfig:
 
 SIZES: dict[str, DemoConfig] = {
     "full": DemoConfig(),
-    # CI: every stage and report file, and a learning check, in about three minutes on two
-    # idle cores. The easy preset (4 colours x 3 shapes, one size and background, straight
+    # CI: every stage and report file, and a learning check, in a few minutes on two idle
+    # cores. The easy preset (4 colours x 3 shapes, one size and background, straight
     # motion) and the recipe's masks at 32 px: 200 steps put held-out R@5 near 45% and the
     # median rank near 6 of 40 (chance 12.5% and 20), tests/test_demo.py asserts a margin.
     "small": DemoConfig(num_clips=300, num_test=40, preset="easy", fps=8, width=48, height=48,
@@ -174,7 +185,8 @@ def shard_stage(work: Path, cfg: DemoConfig, subset: Path) -> dict:
                           cfg.short_side, cfg.workers)
 
 
-def build_demo_data(work: Path, cfg: DemoConfig, progress: Callable[[str], None] | None = None) -> DemoData:
+def build_demo_data(work: Path, cfg: DemoConfig,
+                    progress: Callable[[str], None] | None = None) -> DemoData:
     """Runs synth, clean, subset and shard into ``work``; reuses an earlier run's output
     when it was built with the same data settings (``cfg.data_key()``).
 
@@ -238,7 +250,8 @@ def held_out_check(data: DemoData) -> dict:
 
     test_pairs = sorted(pairs(test))
     per_pair = test.groupby(["colour", "shape"]).size()
-    pair_only = float((1.0 / test.apply(lambda r: per_pair[(r["colour"], r["shape"])], axis=1)).mean())
+    pair_size = test.apply(lambda r: per_pair[(r["colour"], r["shape"])], axis=1)
+    pair_only = float((1.0 / pair_size).mean())
     captions = set(train["caption_clean"].dropna().str.lower())
     return {
         "train_clips": len(train),
@@ -312,10 +325,24 @@ def figures_stage(out: Path, cfg: DemoConfig, train: dict, test_shards: Path,
 
     grid = retrieval_grid(train["checkpoint"], test_shards, test_json, out / "retrieval_grid.png",
                           seed=cfg.seed)
+    grid["reads"] = attribute_reading(test_json, grid.pop("keys"), grid.pop("top1"))
     firsts = {k: sum(v for _, v in vals[:10]) / len(vals[:10]) for k, vals in curves.items()}
     lasts = {k: sum(v for _, v in vals[-25:]) / len(vals[-25:]) for k, vals in curves.items()}
     return {"loss_curves": str(losses), "reconstruction": str(recon_png), "grid": grid,
             "loss_first10": firsts, "loss_last25": lasts, "chance": chance}
+
+
+def attribute_reading(test_json: Path, keys: list[str], top1: list[int]) -> dict:
+    """Per attribute, how often the first-ranked clip shares the query clip's value, next to
+    a random clip's rate (tools.synth.oracle.top1_agreement), from the test split's ground
+    truth beside ``test_json``."""
+    import pyarrow.parquet as pq
+
+    from tools.synth.oracle import top1_agreement
+
+    truth = pq.read_table(Path(test_json).parent / "ground_truth.parquet").to_pylist()
+    by_id = {r["videoid"]: r for r in truth if r["split"] == "test"}
+    return top1_agreement([by_id[k] for k in keys], top1)
 
 
 def _microbatch(cfg: DemoConfig) -> int:
@@ -384,6 +411,21 @@ def _oracle_text(data: DemoData) -> str:
     ])
 
 
+def _reading_text(reads: dict) -> str:
+    """The table of what the model reads (see ``attribute_reading``)."""
+    rows = [f"| {attr.replace('_', ' ')} | {v['top1']:.2f} | {v['random']:.2f} |"
+            for attr, v in reads.items()]
+    return "\n".join([
+        "What the model reads: for each attribute a caption names, the share of queries whose "
+        "first-ranked clip has the query clip's value, and the share a random other clip has. "
+        "An attribute the model ignores sits at the random rate.",
+        "",
+        "| attribute | first-ranked clip agrees | random clip agrees |",
+        "|---|---|---|",
+        *rows,
+    ])
+
+
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
@@ -411,7 +453,8 @@ def write_report(out: Path, cfg: DemoConfig, data: DemoData, check: dict, train:
         ("subset", f"nested hash subsets of {s['subset']['eligible_rows']} rows; trained on the "
                    f"{cfg.fraction:.0%} subset ({chosen.get('rows', '?')} rows)",
          seconds.get("subset", 0)),
-        ("shard", f"{shard['inputs']} subset rows -> {shard['ok']} ok clips + {shard['failed']} failed "
+        ("shard", f"{shard['inputs']} subset rows -> {shard['ok']} ok clips + "
+                  f"{shard['failed']} failed "
                   f"({failures}); {cfg.codec}, short side {cfg.short_side}, "
                   f"{shard['mds_shards']} MDS shard(s), {shard['bytes'] / 1e6:.1f} MB",
          seconds.get("shard", 0)),
@@ -449,6 +492,8 @@ def write_report(out: Path, cfg: DemoConfig, data: DemoData, check: dict, train:
         "losses, checkpoints) and [evaluation](eval_card.md) (checkpoint hash, split, views, "
         "tie rule).",
         _oracle_text(data),
+        "",
+        _reading_text(figures["grid"]["reads"]),
         "",
         "## Top-5 retrieved clips",
         "",
@@ -540,13 +585,15 @@ def run_demo(out: Path, work: Path, cfg: DemoConfig) -> dict:
     _stage("figures and report", 7, total)
     figures, seconds["figures"] = _timed(figures_stage, out, cfg, train,
                                          work / "eval" / "test-shards", data.test_json)
+    metrics["attribute_reading"] = figures["grid"]["reads"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.copy(work / "eval" / "retrieval.md", out / "retrieval.md")
     _copy_cards(Path(train["checkpoint"]).parent, work / "eval", out)
     seconds["report"] = 0.0
     report = write_report(out, cfg, data, check, train, metrics, figures, seconds)
     elapsed = time.perf_counter() - start
-    print(f"\ndemo: text-to-video R@1 {metrics['t2v_r1']:.1f}% vs chance {metrics['chance_r1']:.2f}% "
+    print(f"\ndemo: text-to-video R@1 {metrics['t2v_r1']:.1f}% vs chance "
+          f"{metrics['chance_r1']:.2f}% "
           f"({metrics['t2v_r1_over_chance']:.1f}x) on {metrics['n']} held-out clips; "
           f"{_fmt_seconds(elapsed)} in all; report: {report}", flush=True)
     return metrics

@@ -107,4 +107,5 @@ def retrieval_grid(checkpoint: str | Path, shards: Path, test_json: Path, out: P
     plot_retrieval_grid(videos, sims, captions, queries, out)
     order = [torch.argsort(sims[q], descending=True).tolist() for q in queries]
     ranks = [ranked.index(q) + 1 for ranked, q in zip(order, queries, strict=True)]
-    return {"png": str(out), "queries": [captions[q] for q in queries], "ranks": ranks}
+    return {"png": str(out), "queries": [captions[q] for q in queries], "ranks": ranks,
+            "keys": keys, "top1": sims.argmax(dim=1).tolist()}

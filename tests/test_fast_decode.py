@@ -120,14 +120,16 @@ def test_key_frame_windows_start_on_a_key_frame_that_leaves_room():
 
 
 def test_for_recipe_picks_step_gop_and_short_side_and_flags_win():
+    from recipes.shard_settings import recipe_settings
     from tools.shard.settings import chosen_settings
 
-    chosen = chosen_settings({"gop": None, "short_side": None}, "videomae-vitb")
+    videomae = recipe_settings("videomae-vitb")
+    chosen = chosen_settings({"gop": None, "short_side": None}, videomae)
     assert chosen == {"frame_step": 4, "gop": 16, "short_side": 256}
-    assert chosen_settings({"gop": 8}, "videomae-vitb")["gop"] == 8
+    assert chosen_settings({"gop": 8}, videomae)["gop"] == 8
     assert chosen_settings({}, None) == {"gop": 32, "frame_step": 1, "short_side": None}
     with pytest.raises(ValueError, match="does not exist"):
-        chosen_settings({}, "no-such-recipe")
+        recipe_settings("no-such-recipe")
 
 
 @pytest.mark.parametrize("peer", ["pyav", "torchcodec", "decord"])

@@ -280,3 +280,17 @@ def test_preset_durations_are_checked():
 
     with pytest.raises(ValueError, match="durations"):
         Preset(name="x", durations=(5, 4))
+
+
+def test_top1_agreement_tells_a_read_attribute_from_an_ignored_one():
+    from tools.synth.oracle import top1_agreement
+
+    colours, motions = ["red", "red", "blue", "blue"], ["left", "left,up", "up", "up"]
+    scenes = [dict(colour=c, shape="circle", size="small", count=1, background="dark",
+                   distractor=None, motion=m, speed="slowly")
+              for c, m in zip(colours, motions, strict=True)]
+    # each query's top clip is the other clip of its colour: colour always agrees
+    reads = top1_agreement(scenes, [1, 0, 3, 2])
+    assert reads["colour"] == {"top1": 1.0, "random": pytest.approx(1 / 3, abs=1e-3)}
+    assert reads["first_leg"]["top1"] == 1.0 and reads["motion"]["top1"] == 0.5
+    assert "shape" not in reads  # one value among the clips: nothing to read

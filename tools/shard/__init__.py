@@ -70,9 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="key frame interval in frames (default 32)")
     parser.add_argument("--frame-step", type=int, default=None,
                         help="keep every N-th frame (shard at the training stride; default 1)")
-    parser.add_argument("--for-recipe", default=None, metavar="RECIPE",
-                        help="take --frame-step, --gop and --short-side from a recipe's data "
-                             "section (flags given explicitly win)")
     parser.add_argument("--preset", default="veryfast",
                         help="x264 preset (h264 only; default %(default)s)")
     parser.add_argument("--crf", type=int, default=None,
@@ -177,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"shard: part {part.index} of {part.count} ({part.source})", file=sys.stderr)
         from tools.shard.settings import chosen_settings
 
-        chosen = chosen_settings(vars(args), args.for_recipe)
+        chosen = chosen_settings(vars(args), getattr(args, "recipe_settings", None))
         options = TranscodeOptions(
             codec=args.codec, fps=args.fps, start=args.start, max_seconds=args.max_seconds,
             preset=args.preset, crf=args.crf, timeout=args.timeout, **chosen)

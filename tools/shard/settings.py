@@ -15,44 +15,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import short_side_for
-
 DEFAULTS = {"gop": 32, "frame_step": 1, "short_side": None}
 
 
-def chosen_settings(flags: dict, recipe: str | Path | None) -> dict:
-    """gop, frame_step and short_side: the defaults, then the recipe's, then explicit flags.
+def chosen_settings(flags: dict, from_recipe: dict | None = None) -> dict:
+    """gop, frame_step and short_side: the defaults, then a recipe's, then explicit flags.
 
     Args:
         flags: the command line's values (None where a flag was not given).
-        recipe: the ``--for-recipe`` recipe, if any.
+        from_recipe: settings that suit a training recipe (``vtp shard --for-recipe``, which
+            reads the recipe in commands/shard_cmd.py: recipes sit above the data tools).
     """
     chosen = dict(DEFAULTS)
-    if recipe:
-        chosen.update(recipe_settings(recipe))
+    chosen.update(from_recipe or {})
     chosen.update({k: flags[k] for k in DEFAULTS if flags.get(k) is not None})
     return chosen
-
-
-def recipe_settings(recipe: str | Path) -> dict:
-    """TranscodeOptions fields (frame_step, gop, short_side) that suit ``recipe``'s sampler.
-
-    Args:
-        recipe: a recipe file or the name of a shipped one.
-
-    Raises:
-        ValueError: the recipe cannot be read (message says why).
-    """
-    from recipes.config import RecipeError, load_recipe
-
-    try:
-        data = load_recipe(recipe).data
-    except RecipeError as err:
-        raise ValueError(str(err)) from err
-    settings = {"short_side": short_side_for(data.image_size)}
-    if data.sampler == "dense" and data.stride > 1:
-        settings.update(frame_step=data.stride, gop=data.num_frames)
-    return settings
 
 
 def shard_meta(path: Path, codec: str, frame_step: int) -> dict:

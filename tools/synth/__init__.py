@@ -3,8 +3,8 @@
 Writes OUT_DIR/results.csv (WebVid columns), OUT_DIR/videos/{page_dir}/{videoid}.mp4 (H.264),
 OUT_DIR/ground_truth.parquet (every injected defect and the clean caption, per row) and
 OUT_DIR/test.json (held-out retrieval split, MSR-VTT style) and OUT_DIR/synth.json (the
-settings, the preset's parameters and oracle scores of the held-out split). The same seed gives the same
-bytes and rows.
+settings, the preset's parameters and oracle scores of the held-out split). The same seed
+gives the same bytes and rows.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "clutter, noise, varied wording; the first generator) or demo (large "
                              "objects, plain backgrounds, one wording) (default %(default)s)")
     parser.add_argument("--workers", type=int, default=defaults.workers,
-                        help="processes rendering in parallel (default: all cores, %(default)s here)")
+                        help="processes rendering in parallel "
+                             "(default: all cores, %(default)s here)")
 
 
 def run(args: argparse.Namespace) -> int:

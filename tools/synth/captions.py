@@ -17,7 +17,8 @@ DIRECTION_WORDS = {
     "up": ("up", "upward", "toward the top"),
     "down": ("down", "downward", "toward the bottom"),
 }
-SPEED_WORDS = {"slowly": ("slowly", "at a slow pace", "gently"), "quickly": ("quickly", "fast", "rapidly")}
+SPEED_WORDS = {"slowly": ("slowly", "at a slow pace", "gently"),
+               "quickly": ("quickly", "fast", "rapidly")}
 VERBS = {"moves": "moving", "slides": "sliding", "drifts": "drifting", "travels": "traveling",
          "glides": "gliding"}
 BACKGROUND_WORDS = {
@@ -85,7 +86,8 @@ def english_caption(rng: np.random.Generator, scene: Scene, varied: bool = True)
     templates = (
         f"{subject} {verb} {speed} {path}{on_background}{other}",
         f"{subject} {verb} {path} {speed}{on_background}{other}",
-        f"{subject.split(' ', 1)[1] if scene.count == 1 else subject} {ing} {path} {speed}{on_background}{other}",
+        f"{subject.split(' ', 1)[1] if scene.count == 1 else subject} {ing} {path} {speed}"
+        f"{on_background}{other}",
         f"close-up of {subject} {ing} {path} {speed}{on_background}{other}",
         f"on {background}, {subject} {verb} {path} {speed}{other}",
     )
@@ -97,17 +99,21 @@ def english_caption(rng: np.random.Generator, scene: Scene, varied: bool = True)
 _FOREIGN = {
     "de": {
         "colour": {"red": "rote", "green": "grüne", "blue": "blaue", "yellow": "gelbe",
-                   "purple": "violette", "orange": "orangefarbene", "white": "weiße", "pink": "rosa"},
+                   "purple": "violette", "orange": "orangefarbene", "white": "weiße",
+                   "pink": "rosa"},
         "shape": {"circle": "Kreis", "square": "Quadrat", "triangle": "Dreieck", "diamond": "Raute",
                   "cross": "Kreuz"},
-        "dir": {"left": "nach links", "right": "nach rechts", "up": "nach oben", "down": "nach unten"},
+        "dir": {"left": "nach links", "right": "nach rechts", "up": "nach oben",
+                "down": "nach unten"},
         "speed": {"slowly": "langsam", "quickly": "schnell"},
-        "pattern": "Eine {colour} Form ({shape}) bewegt sich {speed} {dir} vor einem dunklen Hintergrund",
+        "pattern": "Eine {colour} Form ({shape}) bewegt sich {speed} {dir} vor einem dunklen "
+                   "Hintergrund",
     },
     "fr": {
         "colour": {"red": "rouge", "green": "verte", "blue": "bleue", "yellow": "jaune",
                    "purple": "violette", "orange": "orange", "white": "blanche", "pink": "rose"},
-        "shape": {"circle": "cercle", "square": "carré", "triangle": "triangle", "diamond": "losange",
+        "shape": {"circle": "cercle", "square": "carré", "triangle": "triangle",
+                  "diamond": "losange",
                   "cross": "croix"},
         "dir": {"left": "vers la gauche", "right": "vers la droite", "up": "vers le haut",
                 "down": "vers le bas"},
@@ -139,7 +145,8 @@ def foreign_caption(rng: np.random.Generator, scene: Scene) -> tuple[str, str]:
 
 
 # Each mess kind adds text that a cleaning rule of the same name must remove.
-BOILERPLATE = ("stock footage", "Stock Footage", "stock video", "royalty free", "Royalty-free stock video")
+BOILERPLATE = ("stock footage", "Stock Footage", "stock video", "royalty free",
+               "Royalty-free stock video")
 RESOLUTION_TAGS = ("4k", "4K", "HD", "UHD", "1080p", "1920x1080", "full HD", "4K UHD")
 URLS = ("https://www.example-stock.com/clip/{n}", "www.footage-site.net/v/{n}", "http://bit.ly/{n}x")
 TIMECODES = ("00:00:{s:02d}", "0:{s:02d}", "00:01:{s:02d}:12")

@@ -40,7 +40,8 @@ class SynthConfig:
     num_clips: int = 200
     num_test: int | None = None  # held-out clips; default num_clips // 4
     seed: int = 0
-    defect_rate: float = 0.1  # share of training rows with a caption defect; half that get a broken file
+    # share of training rows with a caption defect; half as many get a broken file
+    defect_rate: float = 0.1
     fps: int = 16
     width: int = 320
     height: int = 240
@@ -63,7 +64,8 @@ class SynthConfig:
         if min(self.width, self.height) < 16:
             raise ValueError(f"width and height must be >= 16, got {self.width}x{self.height}")
         if self.width % 2 or self.height % 2:
-            raise ValueError(f"width and height must be even for yuv420p, got {self.width}x{self.height}")
+            raise ValueError("width and height must be even for yuv420p, got "
+                             f"{self.width}x{self.height}")
 
     @property
     def test_clips(self) -> int:
@@ -130,13 +132,15 @@ def _inject_defects(rng: np.random.Generator, train: list[Row], rate: float) -> 
         if kind in TEXT_MESS:
             row.caption_raw = add_mess(rng, row.caption_raw, kind)
             if kind in ("boilerplate", "resolution_tag", "url") and rng.random() < 0.3:
-                extra = str(rng.choice([k for k in ("boilerplate", "resolution_tag", "url") if k != kind]))
+                others = [k for k in ("boilerplate", "resolution_tag", "url") if k != kind]
+                extra = str(rng.choice(others))
                 row.caption_raw = add_mess(rng, row.caption_raw, extra)
                 row.caption_defects.append(extra)
         elif kind == "duplicate":
             # A re-upload: same scene, same caption string, new id (as WebVid has).
             original = train[int(rng.integers(0, i))]
-            row.scene, row.dup_of, row.render_index = original.scene, original.videoid, original.index
+            row.scene, row.dup_of = original.scene, original.videoid
+            row.render_index = original.index
             row.caption_raw, row.caption_clean = original.caption_raw, original.caption_clean
             row.caption_defects = ["duplicate", *original.caption_defects]
             row.lang = original.lang
@@ -164,8 +168,8 @@ def _write_clip(job: tuple[Row, SynthConfig, str]) -> int:
         return len(NOT_A_VIDEO)
     index = row.index if row.render_index is None else row.render_index
     clip_rng = np.random.default_rng([config.seed, index])
-    frames = render(row.scene, fps=config.fps, height=config.height, width=config.width, rng=clip_rng,
-                    preset=get_preset(config.preset))
+    frames = render(row.scene, fps=config.fps, height=config.height, width=config.width,
+                    rng=clip_rng, preset=get_preset(config.preset))
     tmp = path.with_name(f".{path.name}.tmp")
     encode_h264(frames, tmp, fps=config.fps, gop=config.gop)
     if row.file_defect == "truncated":

@@ -34,3 +34,34 @@ def expected_r1(scenes: list[dict], attributes: tuple[str, ...]) -> float:
 def oracle_r1(scenes: list[dict]) -> dict[str, float]:
     """Expected R@1 of each oracle in ``ORACLES`` on ``scenes`` (rows of Scene.as_row())."""
     return {name: expected_r1(scenes, attrs) for name, attrs in ORACLES.items()}
+
+
+def first_leg(motion: str) -> str:
+    """The direction a clip starts with ("left" of "left,up")."""
+    return motion.split(",")[0]
+
+
+def top1_agreement(scenes: list[dict], top1: list[int]) -> dict[str, dict[str, float]]:
+    """What a retrieval model reads, attribute by attribute.
+
+    Args:
+        scenes: the test clips' rows (Scene.as_row()), in the order queries and clips share.
+        top1: for query i (the caption of clip i), the index of the clip ranked first.
+
+    Returns:
+        For each attribute that varies among ``scenes`` (plus ``first_leg``, the starting
+        direction): ``top1``, the share of queries whose first-ranked clip has the query's
+        value, and ``random``, the share a clip drawn at random from the others would have.
+        A model that reads an attribute is well above ``random`` on it.
+    """
+    rows = [{**s, "first_leg": first_leg(str(s["motion"]))} for s in scenes]
+    out = {}
+    for attr in (*APPEARANCE, *MOTION, "first_leg"):
+        values = [r[attr] for r in rows]
+        counts = Counter(values)
+        if len(counts) < 2 or len(values) < 2:
+            continue
+        hits = sum(values[j] == values[i] for i, j in enumerate(top1))
+        chance = sum((counts[v] - 1) / (len(values) - 1) for v in values)
+        out[attr] = {"top1": round(hits / len(values), 3), "random": round(chance / len(values), 3)}
+    return out

@@ -28,7 +28,8 @@ def sprite(shape: str, side: int) -> np.ndarray:
         "square": (np.abs(u) <= 0.85) & (np.abs(v) <= 0.85),
         "triangle": (v <= 0.85) & (v >= -0.9) & (np.abs(u) <= (v + 0.9) / 1.75 * 0.95),
         "diamond": np.abs(u) + np.abs(v) <= 0.98,
-        "cross": ((np.abs(u) <= 0.3) | (np.abs(v) <= 0.3)) & (np.abs(u) <= 0.95) & (np.abs(v) <= 0.95),
+        "cross": ((np.abs(u) <= 0.3) | (np.abs(v) <= 0.3))
+        & (np.abs(u) <= 0.95) & (np.abs(v) <= 0.95),
     }
     return masks[shape]
 
@@ -113,7 +114,7 @@ def render(scene: Scene, *, fps: int, height: int, width: int, rng: np.random.Ge
         paths = (starts[None] + moved[:, None]) % span - side
     else:
         paths = starts_in_frame(moved, side, width, height, scene.count, rng)[None] + moved[:, None]
-    for frame, positions in zip(video, paths):
+    for frame, positions in zip(video, paths, strict=True):
         for x, y in positions.astype(int):
             _stamp(frame, mask, y, x, rgb)
     if scene.noise:
