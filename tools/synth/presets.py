@@ -73,29 +73,33 @@ class Preset:
         return asdict(self)
 
 
+# What `demo` and `easy` share: one object, no clutter or noise, one wording, and motion a
+# sampler spreading 8 frames over the clip can read: every clip lasts 4 s (displacement tells
+# slow from quick), paths stay inside the frame and cover 25% / 55% of its height.
+PLAIN_AND_LEGIBLE = dict(
+    counts=(1,),
+    speeds={"slowly": 0.25 * 240 / 64, "quickly": 0.55 * 240 / 64},
+    clutter=0.0,
+    noise_prob=0.0,
+    varied_captions=False,
+    durations=(4, 4),
+    wrap=False,
+)
+
 PRESETS: dict[str, Preset] = {
     # The first generator: objects 1-4% of the frame, distractors, noise, counts up to three,
     # five backgrounds, varied wording. The tiny model reached held-out R@1 3-5% on it.
     "hard": Preset(name="hard"),
-    # Objects 20-35% of the frame height, no distractor or noise, two plain backgrounds and
-    # one wording: colour, shape, size, direction(s) and speed remain to be read off the clip.
-    # Motion is made legible to a sampler that spreads 8 frames over the clip: every clip
-    # lasts 4 s (so displacement tells slow from quick), the path stays inside the frame
-    # (no wrap-around hiding the direction), and the paths cover 25% / 55% of the height.
+    # Objects 20-35% of the frame height on two plain backgrounds: colour, shape, size,
+    # direction(s) and speed remain to be read off the clip.
     "demo": Preset(
         name="demo",
         colours=("red", "green", "blue", "yellow", "purple", "white"),
         shapes=("circle", "square", "triangle", "cross"),
         sizes={"small": 0.20, "large": 0.35},
-        counts=(1,),
         backgrounds=("dark", "grey"),
-        speeds={"slowly": 0.25 * 240 / 64, "quickly": 0.55 * 240 / 64},
         two_leg_prob=0.3,
-        clutter=0.0,
-        noise_prob=0.0,
-        varied_captions=False,
-        durations=(4, 4),
-        wrap=False,
+        **PLAIN_AND_LEGIBLE,
     ),
     # CI's learning check: four colours, three shapes, one size and background, straight
     # motion. A few minutes of CPU training must put held-out R@1 far above chance.
@@ -104,15 +108,9 @@ PRESETS: dict[str, Preset] = {
         colours=("red", "green", "blue", "yellow"),
         shapes=("circle", "square", "cross"),
         sizes={"large": 0.40},
-        counts=(1,),
         backgrounds=("dark",),
-        speeds={"slowly": 0.25 * 240 / 64, "quickly": 0.55 * 240 / 64},
         two_leg_prob=0.0,
-        clutter=0.0,
-        noise_prob=0.0,
-        varied_captions=False,
-        durations=(4, 4),
-        wrap=False,
+        **PLAIN_AND_LEGIBLE,
     ),
 }
 
