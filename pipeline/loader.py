@@ -120,6 +120,11 @@ class BatchBuilder:
                 "flip": np.array(flip, np.int32)}
 
     def __call__(self, samples: list[dict]) -> dict:
+        if len(samples) > self.cfg.batch_size:
+            # not a bad sample: the decoder was built for at most cfg.batch_size clips
+            raise ValueError(f"a batch of {len(samples)} samples, but the DataConfig's batch_size "
+                             f"is {self.cfg.batch_size} (the largest batch the decoder is built "
+                             "for): give the DataLoader a batch_size <= DataConfig.batch_size")
         if self.cfg.view is not None:
             return self.build(samples)
         skipped: list[dict] = []

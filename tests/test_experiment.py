@@ -38,16 +38,20 @@ BASELINE = Setting(fraction=1.0, video_mask_ratio=0.75, text_mask_ratio=0.45, lo
 
 def test_grid_shares_the_baseline_and_changes_one_factor_per_cell():
     cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1)))
-    assert len(cells) == 13
-    assert [c.setting == BASELINE for c in cells].count(True) == 4  # one per axis
+    assert len(cells) == 18
+    assert [c.setting == BASELINE for c in cells].count(True) == 6  # one per axis
     assert all(c.baseline == (c.setting == BASELINE) for c in cells)
-    # 1 baseline + 2 other values on three axes and 3 on the video mask's = 10 settings
-    assert len(runs) == 20 and len({r.run_id for r in runs}) == 20
+    # 1 baseline + 2 other values on both data axes, the text mask's and the losses', 3 on
+    # the video mask's, 1 other dataset = 13 settings
+    assert len(runs) == 26 and len({r.run_id for r in runs}) == 26
     assert sum(r.setting == BASELINE for r in runs) == 2
-    names = [f.name for f in fields(Setting)]
+    names = [f.name for f in fields(Setting) if f.name != "equal_epochs"]  # goes with fraction
     for cell in cells:
         changed = [n for n in names if getattr(cell.setting, n) != getattr(BASELINE, n)]
         assert len(changed) == (0 if cell.baseline else 1), (cell, changed)
+        assert cell.setting.equal_epochs == (cell.axis == "data_epochs" and not cell.baseline)
+    seeds = {c.label: c.setting.data_seed for c in cells if c.axis == "data_seed"}
+    assert seeds == {"seed 0": 0, "seed 1": 1}
 
 
 def test_defaults_are_three_seeds_on_the_demo_preset():
@@ -69,7 +73,8 @@ def test_the_baseline_is_the_recipe_and_its_values_join_the_axes():
     assert grid.video_mask_ratios == (0.5, 0.75, 0.9, 0.95)
     assert grid.text_mask_ratios == (0.15, 0.45, 0.75)  # already on the axis: not repeated
     cells, runs = expand(grid)
-    assert len(cells) == 13 and len(runs) == 2 * 10
+    assert len(cells) == 18 and len(runs) == 2 * 13
+    assert grid_around_recipe(0.5, 0.45, data_seed=4).data_seeds == (4, 5)
     with pytest.raises(ValueError, match="not among the video_mask axis"):
         GridConfig(baseline=Setting(1.0, 0.8, 0.45))
     cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(3,), axes=("losses",)))
@@ -92,6 +97,9 @@ FAKE = {
     Setting(1.0, 0.95, 0.45): (11.0, 13.0), Setting(1.0, 0.75, 0.15): (30.0, 30.0),
     Setting(1.0, 0.75, 0.75): (4.0, 4.0), Setting(1.0, 0.75, 0.45, "MVM+MLM"): (1.0, 1.0),
     Setting(1.0, 0.75, 0.45, "+VTC"): (5.0, 5.0),
+    Setting(0.1, 0.75, 0.45, equal_epochs=True): (3.0, 3.0),
+    Setting(0.3, 0.75, 0.45, equal_epochs=True): (6.0, 6.0),
+    Setting(1.0, 0.75, 0.45, data_seed=1): (10.5, 11.5),
 }
 
 
@@ -125,6 +133,9 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     assert "10% keeps 60% of the full-data gain" in found["Data efficiency"]["t2v_r1"][1]
     # the fake mean rank is chance (50.5) minus R@1: a gain of 7 against 11, 64%
     assert "10% keeps 64% of the full-data gain" in found["Data efficiency"]["t2v_meanr"][1]
+    # at equal epochs 10% keeps (3 - 1) / (11 - 1) = 20%, and all the data is clearly better
+    epochs = found["Data efficiency at equal epochs"]["t2v_r1"]
+    assert epochs[0] == "does not hold" and "10% keeps 20% of the full-data gain" in epochs[1]
     setup = {"out": "o", "recipe": "r", "recipe_sha": "abc", "model": "m", "max_duration": "9ba",
              "batch_size": 16,
              "seeds": [0, 1], "baseline": vars(BASELINE), "recipe_video_mask": 0.75,
@@ -134,23 +145,28 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
              "run_seconds": 204.0, "seconds_per_run": 12.0, "cores": 2, "date": "2026-01-01",
              "visible_cells": "4x4"}
     doc = render(rows, c1, c5, setup, ["data.png"], "vtp experiment")
-    assert "Regenerate with `vtp experiment`" in doc and "On t2v R@1: 2 of 4 claims hold" in doc
+    assert "Regenerate with `vtp experiment`" in doc and "On t2v R@1: 2 of 5 claims hold" in doc
+    assert "Data variance: the baseline on a second synthetic dataset" in doc
+    assert "t2v R@1 seed 0: 11.0 ± 1.4; seed 1: 11.0 ± 0.7 (within seed noise)" in doc
     path = write_report(tmp_path, cells, grid, results, setup, "img/", "vtp experiment")
     assert "![img/data.png](img/data.png)" in path.read_text()
-    for axis in ("data", "video_mask", "text_mask", "losses"):
+    for axis in ("data", "data_epochs", "video_mask", "text_mask", "losses", "data_seed"):
         assert (tmp_path / f"{axis}.png").stat().st_size > 5000
-    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 19
+    assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 25
 
 
-def _paths(tmp_path: Path) -> DataPaths:
-    return DataPaths(train={0.1: tmp_path / "f0.1", 0.3: tmp_path / "f0.3", 1.0: tmp_path / "f1"},
-                     test=tmp_path / "test", train_clips={0.1: 50, 0.3: 150, 1.0: 500},
-                     test_clips=100)
+def _paths(tmp_path: Path, data_seed: int = 0) -> dict[int, DataPaths]:
+    """Datasets as `execute` takes them: data seed -> shard folders (``d{seed}-f{share}``)."""
+    folder = lambda f: tmp_path / f"d{data_seed}-f{f:g}"  # noqa: E731
+    return {data_seed: DataPaths(train={f: folder(f) for f in (0.1, 0.3, 1.0)},
+                                 test=tmp_path / "test", train_clips={0.1: 50, 0.3: 150, 1.0: 500},
+                                 test_clips=100)}
 
 
 def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeypatch):
     cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1),
-                                    video_mask_ratios=(0.75, 0.9, 0.95)))  # 18 runs
+                                    video_mask_ratios=(0.75, 0.9, 0.95),
+                                    axes=("data", "video_mask", "text_mask", "losses")))  # 18 runs
     cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path / "out", work=tmp_path / "work",
                        max_duration="3ba", batch_size=16)
     prints = fingerprints(runs, _paths(tmp_path), cfg)
@@ -198,13 +214,30 @@ def test_overrides_set_each_factor_and_small_subsets_are_refused(tmp_path):
     cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path, work=tmp_path, max_duration="7ba",
                        batch_size=16, vtc_weight=2.0)
     found = overrides(Run(Setting(0.3, 0.9, 0.15, "+VTC"), 4), _paths(tmp_path), cfg)
-    assert f"data.path={tmp_path / 'f0.3'}" in found
+    assert f"data.path={tmp_path / 'd0-f0.3'}" in found
     for expected in ("seed=4", "trainer.max_duration=7ba", "model.video_mask_ratio=0.9",
                      "model.text_mask_ratio=0.15", "model.vtc_weight=2.0", "model.vtm_weight=0.0"):
         assert expected in found
     small = DataPaths(train={0.1: tmp_path}, test=tmp_path, train_clips={0.1: 12}, test_clips=10)
     with pytest.raises(ValueError, match="12 clips, fewer than one batch of 16"):
-        execute([Run(Setting(0.1, 0.75, 0.45), 0)], small, cfg, progress=False)
+        execute([Run(Setting(0.1, 0.75, 0.45), 0)], {0: small}, cfg, progress=False)
+
+
+def test_equal_epochs_scale_the_steps_and_a_data_seed_picks_its_dataset(tmp_path):
+    cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path, work=tmp_path,
+                       max_duration="300ba", batch_size=16)
+    data = {**_paths(tmp_path), **_paths(tmp_path, data_seed=1)}
+    # 50 of 500 clips: a tenth of the steps, saved once at the end
+    found = overrides(Run(Setting(0.1, 0.75, 0.45, equal_epochs=True), 0), data, cfg)
+    assert "trainer.max_duration=30ba" in found and "trainer.save_interval=30ba" in found
+    found = overrides(Run(Setting(0.1, 0.75, 0.45), 0), data, cfg)  # equal compute
+    assert "trainer.max_duration=300ba" in found
+    found = overrides(Run(Setting(1.0, 0.75, 0.45, data_seed=1), 2), data, cfg)
+    assert f"data.path={tmp_path / 'd1-f1'}" in found and "trainer.max_duration=300ba" in found
+    assert Setting(0.1, 0.75, 0.45, equal_epochs=True, data_seed=1).slug.endswith("-ep-d1")
+    cfg.max_duration = "2ep"
+    with pytest.raises(ValueError, match="equal-epochs runs scale a duration in batches"):
+        overrides(Run(Setting(0.1, 0.75, 0.45, equal_epochs=True), 0), data, cfg)
 
 
 def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth_dir):  # noqa: F811
@@ -212,8 +245,8 @@ def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth
 
     test, summary = prepare_test_shards(synth_dir / "test.json", tmp_path / "test-shards", "vp9",
                                         48, 2)
-    data = DataPaths(train={1.0: train_shards}, test=test, train_clips={1.0: 16},
-                     test_clips=summary["ok"])
+    data = {0: DataPaths(train={1.0: train_shards}, test=test, train_clips={1.0: 16},
+                         test_clips=summary["ok"])}
     cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path / "out", work=tmp_path / "work",
                        max_duration="2ba", batch_size=16)
     run = Run(Setting(1.0, 0.9, 0.75, "+VTC"), 5)
@@ -221,7 +254,7 @@ def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth
     assert summary["ran"] == 1 and not summary["failed"], summary
     result = json.loads(result_path(cfg.out, run).read_text())
     assert result["steps"] == 2 and result["seed"] == 5 and result["losses"] == "+VTC"
-    assert result["metrics"]["n"] == data.test_clips > 0
+    assert result["metrics"]["n"] == data[0].test_clips > 0
     assert 0.0 <= result["metrics"]["t2v_r1"] <= 100.0
     assert set(result["final_losses"]) >= {"mvm", "mlm", "vtc"}
     assert "vtm" not in result["final_losses"]

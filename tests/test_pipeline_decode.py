@@ -108,6 +108,18 @@ def test_corrupt_sample_in_evaluation_is_an_error_naming_its_key(pipeline_shards
     assert bad_key in str(err.value)
 
 
+def test_a_batch_larger_than_the_configured_one_is_a_clear_error_not_corrupt_samples(
+        pipeline_shards):
+    shards = pipeline_shards["vp9"]
+    cfg = DataConfig(path=str(shards.root), batch_size=2, image_size=64, shuffle=False)
+    source = build_dataloader(cfg).dataset
+    samples = [{**source[i], "epoch": 0} for i in range(3)]
+    with pytest.raises(ValueError, match="a batch of 3 samples, but the DataConfig's batch_size "
+                                         "is 2") as err:
+        BatchBuilder(cfg, source)(samples)
+    assert not isinstance(err.value, CorruptSampleError)
+
+
 def test_corrupt_sample_in_a_worker_process_is_reported_not_hung(pipeline_shards):
     shards = pipeline_shards["corrupt"]
     cfg = DataConfig(path=str(shards.root), batch_size=2, image_size=64, shuffle=False,

@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import math
 
-from commands.experiment.report import MEASURES, PAPER_DATA_RATIO, CellStats, claims, results_table
+from commands.experiment.report import (
+    MEASURES,
+    PAPER_DATA_RATIO,
+    CellStats,
+    claims,
+    data_variance,
+    results_table,
+)
 
 CAVEATS = [
     "Scale: SimVTP's numbers are ViT-B pretrained on WebVid-2M and fine-tuned on MSR-VTT; here "
     "a tiny model (see Setup) is pretrained for a few hundred "
     "steps on procedurally generated clips and evaluated zero-shot. Only the direction of an "
     "effect can carry over, never its size.",
-    "Data axis: every run takes the same number of steps, so a smaller subset is seen for more "
-    "epochs (same compute, less data). How SimVTP's 10% run was scheduled is not in our reference.",
+    "Data axes: on (a) every run takes the same number of steps, so a smaller subset is seen "
+    "for more epochs (same compute, less data); on (a') a subset trains the baseline's steps "
+    "times its share of the clips (same epochs, less compute). How SimVTP's 10% run was "
+    "scheduled is not in our reference.",
     "The data-efficiency claim compares gains over chance (R@1 - chance R@1, or chance mean "
     "rank - mean rank): gain(10%) / gain(100%) against SimVTP's 43.8 / 53.6 = "
     f"{PAPER_DATA_RATIO:.0%}: it holds when the "
     "miniature keeps at least that share, does not hold when it keeps less and all the data "
     "is clearly better than 10%, and is inconclusive otherwise.",
     "Spread is the sample standard deviation over seeds (seed = model initialisation, data "
-    "order and masks; the dataset is the same). A value is \"clearly\" above another when the "
-    "means differ by more than the sum of the two standard deviations; otherwise it is a tie "
-    "within seed noise. With 2 seeds this rule is coarse: ties are common and are reported as "
-    "inconclusive rather than read in the paper's favour.",
+    "order and masks; the dataset is the same, except on axis (e)). A value is \"clearly\" "
+    "above another when the means differ by more than the sum of the two standard deviations; "
+    "otherwise it is a tie within seed noise. With few seeds this rule is coarse: ties are "
+    "reported as inconclusive rather than read in the paper's favour.",
 ]
 
 
@@ -47,14 +56,18 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         "## Setup", "",
         f"- Recipe `{setup['recipe']}` (the runs read a copy: `{recipe_copy}`; settings "
         f"digest {setup['recipe_sha']}; {setup['model']}), "
-        f"{setup['max_duration']} per run at batch {setup['batch_size']}, seeds "
+        f"{setup['max_duration']} per run (equal-epochs runs: their share) at batch "
+        f"{setup['batch_size']}, seeds "
         f"{', '.join(map(str, setup['seeds']))}; every other setting as in the recipe.",
         f"- Baseline: the recipe's own setting: all data, video mask "
         f"{setup['baseline']['video_mask_ratio']:g}, text mask "
         f"{setup['baseline']['text_mask_ratio']:g}, all four losses. The mask axes hold SimVTP's "
         "values plus the recipe's (tuned for `make demo`). Each axis changes one factor; cells "
         "equal to the baseline share its runs.",
-        f"- Data: `vtp synth` {setup['num_clips']} training rows + {setup['test_clips']} held-out "
+        f"- Data: `vtp synth --preset {setup.get('preset', '?')}` (data seed "
+        f"{setup.get('data_seed', 0)}; axis (e) also trains on seed "
+        f"{', '.join(str(d) for d in setup.get('data_seeds', [])[1:]) or '-'}) "
+        f"{setup['num_clips']} training rows + {setup['test_clips']} held-out "
         f"test clips (unseen combinations), `vtp clean`, nested `vtp subset` fractions, "
         f"`vtp shard` {setup['codec']} short side {setup['short_side']} (rendered at "
         f"{setup['render']}), the data stages of `make demo`. Training clips per "
@@ -75,6 +88,7 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         f"{setup['test_clips']} test clips, lower is better.", "",
         results_table(rows, chance_r1, chance_r5), "",
         *_baseline_line(rows, chance_r1, setup),
+        *([line, ""] if (line := data_variance(rows)) else []),
         "## SimVTP's claims: which the miniature reproduces", "",
         "| claim | verdict on t2v R@1 | verdict on t2v mean rank | evidence |", "|---|---|---|---|",
     ]

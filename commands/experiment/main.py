@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from commands.experiment.config import ExperimentConfig
@@ -30,6 +31,7 @@ PUBLISHED_NAME = "EXPERIMENTS.md"
 def plan_grid(config: ExperimentConfig, recipe) -> tuple[GridConfig, list[Cell], list[Run]]:
     """The grid around the recipe's baseline, its cells and its deduplicated runs."""
     grid = grid_around_recipe(recipe.model.video_mask_ratio, recipe.model.text_mask_ratio,
+                              data_seed=config.data_seed,
                               fractions=tuple(sorted(config.fractions)), seeds=config.seeds,
                               axes=config.axes)
     cells, runs = expand(grid)
@@ -65,12 +67,7 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False,
     max_duration = config.max_duration or recipe.trainer.max_duration
     plan = DataPlan(num_clips=config.num_clips, num_test=config.num_test, seed=config.data_seed,
                     preset=config.preset, workers=config.workers)
-    fractions = tuple(sorted({run.setting.fraction for run in runs} | {1.0}))
-    record = config.work / RECORD
-    if report_only and record.is_file():  # describe the data the runs used; rebuild nothing
-        data = DataPaths.from_json(json.loads(record.read_text())["paths"])
-    else:
-        data = build_data(config.work, plan, fractions)
+    data = datasets(config, plan, runs, report_only)
     config.out.mkdir(parents=True, exist_ok=True)
     if not keep:
         shutil.copyfile(source, snapshot)
@@ -94,11 +91,37 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False,
     return summary
 
 
+def data_folder(config: ExperimentConfig, data_seed: int) -> Path:
+    """Where the dataset of ``data_seed`` is built: the work folder for the experiment's own
+    seed, a subfolder for another."""
+    return config.work if data_seed == config.data_seed else config.work / f"data-seed{data_seed}"
+
+
+def datasets(config: ExperimentConfig, plan: DataPlan, runs: list[Run],
+             report_only: bool) -> dict[int, DataPaths]:
+    """Builds (or reuses) each dataset the runs train on: every fraction of the experiment's
+    own data seed, the full training set of another. A report-only call reads the record of
+    what was built where there is one."""
+    data = {}
+    for seed in sorted({run.setting.data_seed for run in runs} | {config.data_seed}):
+        folder = data_folder(config, seed)
+        record = folder / RECORD
+        if report_only and record.is_file():
+            data[seed] = DataPaths.from_json(json.loads(record.read_text())["paths"])
+            continue
+        fractions = {run.setting.fraction for run in runs if run.setting.data_seed == seed}
+        data[seed] = build_data(folder, replace(plan, seed=seed), tuple(sorted(fractions | {1.0})))
+    return data
+
+
 def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Run],
-               results: dict, data: DataPaths, plan: DataPlan, max_duration: str) -> dict:
-    """What the report's setup section states."""
+               results: dict, data: dict[int, DataPaths], plan: DataPlan,
+               max_duration: str) -> dict:
+    """What the report's setup section states (the data facts are the experiment's own
+    data seed's)."""
     seconds = [r.get("wall_seconds", r["train_seconds"] + r["eval_seconds"])
                for r in results.values()]
+    own = data[config.data_seed]
     return {
         "out": str(config.out), "recipe": str(config.recipe), "model": _model_text(recipe.model),
         "visible_cells": _visible_cells(recipe.model, grid.video_mask_ratios),
@@ -108,9 +131,10 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
         "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
         "recipe_video_mask": recipe.model.video_mask_ratio,
         "recipe_text_mask": recipe.model.text_mask_ratio,
-        "num_clips": plan.num_clips, "test_clips": data.test_clips, **data.facts,
-        "train_clips": ", ".join(f"{f:.0%}: {n}" for f, n in sorted(data.train_clips.items())),
-        "train_clips_by_fraction": {str(f): n for f, n in data.train_clips.items()},
+        "num_clips": plan.num_clips, "test_clips": own.test_clips, **own.facts,
+        "data_seed": config.data_seed, "data_seeds": list(grid.data_seeds),
+        "train_clips": ", ".join(f"{f:.0%}: {n}" for f, n in sorted(own.train_clips.items())),
+        "train_clips_by_fraction": {str(f): n for f, n in own.train_clips.items()},
         "runs_done": len(results), "runs_total": len(runs),
         "run_seconds": sum(seconds) if seconds else math.nan,
         "seconds_per_run": sum(seconds) / len(seconds) if seconds else math.nan,

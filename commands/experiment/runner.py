@@ -31,7 +31,8 @@ class RunnerConfig:
         recipe: the training recipe (YAML path or shipped name).
         out: report folder; per-run results go to ``out/runs/``.
         work: scratch folder for checkpoints and per-run logs.
-        max_duration: training length of every run (a Composer time such as ``300ba``).
+        max_duration: training length of every run (a Composer time such as ``300ba``);
+            equal-epochs runs train its share (steps, so it must be in ``ba``).
         batch_size: the recipe's global batch size (a subset must hold at least one batch).
         vtc_weight, vtm_weight: the recipe's weights, used where a setting switches a term on.
         keep_checkpoints: keep each run's final checkpoint after its evaluation.
@@ -94,20 +95,41 @@ def recipe_digest(recipe: str, run_overrides: list[str] | tuple[str, ...] = ()) 
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fingerprints(runs: list[Run], data: DataPaths, cfg: RunnerConfig) -> dict[str, str]:
+# The built datasets by synthetic-data seed (a setting's ``data_seed`` picks one).
+Datasets = dict[int, DataPaths]
+
+
+def run_duration(run: Run, data: Datasets, cfg: RunnerConfig) -> str:
+    """The run's training length: the grid's, or at equal epochs its share by clips.
+
+    Raises:
+        ValueError: an equal-epochs run with a duration not in batches.
+    """
+    if not run.setting.equal_epochs:
+        return cfg.max_duration
+    if not cfg.max_duration.endswith("ba") or not cfg.max_duration[:-2].isdigit():
+        raise ValueError(f"equal-epochs runs scale a duration in batches (such as 300ba), got "
+                         f"{cfg.max_duration!r}")
+    clips = data[run.setting.data_seed].train_clips
+    steps = int(cfg.max_duration[:-2]) * clips[run.setting.fraction] / clips[1.0]
+    return f"{max(1, round(steps))}ba"
+
+
+def fingerprints(runs: list[Run], data: Datasets, cfg: RunnerConfig) -> dict[str, str]:
     """``{run_id: digest of the run's resolved recipe}``: a result made with other settings is
     stale (see `pending`)."""
     return {run.run_id: recipe_digest(cfg.recipe, overrides(run, data, cfg)) for run in runs}
 
 
-def overrides(run: Run, data: DataPaths, cfg: RunnerConfig) -> list[str]:
+def overrides(run: Run, data: Datasets, cfg: RunnerConfig) -> list[str]:
     """The recipe overrides that make ``run``: data, length, seed, masks, losses, outputs."""
     s: Setting = run.setting
     vtc_on, vtm_on = LOSSES[s.losses]
     folder = (cfg.work / "runs" / run.run_id).resolve()
+    duration = run_duration(run, data, cfg)
     return [
-        f"data.path={data.train[s.fraction].resolve()}",
-        f"trainer.max_duration={cfg.max_duration}",
+        f"data.path={data[s.data_seed].train[s.fraction].resolve()}",
+        f"trainer.max_duration={duration}",
         f"seed={run.seed}",
         f"model.video_mask_ratio={s.video_mask_ratio}",
         f"model.text_mask_ratio={s.text_mask_ratio}",
@@ -115,7 +137,7 @@ def overrides(run: Run, data: DataPaths, cfg: RunnerConfig) -> list[str]:
         f"model.vtm_weight={cfg.vtm_weight if vtm_on else 0.0}",
         f"run_name=exp-{run.run_id}",
         f"trainer.save_folder={folder / 'checkpoints'}",
-        f"trainer.save_interval={cfg.max_duration}",  # only the final checkpoint
+        f"trainer.save_interval={duration}",  # only the final checkpoint
         "trainer.save_num_checkpoints_to_keep=1",
         "trainer.autoresume=true",  # a run cut off during evaluation does not train again
         f"callbacks.batch_log={folder / 'batches.jsonl'}",
@@ -126,34 +148,35 @@ def overrides(run: Run, data: DataPaths, cfg: RunnerConfig) -> list[str]:
     ]
 
 
-def spec(run: Run, data: DataPaths, cfg: RunnerConfig, fingerprint: str = "") -> dict:
+def spec(run: Run, data: Datasets, cfg: RunnerConfig, fingerprint: str = "") -> dict:
     """Everything the worker process needs for ``run`` (written to a json it reads)."""
     folder = (cfg.work / "runs" / run.run_id).resolve()
+    dataset = data[run.setting.data_seed]
     return {
         "run_id": run.run_id,
         "fingerprint": fingerprint,
-        "run": {"fraction": run.setting.fraction, "video_mask_ratio": run.setting.video_mask_ratio,
-                "text_mask_ratio": run.setting.text_mask_ratio, "losses": run.setting.losses,
-                "seed": run.seed, "train_clips": data.train_clips[run.setting.fraction]},
+        "run": {**vars(run.setting), "seed": run.seed,
+                "train_clips": dataset.train_clips[run.setting.fraction],
+                "max_duration": run_duration(run, data, cfg)},
         "recipe": str(cfg.recipe),
         "overrides": overrides(run, data, cfg),
         "checkpoint_folder": str(folder / "checkpoints"),
         "batch_log": str(folder / "batches.jsonl"),
         "eval_out": str(folder / "eval"),
-        "test": str(data.test.resolve()),
+        "test": str(dataset.test.resolve()),
         "result": str(result_path(cfg.out, run)),
         "keep_checkpoints": cfg.keep_checkpoints,
     }
 
 
-def check_sizes(runs: list[Run], data: DataPaths, batch_size: int) -> None:
+def check_sizes(runs: list[Run], data: Datasets, batch_size: int) -> None:
     """Every run's training set must hold at least one full batch (batches drop the rest).
 
     Raises:
         ValueError: a fraction's shards hold fewer clips than one batch.
     """
     for run in runs:
-        clips = data.train_clips[run.setting.fraction]
+        clips = data[run.setting.data_seed].train_clips[run.setting.fraction]
         if clips < batch_size:
             raise ValueError(
                 f"the {run.setting.fraction:.0%} subset has {clips} clips, fewer than one batch of "
@@ -199,7 +222,7 @@ def _clear_stale(folder: Path, fingerprint: str) -> None:
         (folder / "batches.jsonl").unlink(missing_ok=True)
 
 
-def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool = True) -> dict:
+def execute(runs: list[Run], data: Datasets, cfg: RunnerConfig, progress: bool = True) -> dict:
     """Runs every pending run of ``runs``; returns counts and the ids that failed.
 
     A run is pending when it has no result made with its current fingerprint (its resolved
@@ -223,7 +246,7 @@ def execute(runs: list[Run], data: DataPaths, cfg: RunnerConfig, progress: bool 
         start = time.perf_counter()
         with (folder / "log.txt").open("w") as log:
             code = run_worker(spec_path, log, lambda step, run=run: bar.set_postfix_str(
-                f"{run.run_id} step {step}/{cfg.max_duration}"))
+                f"{run.run_id} step {step}/{run_duration(run, data, cfg)}"))
         seconds.append(time.perf_counter() - start)
         if code != 0 or not result_path(cfg.out, run).is_file():
             failed.append(run.run_id)
