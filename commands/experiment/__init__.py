@@ -1,14 +1,15 @@
 """vtp experiment: SimVTP's claims in miniature, a grid of short pretraining runs on synthetic data.
 
-Four one-factor axes around one baseline: (a) training data 10% / 30% / 100% (nested
-`vtp subset` subsets), (b) video mask ratio 0.75 / 0.9 / 0.95, (c) text mask probability
-0.15 / 0.45 / 0.75, (d) losses MVM+MLM, +VTC, +VTC+VTM. Each distinct setting is trained once
-per seed through the real stack (recipe -> Composer) and evaluated zero-shot on the held-out
-split (`evaluation.evaluate`). The baseline is the recipe's own mask ratios snapped to the grid,
-all data, all losses; cells that share it share its runs. Writes OUT/report.md (table,
-verdicts on the paper's claims, setup), OUT/*.png (one plot per axis), OUT/results.json and
-OUT/runs/RUN_ID.json per run. Rerunning skips finished runs; --publish DIR also writes
-DIR/EXPERIMENTS.md and DIR/experiments/*.png (the committed copy).
+One-factor axes around one baseline: (a) training data 10% / 30% / 100% (nested `vtp subset`
+subsets) at equal compute and (a') at equal epochs, (b) video mask ratio 0.75 / 0.9 / 0.95,
+(c) text mask probability 0.15 / 0.45 / 0.75, (d) losses MVM+MLM, +VTC, +VTC+VTM, and (e) the
+baseline on a second synthetic dataset (data variance next to seed variance). Each distinct
+setting is trained once per seed through the real stack (recipe -> Composer) and evaluated
+zero-shot on its dataset's held-out split (`evaluation.evaluate`). The baseline is the
+recipe's own mask ratios, all data, all losses; cells that share it share its runs. Writes
+OUT/report.md (table, verdicts on the paper's claims, setup), OUT/*.png (one plot per axis),
+OUT/results.json and OUT/runs/RUN_ID.json per run. Rerunning skips finished runs; --publish
+DIR also writes DIR/EXPERIMENTS.md and DIR/experiments/*.png (the committed copy).
 """
 
 from __future__ import annotations

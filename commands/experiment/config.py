@@ -19,9 +19,9 @@ class ExperimentConfig:
         work: data and checkpoint folder.
         seeds: training seeds per cell (seed = initialisation, data order and masks); three
             give a spread that a 20% relative change must clear.
-        max_duration: training length of each run; None uses the recipe's. 300 steps keep
-            the 22-run grid near an hour on 2 CPU cores (the tiny recipe's own 1800 steps
-            would take about five).
+        max_duration: training length of each run (equal-epochs runs train their share of
+            it); None uses the recipe's. 300 steps keep the 42-run grid (14 settings x 3
+            seeds) to about 1.5 h on 2 CPU cores; the recipe's own 1200 would take about five.
         axes: which of the four axes to run.
         fractions: training-set shares of the data axis.
         num_clips, num_test, data_seed: size and seed of the synthetic dataset.
