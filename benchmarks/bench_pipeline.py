@@ -9,7 +9,7 @@ vtp (0 DataLoader workers, one DALI thread per core), the bare PyAV decoder + on
 crop/resize/RGB call per frame (the physical limit) and the peers (PyAV VideoMAE-style,
 torchcodec, decord, then torchvision's v2 uint8 resize; as many worker processes as cores).
 Storage: bytes per clip of each setting. On the recommended CPU setting (real clips, MJPEG
-``--for-recipe``) vtp alone is also measured with its cheaper resize options (VARIANTS).
+``--for-recipe``) vtp alone is also measured with its other resize options (VARIANTS).
 Every figure README.md quotes about the loader is a cell of this section.
 """
 
@@ -42,8 +42,8 @@ SETTINGS = {
 TARGETS = {"peer": 1.5, "peer_vp9": 1.0, "bare": 0.7}
 # vtp alone with other resize settings (DataConfig fields), on VARIANTS_ON's shards
 VARIANTS = {"`data.interpolation=nearest` (another picture)": {"interpolation": "nearest"},
-            "`data.resize_backend=torch` (DALI decodes, torch resizes uint8)":
-                {"resize_backend": "torch"}}
+            "`data.resize_backend=dali` (all pixel work in DALI)":
+                {"resize_backend": "dali"}}
 VARIANTS_ON = ("real", "mjpeg --for-recipe")
 
 
@@ -148,7 +148,8 @@ def _variants(variants: dict, row) -> str:
              "bilinear):\n",
              "| vtp setting | vtp (wall / CPU) | CPU vs default | vtp / best peer (CPU) | "
              "vtp / bare limit (CPU) |", "|---|---|---|---|---|"]
-    for name, rate in {"default (DALI bilinear)": r.ours, **variants}.items():
+    for name, rate in {"default (`auto`: DALI decodes, torch resizes bilinear)": r.ours,
+                       **variants}.items():
         lines.append(f"| {name} | {_fmt(rate.wall)} / {_fmt(rate.cpu)} | "
                      f"{rate.cpu / r.ours.cpu:.2f} | "
                      + (f"{rate.cpu / best[1].cpu:.2f} ({best[0]})" if best else "-") + " | "

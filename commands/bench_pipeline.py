@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--uint8", action="store_true",
                         help="hand over uint8 video, normalise after (data.normalize_on_device)")
-    parser.add_argument("--resize-backend", choices=("dali", "torch"), default="dali",
-                        help="CPU crop/resize in DALI or in torch (data.resize_backend)")
+    parser.add_argument("--resize-backend", choices=("auto", "dali", "torch"), default="auto",
+                        help="CPU crop/resize in DALI or in torch (data.resize_backend; auto: "
+                             "torch on the CPU for bilinear)")
     parser.add_argument("--key-frame-windows", action="store_true",
                         help="dense windows start on key frames (data.key_frame_windows)")
     parser.add_argument("--no-peers", action="store_true", help="measure vtp alone")

@@ -59,10 +59,12 @@ class DataConfig:
             ``nearest``. On the CPU, DALI's linear resize costs about 0.7 ms per 224x224 frame,
             several times the decode of an MJPEG frame; ``nearest`` costs about 0.1 ms
             (benchmarks/RESULTS.md). On a GPU the choice costs nothing measurable.
-        resize_backend: on the CPU with linear resizing, ``torch`` has DALI decode only and
-            crops, resizes (bilinear, uint8 channels-last), flips and normalises in torch:
-            about 7x less CPU for the resize than DALI's CPU resize
-            (benchmarks/RESULTS.md). ``dali`` keeps all pixel work in DALI, as on a GPU.
+        resize_backend: where the CPU path resizes. ``torch`` (and ``auto``, on the CPU with
+            linear resizing and no RandAugment) has DALI decode only (JPEG frames inside the
+            crop window) and resizes (bilinear, uint8 channels-last), flips and normalises in
+            torch: the same picture for about a ninth of the resize's CPU, a third more
+            samples per CPU second in all (benchmarks/RESULTS.md). ``dali`` keeps all pixel
+            work in DALI; the GPU path and RandAugment always do.
         tubelet: (tt, ph, pw) of the model; the mask grid is derived from it.
         mask_kind: ``tube``, ``random`` or ``frame``.
         video_mask_ratio: fraction of video tokens hidden from the encoder.
@@ -112,7 +114,7 @@ class DataConfig:
     rand_augment: tuple[int, int] | None = None
     random_erasing: float = 0.0
     interpolation: Literal["nearest", "linear", "cubic"] = "linear"
-    resize_backend: Literal["dali", "torch"] = "dali"
+    resize_backend: Literal["auto", "dali", "torch"] = "auto"
     tubelet: tuple[int, int, int] = (2, 16, 16)
     mask_kind: Literal["tube", "random", "frame"] = "tube"
     video_mask_ratio: float = 0.9
@@ -151,7 +153,7 @@ class DataConfig:
             "text_padding": self.text_padding in ("max_length", "longest"),
             "mlm_selection": self.mlm_selection in ("exact", "bernoulli"),
             "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
-            "resize_backend": self.resize_backend in ("dali", "torch"),
+            "resize_backend": self.resize_backend in ("auto", "dali", "torch"),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,
             "crop_view": 0 <= self.crop_view < self.crops,

@@ -163,8 +163,10 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
         rand_augment: (n, m): DALI's RandAugment after the resize, n operations per clip at
             magnitude m of 10, the same operations on every frame of a clip; None for none.
         seed: seeds DALI's own draws (RandAugment); crops, flips and frames are fed in.
-        decode_only: return the decoded (F, H, W, C) uint8 frames; crop, resize, flip and
+        decode_only: return the decoded (F, H, W, C) uint8 frames; resize, flip and
             normalise happen in torch (``torch_pixels``, the CPU ``resize_backend: torch``).
+            JPEG frames are decoded inside the crop window only (libjpeg-turbo skips the
+            rows and blocks outside it); video frames whole, cropped by torch.
     """
     from nvidia.dali import fn, pipeline_def, types
 
@@ -178,9 +180,10 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
                   device_id=device_id if device == "gpu" else None, exec_dynamic=True,
                   enable_conditionals=rand_augment is not None, seed=seed)
     def definition():
-        if not decode_only:
+        if not decode_only or jpeg_frames:
             roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
             roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
+        if not decode_only:
             flip = fn.external_source(name="flip", dtype=types.INT32)
 
         def crop_resize(frames):
@@ -190,10 +193,18 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
                              size=[image_size, image_size], interp_type=interp_type,
                              antialias=False)
 
+        def decode_jpeg(data):
+            if decode_only:  # only the crop window: a third less decoding at scale 0.75
+                return fn.decoders.image_slice(
+                    data, start=fn.cast(roi_start, dtype=types.INT32),
+                    end=fn.cast(roi_end, dtype=types.INT32), axis_names="HW",
+                    device=decoder_device, output_type=types.RGB)
+            return crop_resize(fn.decoders.image(data, device=decoder_device,
+                                                 output_type=types.RGB))
+
         if jpeg_frames:  # resized before stacking: the stack then copies the smaller frames
-            images = [crop_resize(fn.decoders.image(
-                fn.external_source(name=f"jpeg{t}", dtype=types.UINT8),
-                device=decoder_device, output_type=types.RGB)) for t in range(jpeg_frames)]
+            images = [decode_jpeg(fn.external_source(name=f"jpeg{t}", dtype=types.UINT8))
+                      for t in range(jpeg_frames)]
             clip = fn.stack(*images, axis=0, axis_name="F")
         else:
             video = fn.external_source(name="video", dtype=types.UINT8)
@@ -234,32 +245,50 @@ def normalize_video(batch: dict) -> dict:
 
 
 def torch_pixels(frames: list[np.ndarray], feeds: dict[str, list], image_size: int,
-                 normalize: bool) -> torch.Tensor:
+                 normalize: bool, cropped: bool = False) -> torch.Tensor:
     """Crop, bilinear resize, flip and normalise decoded (F, H, W, C) uint8 clips in torch:
     (B, C, F, S, S) float32, or uint8 without ``normalize``.
 
-    torch resizes uint8 channels-last images with a vectorised bilinear kernel (about a third
+    torch resizes uint8 channels-last images with a vectorised bilinear kernel (about a ninth
     of the CPU of DALI 2.4's CPU resize for 224 px outputs, benchmarks/RESULTS.md); the
-    filter is the same (bilinear, no antialiasing, pixel centres as DALI's).
+    filter is the same (bilinear, no antialiasing, pixel centres as DALI's). Each clip is
+    written into the batch and normalised there while it is still in cache: converting a
+    stacked batch to float cost more than the resize.
+
+    Args:
+        cropped: the frames are already the crop window (JPEG frames decoded inside it).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-clip ops this small: more threads only spin (3x the CPU)
     try:
-        video = torch.stack([_torch_clip(clip, index, feeds, image_size)
-                             for index, clip in enumerate(frames)])
-        return normalize_video({"video": video})["video"] if normalize else video
+        out = torch.empty((len(frames), 3, frames[0].shape[0], image_size, image_size),
+                          dtype=torch.float32 if normalize else torch.uint8)
+        for index, clip in enumerate(frames):
+            target = out[index]
+            target.copy_(_torch_clip(clip, index, feeds, image_size, cropped))
+            if normalize:
+                target.mul_(_SCALE).add_(_SHIFT)
+        return out
     finally:
         torch.set_num_threads(threads)
 
 
-def _torch_clip(clip: np.ndarray, index: int, feeds: dict[str, list],
-                image_size: int) -> torch.Tensor:
+# ImageNet normalisation of 0-255 values as one multiply and one add, per channel
+_SCALE = (1.0 / torch.tensor(STD_255)).view(3, 1, 1, 1)
+_SHIFT = (-torch.tensor(MEAN_255) / torch.tensor(STD_255)).view(3, 1, 1, 1)
+
+
+def _torch_clip(clip: np.ndarray, index: int, feeds: dict[str, list], image_size: int,
+                cropped: bool = False) -> torch.Tensor:
     """One decoded (F, H, W, C) clip cropped, resized and flipped: (C, F, S, S) uint8."""
     import torch.nn.functional as F
 
-    (y0, x0), (y1, x1) = feeds["roi_start"][index].astype(int), feeds["roi_end"][index].astype(int)
-    view = torch.from_numpy(clip)[:, y0:y1, x0:x1, :].permute(0, 3, 1, 2)
-    view = view.contiguous(memory_format=torch.channels_last)  # the fast uint8 kernel's layout
+    view = torch.from_numpy(clip)
+    if not cropped:
+        (y0, x0), (y1, x1) = (feeds["roi_start"][index].astype(int),
+                              feeds["roi_end"][index].astype(int))
+        view = view[:, y0:y1, x0:x1, :]
+    view = view.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     out = F.interpolate(view, size=(image_size, image_size), mode="bilinear",
                         align_corners=False, antialias=False)
     if int(feeds["flip"][index]):
@@ -325,15 +354,17 @@ class VideoDecoder:
         interpolation: resize filter: ``nearest``, ``linear`` or ``cubic``.
         rand_augment: (n, m) of DALI's RandAugment, or None (see video_pipeline).
         seed: seeds DALI's own draws.
+        resize_backend: ``auto``/``torch`` (torch resizes on the CPU where it can) or ``dali``
+            (see DataConfig).
     """
 
     def __init__(self, device: str, batch_size: int, num_threads: int, image_size: int,
                  device_id: int | None = None, normalize: bool = True,
                  interpolation: str = "linear", rand_augment: tuple[int, int] | None = None,
-                 seed: int = 0, resize_backend: str = "dali"):
+                 seed: int = 0, resize_backend: str = "auto"):
         # torch resizes only what the CPU decoded (bilinear); the GPU path and RandAugment
         # (which runs after DALI's resize) stay all DALI
-        decode_only = (device == "cpu" and resize_backend == "torch"
+        decode_only = (device == "cpu" and resize_backend != "dali"
                        and interpolation == "linear" and rand_augment is None)
         self.options = dict(device=device, num_threads=num_threads, image_size=image_size,
                             device_id=device_id, normalize=normalize,
@@ -349,15 +380,17 @@ class VideoDecoder:
 
     def _run(self, pipe, feeds: dict[str, list]) -> torch.Tensor:
         inputs = feeds
-        if self.options["decode_only"]:  # DALI has no use for the crop and flip inputs then
-            inputs = {k: v for k, v in feeds.items() if k not in ("roi_start", "roi_end", "flip")}
+        jpeg = "jpeg0" in feeds
+        if self.options["decode_only"]:  # DALI flips nothing then, and crops only JPEG frames
+            unused = ("flip",) if jpeg else ("roi_start", "roi_end", "flip")
+            inputs = {k: v for k, v in feeds.items() if k not in unused}
         for name, values in inputs.items():
             pipe.feed_input(name, values)
         (outputs,) = pipe.run()
         if self.options["decode_only"]:
             frames = [np.asarray(outputs[i]) for i in range(len(outputs))]
             return torch_pixels(frames, feeds, self.options["image_size"],
-                                self.options["normalize"])
+                                self.options["normalize"], cropped=jpeg)
         return _to_torch(outputs, self.options["device"])
 
     @staticmethod

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline import DataConfig
 from pipeline.loader import BatchBuilder
@@ -150,18 +151,23 @@ def test_peer_loader_gives_vtp_shapes_on_the_same_plan(peer, pipeline_shards):
     assert (batch["video"] - ours["video"]).abs().mean() < 0.1
 
 
-def test_torch_resize_backend_matches_dali_bilinear(source_clip, tmp_path):
+@pytest.mark.parametrize("codec", ["vp9", "mjpeg"])
+def test_torch_resize_backend_matches_dali_bilinear(source_clip, tmp_path, codec):
     from pipeline.decode import VideoDecoder
 
-    data, _ = _sharded(source_clip, tmp_path, codec="vp9", gop=8)
+    data, _ = _sharded(source_clip, tmp_path, codec=codec, gop=8)
     video = np.frombuffer(data, np.uint8)
+    # crop windows off the 8x8 JPEG blocks, and the whole frame; MJPEG frames are decoded
+    # inside the window on the torch route, whole on DALI's
     feeds = {"video": [video, video], "frames": [np.arange(0, 16, dtype=np.int32)] * 2,
              "roi_start": [np.array([4, 10], np.float32), np.array([0, 0], np.float32)],
              "roi_end": [np.array([60, 66], np.float32), np.array([64, 96], np.float32)],
              "flip": [np.array(1, np.int32), np.array(0, np.int32)]}
     for normalize in (False, True):
-        dali, torch_ = (VideoDecoder("cpu", 2, 1, 48, normalize=normalize, resize_backend=b)(
-            feeds, ["a", "b"]) for b in ("dali", "torch"))
+        dali, torch_, auto = (VideoDecoder("cpu", 2, 1, 48, normalize=normalize,
+                                           resize_backend=b)(feeds, ["a", "b"], [codec] * 2)
+                              for b in ("dali", "torch", "auto"))
         assert dali.shape == torch_.shape == (2, 3, 16, 48, 48) and dali.dtype == torch_.dtype
         scale = 1.0 if normalize else 255.0
         assert (dali.float() - torch_.float()).abs().mean() < 0.01 * scale
+        assert torch.equal(auto, torch_)  # the CPU default is the torch route
