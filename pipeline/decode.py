@@ -194,7 +194,7 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
                              antialias=False)
 
         def decode_jpeg(data):
-            if decode_only:  # only the crop window: a third less decoding at scale 0.75
+            if decode_only:  # only the crop window: a quarter less CPU for a 0.75 crop
                 return fn.decoders.image_slice(
                     data, start=fn.cast(roi_start, dtype=types.INT32),
                     end=fn.cast(roi_end, dtype=types.INT32), axis_names="HW",
@@ -230,6 +230,11 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
     return definition()
 
 
+# ImageNet normalisation of 0-255 values as one multiply and one add, per channel
+_SCALE = (1.0 / torch.tensor(STD_255)).view(3, 1, 1, 1)
+_SHIFT = (-torch.tensor(MEAN_255) / torch.tensor(STD_255)).view(3, 1, 1, 1)
+
+
 def normalize_video(batch: dict) -> dict:
     """uint8 video -> float32 ImageNet-normalised, on whatever device the batch is on.
 
@@ -239,8 +244,7 @@ def normalize_video(batch: dict) -> dict:
     video = batch["video"]
     if video.dtype != torch.uint8:
         return batch
-    scale = 1.0 / torch.tensor(STD_255, device=video.device).view(1, 3, 1, 1, 1)
-    shift = -torch.tensor(MEAN_255, device=video.device).view(1, 3, 1, 1, 1) * scale
+    scale, shift = (t.to(video.device).unsqueeze(0) for t in (_SCALE, _SHIFT))
     return {**batch, "video": video.float().mul_(scale).add_(shift)}  # one float buffer
 
 
@@ -271,11 +275,6 @@ def torch_pixels(frames: list[np.ndarray], feeds: dict[str, list], image_size: i
         return out
     finally:
         torch.set_num_threads(threads)
-
-
-# ImageNet normalisation of 0-255 values as one multiply and one add, per channel
-_SCALE = (1.0 / torch.tensor(STD_255)).view(3, 1, 1, 1)
-_SHIFT = (-torch.tensor(MEAN_255) / torch.tensor(STD_255)).view(3, 1, 1, 1)
 
 
 def _torch_clip(clip: np.ndarray, index: int, feeds: dict[str, list], image_size: int,
