@@ -147,6 +147,8 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     doc = render(rows, c1, c5, setup, ["data.png"], "vtp experiment")
     assert "Regenerate with `vtp experiment`" in doc and "On t2v R@1: 2 of 5 claims hold" in doc
     assert "Data variance: the baseline on a second synthetic dataset" in doc
+    # baseline 11 +- 1.4: a 20% change (2.2 points) is below the ~2.8 the rule needs
+    assert "spreads by sd 1.4 over 2 seeds" in doc and "2.2 points: **within**" in doc
     assert "t2v R@1 seed 0: 11.0 ± 1.4; seed 1: 11.0 ± 0.7 (within seed noise)" in doc
     path = write_report(tmp_path, cells, grid, results, setup, "img/", "vtp experiment")
     assert "![img/data.png](img/data.png)" in path.read_text()

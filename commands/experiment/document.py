@@ -119,12 +119,21 @@ def _baseline_line(rows: list[CellStats], chance_r1: float, setup: dict) -> list
         return []
     r1, rank = base.stats["t2v_r1"].mean, base.stats["t2v_meanr"].mean
     chance_rank = (100.0 / chance_r1 + 1) / 2
-    return [f"At {setup['max_duration']} per run the baseline reaches t2v R@1 {r1:.1f}% "
-            f"({r1 / chance_r1:.1f}x chance) and a mean rank of {rank:.1f} (chance "
-            f"{chance_rank:.1f}); the recipe's own length is "
-            f"{setup.get('recipe_max_duration', '?')}. "
-            "R@1 differences of one or two test clips (0.5% each) are noise at this level; the "
-            "mean rank, which counts every query, separates settings better.", ""]
+    lines = [f"At {setup['max_duration']} per run the baseline reaches t2v R@1 {r1:.1f}% "
+             f"({r1 / chance_r1:.1f}x chance) and a mean rank of {rank:.1f} (chance "
+             f"{chance_rank:.1f}); the recipe's own length is "
+             f"{setup.get('recipe_max_duration', '?')}.", ""]
+    sd = base.stats["t2v_r1"].sd
+    if not math.isnan(sd):
+        # the "clearly" rule needs a gap above the two cells' sds, about twice the baseline's
+        resolved = 0.2 * r1 > 2 * sd
+        lines += [f"Seed noise: the baseline's t2v R@1 spreads by sd {sd:.1f} over "
+                  f"{len(base.seeds)} seeds, so a setting must differ by more than about "
+                  f"{2 * sd:.1f} points to count as clearly better or worse; a 20% relative "
+                  f"change of the baseline is {0.2 * r1:.1f} points: "
+                  + ("**outside** the seed noise." if resolved else
+                     "**within** the seed noise (smaller effects read as ties)."), ""]
+    return lines
 
 
 def _minutes(seconds: float) -> str:
