@@ -63,12 +63,13 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.measure import measure, report
     from pipeline import DataConfig
 
-    cfg = DataConfig(path=str(args.shard_dir), device=args.device, batch_size=args.batch_size,
-                     image_size=args.image_size, num_workers=args.workers,
-                     num_threads=args.threads, normalize_on_device=args.uint8,
-                     interpolation=args.interpolation, key_frame_windows=args.key_frame_windows,
-                     resize_backend=args.resize_backend)
-    try:
+    try:  # e.g. --resize-backend torch with another interpolation
+        cfg = DataConfig(path=str(args.shard_dir), device=args.device,
+                         batch_size=args.batch_size, image_size=args.image_size,
+                         num_workers=args.workers, num_threads=args.threads,
+                         normalize_on_device=args.uint8, interpolation=args.interpolation,
+                         key_frame_windows=args.key_frame_windows,
+                         resize_backend=args.resize_backend)
         result = measure(cfg, args.epochs, peers=not args.no_peers)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err

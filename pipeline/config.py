@@ -56,15 +56,17 @@ class DataConfig:
         random_erasing: training only: per-frame probability of timm's random erasing
             (pipeline/erasing.py; SimVTP fine-tunes with 0.25); 0 for none.
         interpolation: resize filter, ``linear`` (VideoMAE's bilinear), ``cubic`` or
-            ``nearest``. On the CPU, DALI's linear resize costs about 0.7 ms per 224x224 frame,
-            several times the decode of an MJPEG frame; ``nearest`` costs about 0.1 ms
-            (benchmarks/RESULTS.md). On a GPU the choice costs nothing measurable.
+            ``nearest``. On the CPU, linear goes through torch by default (``resize_backend``);
+            ``nearest`` and ``cubic`` resize in DALI, whose linear resize costs about 0.7 ms
+            per 224x224 frame and nearest about 0.1 ms (benchmarks/RESULTS.md). On a GPU the
+            choice costs nothing measurable.
         resize_backend: where the CPU path resizes. ``torch`` (and ``auto``, on the CPU with
             linear resizing and no RandAugment) has DALI decode only (JPEG frames inside the
             crop window) and resizes (bilinear, uint8 channels-last), flips and normalises in
             torch: the same picture for about a ninth of the resize's CPU, a third more
             samples per CPU second in all (benchmarks/RESULTS.md). ``dali`` keeps all pixel
-            work in DALI; the GPU path and RandAugment always do.
+            work in DALI; the GPU path and RandAugment always do (``torch`` with either, or
+            with another interpolation, is refused).
         tubelet: (tt, ph, pw) of the model; the mask grid is derived from it.
         mask_kind: ``tube``, ``random`` or ``frame``.
         video_mask_ratio: fraction of video tokens hidden from the encoder.
@@ -153,7 +155,10 @@ class DataConfig:
             "text_padding": self.text_padding in ("max_length", "longest"),
             "mlm_selection": self.mlm_selection in ("exact", "bernoulli"),
             "interpolation": self.interpolation in ("nearest", "linear", "cubic"),
-            "resize_backend": self.resize_backend in ("auto", "dali", "torch"),
+            # torch's route resizes bilinear only, before any RandAugment could run
+            "resize_backend": self.resize_backend in ("auto", "dali") or (
+                self.resize_backend == "torch" and self.interpolation == "linear"
+                and self.rand_augment is None),
             "batch_size": self.batch_size >= 1,
             "view": self.view is None or 0 <= self.view < self.views,
             "crop_view": 0 <= self.crop_view < self.crops,

@@ -148,8 +148,9 @@ def video_pipeline(device: str, batch_size: int, num_threads: int, image_size: i
     """Builds the DALI pipeline; feed it the inputs by name, run it, get (B, C, T, H, W) float.
 
     Inputs: ``video`` (encoded clip) and ``frames`` (int32 indices); or, with ``jpeg_frames=T``,
-    ``jpeg0``..``jpeg{T-1}`` (frame t of every sample, for intra-only MJPEG); and always
-    ``roi_start``/``roi_end`` (float32 y, x crop window) and ``flip`` (int32).
+    ``jpeg0``..``jpeg{T-1}`` (frame t of every sample, for intra-only MJPEG); then
+    ``roi_start``/``roi_end`` (float32 y, x crop window) and ``flip`` (int32), except with
+    ``decode_only``: no flip, and the crop window only for JPEG frames.
 
     Args:
         device: ``cpu`` or ``gpu`` (decoders on device "mixed").

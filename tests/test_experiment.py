@@ -51,7 +51,7 @@ def test_grid_shares_the_baseline_and_changes_one_factor_per_cell():
         assert len(changed) == (0 if cell.baseline else 1), (cell, changed)
         assert cell.setting.equal_epochs == (cell.axis == "data_epochs" and not cell.baseline)
     seeds = {c.label: c.setting.data_seed for c in cells if c.axis == "data_seed"}
-    assert seeds == {"seed 0": 0, "seed 1": 1}
+    assert seeds == {"dataset seed 0": 0, "dataset seed 1": 1}
 
 
 def test_defaults_are_three_seeds_on_the_demo_preset():
@@ -149,7 +149,8 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     assert "Data variance: the baseline on a second synthetic dataset" in doc
     # baseline 11 +- 1.4: a 20% change (2.2 points) is below the ~2.8 the rule needs
     assert "spreads by sd 1.4 over 2 seeds" in doc and "2.2 points: **within**" in doc
-    assert "t2v R@1 seed 0: 11.0 ± 1.4; seed 1: 11.0 ± 0.7 (within seed noise)" in doc
+    assert ("t2v R@1 dataset seed 0: 11.0 ± 1.4; dataset seed 1: 11.0 ± 0.7 (within seed noise)"
+            in doc)
     path = write_report(tmp_path, cells, grid, results, setup, "img/", "vtp experiment")
     assert "![img/data.png](img/data.png)" in path.read_text()
     for axis in ("data", "data_epochs", "video_mask", "text_mask", "losses", "data_seed"):
@@ -229,9 +230,10 @@ def test_equal_epochs_scale_the_steps_and_a_data_seed_picks_its_dataset(tmp_path
     cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path, work=tmp_path,
                        max_duration="300ba", batch_size=16)
     data = {**_paths(tmp_path), **_paths(tmp_path, data_seed=1)}
-    # 50 of 500 clips: a tenth of the steps, saved once at the end
+    # 50 of 500 clips are 3 of 31 full batches of 16 (the last partial one is dropped): the
+    # same epochs in 300 * 3 / 31 = 29 steps, saved once at the end
     found = overrides(Run(Setting(0.1, 0.75, 0.45, equal_epochs=True), 0), data, cfg)
-    assert "trainer.max_duration=30ba" in found and "trainer.save_interval=30ba" in found
+    assert "trainer.max_duration=29ba" in found and "trainer.save_interval=29ba" in found
     found = overrides(Run(Setting(0.1, 0.75, 0.45), 0), data, cfg)  # equal compute
     assert "trainer.max_duration=300ba" in found
     found = overrides(Run(Setting(1.0, 0.75, 0.45, data_seed=1), 2), data, cfg)
@@ -240,6 +242,11 @@ def test_equal_epochs_scale_the_steps_and_a_data_seed_picks_its_dataset(tmp_path
     cfg.max_duration = "2ep"
     with pytest.raises(ValueError, match="equal-epochs runs scale a duration in batches"):
         overrides(Run(Setting(0.1, 0.75, 0.45, equal_epochs=True), 0), data, cfg)
+    from commands.experiment.config import ExperimentConfig
+
+    with pytest.raises(ValueError, match="equal-epochs runs scale"):  # before any data is built
+        ExperimentConfig(max_duration="2ep")
+    assert ExperimentConfig(max_duration="2ep", axes=("losses",)).max_duration == "2ep"
 
 
 def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth_dir):  # noqa: F811

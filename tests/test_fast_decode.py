@@ -171,3 +171,10 @@ def test_torch_resize_backend_matches_dali_bilinear(source_clip, tmp_path, codec
         scale = 1.0 if normalize else 255.0
         assert (dali.float() - torch_.float()).abs().mean() < 0.01 * scale
         assert torch.equal(auto, torch_)  # the CPU default is the torch route
+
+
+def test_torch_resize_backend_refuses_what_only_dali_does():
+    for other in ({"interpolation": "nearest"}, {"rand_augment": (2, 7)}):
+        with pytest.raises(ValueError, match="resize_backend"):
+            DataConfig(path="x", resize_backend="torch", **other)
+        assert DataConfig(path="x", **other).resize_backend == "auto"  # auto falls back

@@ -22,9 +22,10 @@ class ExperimentConfig:
         max_duration: training length of each run (equal-epochs runs train their share of
             it); None uses the recipe's. 300 steps keep the 42-run grid (14 settings x 3
             seeds) to about 1.5 h on 2 CPU cores; the recipe's own 1200 would take about five.
-        axes: which of the four axes to run.
+        axes: which axes to run (commands.experiment.grid.AXES).
         fractions: training-set shares of the data axis.
-        num_clips, num_test, data_seed: size and seed of the synthetic dataset.
+        num_clips, num_test, data_seed: size and seed of the synthetic dataset (the
+            ``data_seed`` axis also trains the baseline on seed ``data_seed + 1``).
         preset: the `vtp synth` preset of the dataset (tools/synth/presets.py).
         workers: processes for synth, clean and shard.
         overrides: more recipe overrides applied to every run.
@@ -57,6 +58,10 @@ class ExperimentConfig:
         unknown = set(self.axes) - set(AXES)
         if unknown or not self.axes:
             raise ValueError(f"unknown or no axes {sorted(unknown)}; known: {', '.join(AXES)}")
+        if self.max_duration and "data_epochs" in self.axes:
+            from commands.experiment.runner import check_duration
+
+            check_duration(self.max_duration)
         if not self.fractions or not all(0.0 < f <= 1.0 for f in self.fractions):
             raise ValueError(f"fractions must be in (0, 1], got {self.fractions}")
         if 1.0 not in self.fractions:

@@ -64,9 +64,10 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         f"{setup['baseline']['text_mask_ratio']:g}, all four losses. The mask axes hold SimVTP's "
         "values plus the recipe's (tuned for `make demo`). Each axis changes one factor; cells "
         "equal to the baseline share its runs.",
-        f"- Data: `vtp synth --preset {setup.get('preset', '?')}` (data seed "
-        f"{setup.get('data_seed', 0)}; axis (e) also trains on seed "
-        f"{', '.join(str(d) for d in setup.get('data_seeds', [])[1:]) or '-'}) "
+        f"- Data: `vtp synth --preset {setup.get('preset', '?')}` (dataset seed "
+        f"{setup.get('data_seed', 0)}"
+        + (f"; axis (e) also trains on dataset seed {setup['data_seeds'][1]}"
+           if len(setup.get("data_seeds", [])) > 1 else "") + ") "
         f"{setup['num_clips']} training rows + {setup['test_clips']} held-out "
         f"test clips (unseen combinations), `vtp clean`, nested `vtp subset` fractions, "
         f"`vtp shard` {setup['codec']} short side {setup['short_side']} (rendered at "

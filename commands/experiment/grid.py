@@ -155,7 +155,7 @@ def label(axis: str, value) -> str:
     if axis in ("data", "data_epochs"):
         return f"{value:.0%}"
     if axis == "data_seed":
-        return f"seed {value}"
+        return f"dataset seed {value}"
     return str(value) if axis == "losses" else f"{value:g}"
 
 

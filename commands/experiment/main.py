@@ -17,6 +17,7 @@ from commands.experiment.grid import Cell, GridConfig, Run, expand, grid_around_
 from commands.experiment.report import aggregate, chance, plot_axes
 from commands.experiment.runner import (
     RunnerConfig,
+    check_duration,
     execute,
     fingerprints,
     load_results,
@@ -65,9 +66,12 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False,
                   + (" (baseline)" if cell.baseline else ""))
         return {"cells": len(cells), "runs": len(runs), "pending": len(todo)}
     max_duration = config.max_duration or recipe.trainer.max_duration
+    if any(run.setting.equal_epochs for run in runs):
+        check_duration(max_duration)  # before minutes of data building
     plan = DataPlan(num_clips=config.num_clips, num_test=config.num_test, seed=config.data_seed,
                     preset=config.preset, workers=config.workers)
     data = datasets(config, plan, runs, report_only)
+    runs = [run for run in runs if run.setting.data_seed in data]  # report-only: data built
     config.out.mkdir(parents=True, exist_ok=True)
     if not keep:
         shutil.copyfile(source, snapshot)
@@ -100,14 +104,17 @@ def data_folder(config: ExperimentConfig, data_seed: int) -> Path:
 def datasets(config: ExperimentConfig, plan: DataPlan, runs: list[Run],
              report_only: bool) -> dict[int, DataPaths]:
     """Builds (or reuses) each dataset the runs train on: every fraction of the experiment's
-    own data seed, the full training set of another. A report-only call reads the record of
-    what was built where there is one."""
+    own data seed, the full training set of another. A report-only call builds only the
+    experiment's own data if it has no record; another seed without one is left out (its
+    runs cannot have finished)."""
     data = {}
     for seed in sorted({run.setting.data_seed for run in runs} | {config.data_seed}):
         folder = data_folder(config, seed)
         record = folder / RECORD
         if report_only and record.is_file():
             data[seed] = DataPaths.from_json(json.loads(record.read_text())["paths"])
+            continue
+        if report_only and seed != config.data_seed:
             continue
         fractions = {run.setting.fraction for run in runs if run.setting.data_seed == seed}
         data[seed] = build_data(folder, replace(plan, seed=seed), tuple(sorted(fractions | {1.0})))
@@ -132,7 +139,8 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
         "recipe_video_mask": recipe.model.video_mask_ratio,
         "recipe_text_mask": recipe.model.text_mask_ratio,
         "num_clips": plan.num_clips, "test_clips": own.test_clips, **own.facts,
-        "data_seed": config.data_seed, "data_seeds": list(grid.data_seeds),
+        "data_seed": config.data_seed,
+        "data_seeds": list(grid.data_seeds) if "data_seed" in grid.axes else [config.data_seed],
         "train_clips": ", ".join(f"{f:.0%}: {n}" for f, n in sorted(own.train_clips.items())),
         "train_clips_by_fraction": {str(f): n for f, n in own.train_clips.items()},
         "runs_done": len(results), "runs_total": len(runs),
@@ -190,7 +198,10 @@ def write_report(folder: Path, cells: list[Cell], grid: GridConfig, results: dic
     (plot_folder or folder).mkdir(parents=True, exist_ok=True)
     clips = {float(k): v for k, v in setup.get("train_clips_by_fraction", {}).items()}
     rows = aggregate(cells, grid.seeds, results, clips)
-    chance_r1, chance_r5, _ = chance(results, setup.get("test_clips", 0))
+    # chance of the experiment's own held-out split (another dataset's may differ by a clip)
+    own = {k: r for k, r in results.items()
+           if r.get("data_seed", 0) == setup.get("data_seed", 0)}
+    chance_r1, chance_r5, _ = chance(own, setup.get("test_clips", 0))
     plots = plot_axes(rows, chance_r1, chance_r5, plot_folder or folder) if results else []
     text = render(rows, chance_r1, chance_r5, setup, [image_prefix + p.name for p in plots],
                   command, image_prefix + "recipe.yaml")

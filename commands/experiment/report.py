@@ -230,9 +230,12 @@ def data_variance(rows: list[CellStats]) -> str | None:
     parts = []
     for metric, (name, _) in MEASURES.items():
         values = "; ".join(f"{r.cell.label}: {r.stats[metric].text()}" for r in cells)
-        differ = compare(cells[1].stats[metric], cells[0].stats[metric])
-        parts.append(f"{name} {values} ({'within' if differ == 'tie' else 'outside'} seed "
-                     "noise)")
+        if min(len(r.stats[metric].values) for r in cells) < 2:
+            verdict = "one training seed: no spread to compare with"
+        else:
+            differ = compare(cells[1].stats[metric], cells[0].stats[metric])
+            verdict = f"{'within' if differ == 'tie' else 'outside'} seed noise"
+        parts.append(f"{name} {values} ({verdict})")
     return ("Data variance: the baseline on a second synthetic dataset (a new draw of training "
             "and held-out clips from the same preset): " + "; ".join(parts) + ".")
 

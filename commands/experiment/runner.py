@@ -99,19 +99,30 @@ def recipe_digest(recipe: str, run_overrides: list[str] | tuple[str, ...] = ()) 
 Datasets = dict[int, DataPaths]
 
 
+def check_duration(max_duration: str) -> None:
+    """Equal-epochs runs scale the grid's duration, so it must count batches.
+
+    Raises:
+        ValueError: a duration such as ``2ep`` or ``10m``.
+    """
+    if not max_duration.endswith("ba") or not max_duration[:-2].isdigit():
+        raise ValueError(f"equal-epochs runs scale a duration in batches (such as 300ba), got "
+                         f"{max_duration!r}")
+
+
 def run_duration(run: Run, data: Datasets, cfg: RunnerConfig) -> str:
-    """The run's training length: the grid's, or at equal epochs its share by clips.
+    """The run's training length: the grid's, or at equal epochs its share by full batches
+    (batches drop the last partial one, so epochs are counted in whole batches).
 
     Raises:
         ValueError: an equal-epochs run with a duration not in batches.
     """
     if not run.setting.equal_epochs:
         return cfg.max_duration
-    if not cfg.max_duration.endswith("ba") or not cfg.max_duration[:-2].isdigit():
-        raise ValueError(f"equal-epochs runs scale a duration in batches (such as 300ba), got "
-                         f"{cfg.max_duration!r}")
+    check_duration(cfg.max_duration)
     clips = data[run.setting.data_seed].train_clips
-    steps = int(cfg.max_duration[:-2]) * clips[run.setting.fraction] / clips[1.0]
+    batches = {f: max(1, n // cfg.batch_size) for f, n in clips.items()}
+    steps = int(cfg.max_duration[:-2]) * batches[run.setting.fraction] / batches[1.0]
     return f"{max(1, round(steps))}ba"
 
 
