@@ -21,7 +21,8 @@ class ExperimentConfig:
             give a spread that a 20% relative change must clear.
         max_duration: training length of each run (equal-epochs runs train their share of
             it); None uses the recipe's. 300 steps keep the 42-run grid (14 settings x 3
-            seeds) to about 1.5 h on 2 CPU cores; the recipe's own 1200 would take about five.
+            seeds) to 79 min on 2 CPU cores (measured); the recipe's own 1200 would take
+            about five hours.
         axes: which axes to run (commands.experiment.grid.AXES).
         fractions: training-set shares of the data axis.
         num_clips, num_test, data_seed: size and seed of the synthetic dataset (the
