@@ -266,7 +266,7 @@ def plot_axes(rows: list[CellStats], chance_r1: float, chance_r5: float, out: Pa
         ax.axhline(chance_r5, color="grey", linestyle=":", linewidth=1, label="chance R@5")
         ax.set_xticks(xs, [r.cell.label + ("*" if r.cell.baseline else "") for r in axis_rows])
         ax.set_ylabel("held-out zero-shot recall (%)")
-        ax.set_title(title + "  (* baseline)", fontsize=9)
+        ax.set_title(title.split(" (share")[0] + "  (* baseline)", fontsize=9)  # fits the plot
         ax.set_ylim(bottom=0)
         ax.set_xlim(-0.4, len(xs) - 0.6)
         ax.legend(fontsize=7)
