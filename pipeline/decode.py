@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -251,7 +251,8 @@ def normalize_video(batch: dict) -> dict:
 
 
 def torch_pixels(frames: list[np.ndarray], feeds: dict[str, list], image_size: int,
-                 normalize: bool, cropped: bool = False, workers: int = 1) -> torch.Tensor:
+                 normalize: bool, cropped: bool = False,
+                 pool: Executor | None = None) -> torch.Tensor:
     """Crop, bilinear resize, flip and normalise decoded (F, H, W, C) uint8 clips in torch:
     (B, C, F, S, S) float32, or uint8 without ``normalize``.
 
@@ -263,7 +264,8 @@ def torch_pixels(frames: list[np.ndarray], feeds: dict[str, list], image_size: i
 
     Args:
         cropped: the frames are already the crop window (JPEG frames decoded inside it).
-        workers: threads working on clips at once (the DALI pipeline's thread count).
+        pool: threads that work on clips at once (torch releases the GIL in each op);
+            None works through them in this thread.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-clip ops this small: more threads only spin (3x the CPU)
@@ -277,9 +279,7 @@ def torch_pixels(frames: list[np.ndarray], feeds: dict[str, list], image_size: i
             if normalize:
                 target.mul_(_SCALE).add_(_SHIFT)
 
-        # clips in parallel instead (torch releases the GIL in each op), as DALI's threads
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, range(len(frames))))
+        list((pool.map if pool else map)(one, range(len(frames))))
         return out
     finally:
         torch.set_num_threads(threads)
@@ -379,6 +379,7 @@ class VideoDecoder:
                             decode_only=decode_only)
         self.batch_size = batch_size
         self._pipes: dict[int, object] = {}  # jpeg_frames (0: video decoder) -> pipeline
+        self._pool: ThreadPoolExecutor | None = None  # torch's resize threads, made on first use
 
     def _build(self, batch_size: int, jpeg_frames: int):
         pipe = video_pipeline(batch_size=batch_size, jpeg_frames=jpeg_frames, **self.options)
@@ -396,9 +397,10 @@ class VideoDecoder:
         (outputs,) = pipe.run()
         if self.options["decode_only"]:
             frames = [np.asarray(outputs[i]) for i in range(len(outputs))]
+            if self._pool is None:  # as many clips at once as DALI has threads
+                self._pool = ThreadPoolExecutor(self.options["num_threads"])
             return torch_pixels(frames, feeds, self.options["image_size"],
-                                self.options["normalize"], cropped=jpeg,
-                                workers=self.options["num_threads"])
+                                self.options["normalize"], cropped=jpeg, pool=self._pool)
         return _to_torch(outputs, self.options["device"])
 
     @staticmethod

@@ -255,9 +255,10 @@ def execute(runs: list[Run], data: Datasets, cfg: RunnerConfig, progress: bool =
         spec_path.write_text(json.dumps(spec(run, data, cfg, prints[run.run_id]), indent=1) + "\n")
         bar.set_postfix_str(run.run_id)
         start = time.perf_counter()
+        duration = run_duration(run, data, cfg)
         with (folder / "log.txt").open("w") as log:
-            code = run_worker(spec_path, log, lambda step, run=run: bar.set_postfix_str(
-                f"{run.run_id} step {step}/{run_duration(run, data, cfg)}"))
+            code = run_worker(spec_path, log, lambda step, run=run, of=duration:
+                              bar.set_postfix_str(f"{run.run_id} step {step}/{of}"))
         seconds.append(time.perf_counter() - start)
         if code != 0 or not result_path(cfg.out, run).is_file():
             failed.append(run.run_id)
