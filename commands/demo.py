@@ -227,18 +227,25 @@ def build_demo_data(work: Path, cfg: DemoConfig,
     return data
 
 
-def held_out_check(data: DemoData) -> dict:
+def held_out_check(data: DemoData, gallery_size: int | None = None) -> dict:
     """Verifies from the data that the test scenes are unseen in training.
 
     Compares the (colour, shape) pairs and the exact captions of the test split with those
     of the training clips that were actually sharded.
 
+    Args:
+        data: the built demo data.
+        gallery_size: the evaluation ranks each query within a gallery of about this many
+            clips (`evaluation.retrieval.galleries`); None: among every test clip.
+
     Returns:
         test pairs, the pairs shared with training (must be empty), the test captions also
         found among training captions, and the expected R@1 of a model that knows only the
-        (colour, shape) pair (1 / the clips that share it, averaged).
+        (colour, shape) pair (1 / the clips of its gallery that share it, averaged).
     """
     import pyarrow.parquet as pq
+
+    from evaluation.retrieval import galleries
 
     truth = pq.read_table(data.ground_truth).to_pandas()
     manifest = pq.read_table(data.train_shards / "manifest.parquet").to_pandas()
@@ -249,8 +256,10 @@ def held_out_check(data: DemoData) -> dict:
         return set(zip(frame["colour"], frame["shape"], strict=True))
 
     test_pairs = sorted(pairs(test))
-    per_pair = test.groupby(["colour", "shape"]).size()
-    pair_size = test.apply(lambda r: per_pair[(r["colour"], r["shape"])], axis=1)
+    test = test.reset_index(drop=True)
+    for number, members in enumerate(galleries(list(test["videoid"].astype(str)), gallery_size)):
+        test.loc[members, "gallery"] = number
+    pair_size = test.groupby(["gallery", "colour", "shape"])["videoid"].transform("size")
     pair_only = float((1.0 / pair_size).mean())
     captions = set(train["caption_clean"].dropna().str.lower())
     return {

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="name of the test split in the reports, e.g. 'MSR-VTT 1k-A'")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="clips per forward pass (default: %(default)s)")
+    parser.add_argument("--gallery-size", type=int, default=None, metavar="N",
+                        help="rank each query within a disjoint gallery of about N clips of the "
+                             "split and pool the ranks (default: one gallery of every clip)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="auto picks the GPU when there is one (default: %(default)s)")
     parser.add_argument("--codec", choices=("h264", "vp9", "mjpeg"), default=None,
@@ -204,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--mode finetune needs --finetune-data TRAIN_SHARDS (or a recipe "
                              "whose finetune.train_data is set)")
         config = EvalConfig(data=args.data, out=args.out, mode=args.mode, **protocol,
-                            batch_size=args.batch_size, device=args.device, codec=args.codec,
+                            batch_size=args.batch_size, gallery_size=args.gallery_size,
+                            device=args.device, codec=args.codec,
                             short_side=args.short_side, workers=args.workers,
                             video_root=args.video_root, settings=_settings(args.set),
                             finetune=finetune, seed=args.seed)

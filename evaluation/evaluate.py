@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from evaluation.eval_inputs import check_usable, test_items
-from evaluation.retrieval import text_video_metrics
+from evaluation.retrieval import galleries, text_video_metrics
 from model import UnifiedMAE
 from pipeline import BatchBuilder, DataConfig
 from pipeline.config import short_side_for
@@ -55,6 +55,10 @@ class EvalConfig:
         split_name: the name of the test split for the reports (e.g. "MSR-VTT 1k-A");
             None names it after ``data``.
         batch_size: clips per forward pass.
+        gallery_size: rank each query among about this many clips of its own disjoint
+            gallery (evaluation.retrieval.galleries) instead of among every test clip; the
+            metrics then count every query of a larger split at a 200-clip gallery's
+            difficulty (None: one gallery of all clips, the usual protocol).
         device: ``auto`` (GPU when there is one), ``cpu`` or ``gpu``.
         codec: codec for sharding json clips; None picks vp9 on the CPU, h264 on the GPU.
         short_side: short side of sharded json clips; None uses 8/7 of the model's input.
@@ -73,6 +77,7 @@ class EvalConfig:
     crops: int = 1
     split_name: str | None = None
     batch_size: int = 16
+    gallery_size: int | None = None
     device: Literal["auto", "cpu", "gpu"] = "auto"
     codec: str | None = None
     short_side: int | None = None
@@ -88,6 +93,8 @@ class EvalConfig:
         if min(self.views, self.crops, self.batch_size) < 1:
             raise ValueError(f"views, crops and batch_size must be >= 1, got {self.views}, "
                              f"{self.crops}, {self.batch_size}")
+        if self.gallery_size is not None and self.gallery_size < 2:
+            raise ValueError(f"gallery_size must be >= 2 clips, got {self.gallery_size}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
 
@@ -160,7 +167,11 @@ def clip_features(model: UnifiedMAE, data: DataConfig, device: str = "cpu",
 
 def protocol_line(metrics: dict) -> str:
     """How the numbers were measured, so that none is read without its protocol."""
-    return (f"{metrics['split']}: {metrics['n']} clips, {metrics['mode']}, "
+    galleries_text = ""
+    if metrics.get("galleries", 1) > 1:
+        galleries_text = (f" in {metrics['galleries']} disjoint galleries of up to "
+                          f"{metrics['gallery_size']} (each query ranked within its own)")
+    return (f"{metrics['split']}: {metrics['n']} clips{galleries_text}, {metrics['mode']}, "
             f"{metrics['views']} temporal clip(s) x {metrics['crops']} spatial crop(s) per "
             f"video (normalised features averaged), ties: {metrics['tie_rule']}")
 
@@ -218,7 +229,8 @@ def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig, progress: bool 
         model = finetune_dual_encoder(model, data, cfg.finetune, device, cfg.seed, out, progress)
     model = model.to("cuda" if device == "gpu" else "cpu").eval()
     keys, video, text = clip_features(model, data, device, progress)
-    metrics = {**text_video_metrics(text, video), "mode": cfg.mode, "views": cfg.views,
+    groups = galleries(keys, cfg.gallery_size)
+    metrics = {**text_video_metrics(text, video, groups), "mode": cfg.mode, "views": cfg.views,
                "crops": cfg.crops, "tie_rule": TIE_RULE,
                "split": cfg.split_name or Path(cfg.data).name, "checkpoint": str(checkpoint),
                "data": cfg.data, "failed": failed}

@@ -8,6 +8,9 @@ metric.py would report 100%).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 import torch
 
 
@@ -26,31 +29,65 @@ def ranks(sims: torch.Tensor) -> torch.Tensor:
 
 def retrieval_metrics(sims: torch.Tensor, prefix: str) -> dict[str, float]:
     """R@1/5/10 (percent), median and mean rank for the queries in the rows of ``sims``."""
-    r = ranks(sims.float()).double()
+    return rank_metrics(ranks(sims.float()), prefix)
+
+
+def rank_metrics(r: torch.Tensor, prefix: str) -> dict[str, float]:
+    """R@1/5/10 (percent), median and mean rank from the 1-based ranks ``r`` of the queries."""
+    r = r.double()
     metrics = {f"{prefix}_r{k}": float((r <= k).double().mean() * 100) for k in (1, 5, 10)}
     metrics[f"{prefix}_medr"] = float(r.quantile(0.5))  # np.median, as Frozen/SimVTP report it
     metrics[f"{prefix}_meanr"] = float(r.mean())
     return metrics
 
 
-def text_video_metrics(text_features: torch.Tensor,
-                       video_features: torch.Tensor) -> dict[str, float]:
+def galleries(keys: Sequence[str], size: int | None) -> list[list[int]]:
+    """Disjoint galleries of about ``size`` clips each (all clips in one when ``size`` is None).
+
+    R@1 on a gallery of 200 counts 200 hits or misses, so two models (or two seeds) differ by
+    a few clips by chance alone; ranking each query within its own gallery of a larger
+    held-out split keeps the task as hard as on 200 clips and counts every query. Clips are
+    ordered by a hash of their key, so neither shard order nor generation order groups
+    similar clips, and cut into ``round(n / size)`` parts that differ by at most one clip.
+    """
+    order = sorted(range(len(keys)), key=lambda i: hashlib.sha1(str(keys[i]).encode()).digest())
+    parts = 1 if size is None else max(1, round(len(keys) / size))
+    return [part.tolist() for part in torch.tensor_split(torch.tensor(order), parts)]
+
+
+def text_video_metrics(text_features: torch.Tensor, video_features: torch.Tensor,
+                       groups: list[list[int]] | None = None) -> dict[str, float]:
     """Both directions from L2-normalised features; text i describes video i.
 
-    Returns t2v_* and v2t_* metrics, ``chance_r1`` (percent) and ``n``.
+    Args:
+        text_features, video_features: (n, D) features of pairs.
+        groups: disjoint galleries (see :func:`galleries`); each query is ranked among the
+            clips (or captions) of its own gallery only. None: one gallery of all n.
+
+    Returns t2v_* and v2t_* metrics over every query, ``chance_r1`` (percent, averaged over
+    queries), ``n`` (queries), ``galleries`` and ``gallery_size`` (the largest).
     """
     if text_features.shape[0] != video_features.shape[0]:
         raise ValueError(
             f"{text_features.shape[0]} captions but {video_features.shape[0]} videos: "
             "retrieval pairs caption i with video i"
         )
+    n = text_features.shape[0]
+    groups = groups if groups is not None else [list(range(n))]
+    if sorted(i for g in groups for i in g) != list(range(n)):
+        raise ValueError(f"galleries must cover each of the {n} pairs exactly once")
     t = torch.nn.functional.normalize(text_features.float(), dim=-1)
     v = torch.nn.functional.normalize(video_features.float(), dim=-1)
-    sims = t @ v.T
-    n = sims.shape[0]
+    t2v, v2t = [], []
+    for group in groups:
+        sims = t[group] @ v[group].T
+        t2v.append(ranks(sims))
+        v2t.append(ranks(sims.T))
     return {
-        **retrieval_metrics(sims, "t2v"),
-        **retrieval_metrics(sims.T, "v2t"),
-        "chance_r1": 100.0 / n,
+        **rank_metrics(torch.cat(t2v), "t2v"),
+        **rank_metrics(torch.cat(v2t), "v2t"),
+        "chance_r1": 100.0 * len(groups) / n,
         "n": n,
+        "galleries": len(groups),
+        "gallery_size": max(len(g) for g in groups),
     }

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic training rows (default %(default)s)")
     parser.add_argument("--num-test", type=int, default=d.num_test,
                         help="held-out test clips (default %(default)s)")
+    parser.add_argument("--gallery-size", type=int, default=d.gallery_size,
+                        help="rank each held-out query within a disjoint gallery of about this "
+                             "many clips (default %(default)s)")
     parser.add_argument("--data-seed", type=int, default=d.data_seed)
     parser.add_argument("--preset", default=d.preset,
                         help="`vtp synth` preset of the dataset (default %(default)s)")
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             max_duration=None if args.max_duration == "recipe" else args.max_duration,
             axes=tuple(a.strip() for a in args.axes.split(",") if a.strip()),
             fractions=_floats(args.fractions), num_clips=args.num_clips, num_test=args.num_test,
+            gallery_size=args.gallery_size,
             data_seed=args.data_seed, preset=args.preset, workers=args.workers,
             overrides=tuple(args.overrides),
             keep_checkpoints=args.keep_checkpoints, publish=args.publish,

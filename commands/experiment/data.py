@@ -51,7 +51,9 @@ class DataPaths:
     """Where the built data is: one shard folder per fraction and the test shards.
 
     ``facts`` holds what the report states about the data: render size, codec, short side,
-    and the demo's held-out check (shared (colour, shape) pairs, pair-only R@1).
+    and the demo's held-out check (shared (colour, shape) pairs, pair-only R@1). ``identity``
+    is what the data was built from (sizes, seed, preset, transcode settings, fractions):
+    a run's fingerprint includes it, so results on other data count as stale.
     """
 
     train: dict[float, Path]
@@ -59,21 +61,24 @@ class DataPaths:
     train_clips: dict[float, int]
     test_clips: int
     facts: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"train": {str(k): str(v) for k, v in self.train.items()}, "test": str(self.test),
                 "train_clips": {str(k): v for k, v in self.train_clips.items()},
-                "test_clips": self.test_clips, "facts": self.facts}
+                "test_clips": self.test_clips, "facts": self.facts, "identity": self.identity}
 
     @classmethod
     def from_json(cls, raw: dict) -> DataPaths:
         return cls(train={float(k): Path(v) for k, v in raw["train"].items()},
                    test=Path(raw["test"]),
                    train_clips={float(k): int(v) for k, v in raw["train_clips"].items()},
-                   test_clips=int(raw["test_clips"]), facts=raw.get("facts", {}))
+                   test_clips=int(raw["test_clips"]), facts=raw.get("facts", {}),
+                   identity=raw.get("identity", {}))
 
 
-def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...]) -> DataPaths:
+def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...],
+               gallery_size: int | None = None) -> DataPaths:
     """Builds (or reuses) the dataset under ``work``; returns where its shards are.
 
     Args:
@@ -81,6 +86,7 @@ def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...]) -> Data
             shards-{p}/ per other fraction and test-shards/.
         plan: dataset size.
         fractions: training-set shares, each in (0, 1]; 1.0 among them.
+        gallery_size: the evaluation's gallery size (the pair-only R@1 is stated for it).
 
     Raises:
         RuntimeError: sharding left no clip of a fraction or of the test split.
@@ -89,7 +95,7 @@ def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...]) -> Data
 
     cfg = plan.demo_config()
     record = work / RECORD
-    wanted = {"key": cfg.data_key(), "fractions": sorted(fractions)}
+    wanted = {"key": cfg.data_key(), "fractions": sorted(fractions), "gallery_size": gallery_size}
     demo = build_demo_data(work, cfg)
     # the demo rewrites its record only when it rebuilt the data: ours is then out of date
     fresh = record.is_file() and (work / "data.json").stat().st_mtime <= record.stat().st_mtime
@@ -106,13 +112,13 @@ def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...]) -> Data
         train[fraction], counts[fraction] = _shard(subsets[fraction], demo.synth_dir / "videos",
                                                    work / f"shards-{fraction:g}", cfg)
     test, test_clips = _test_shards(demo.test_json, work / "test-shards", cfg)
-    check = held_out_check(demo)
+    check = held_out_check(demo, gallery_size)
     facts = {"preset": cfg.preset, "render": f"{cfg.width}x{cfg.height}", "codec": cfg.codec,
              "short_side": cfg.short_side,
              "shared_pairs": len(check["shared_pairs"]), "test_pairs": len(check["test_pairs"]),
              "test_captions_in_train": check["test_captions_in_train"],
              "pair_only_r1": check["pair_only_r1"]}
-    paths = DataPaths(train, test, counts, test_clips, facts)
+    paths = DataPaths(train, test, counts, test_clips, facts, identity=wanted)
     record.write_text(json.dumps({**wanted, "paths": paths.to_json()}, indent=1) + "\n")
     return paths
 

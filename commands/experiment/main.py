@@ -70,7 +70,7 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False,
         check_duration(max_duration)  # before minutes of data building
     plan = DataPlan(num_clips=config.num_clips, num_test=config.num_test, seed=config.data_seed,
                     preset=config.preset, workers=config.workers)
-    data = datasets(config, plan, runs, report_only)
+    data = datasets(config, plan, runs, report_only, config.gallery_size)
     runs = [run for run in runs if run.setting.data_seed in data]  # report-only: data built
     config.out.mkdir(parents=True, exist_ok=True)
     if not keep:
@@ -80,6 +80,7 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False,
                           vtc_weight=recipe.model.vtc_weight or 1.0,
                           vtm_weight=recipe.model.vtm_weight or 1.0,
                           keep_checkpoints=config.keep_checkpoints,
+                          gallery_size=config.gallery_size,
                           extra_overrides=config.overrides)
     prints = fingerprints(runs, data, runner)
     finished = len(runs) - len(pending(runs, config.out, prints))
@@ -102,7 +103,7 @@ def data_folder(config: ExperimentConfig, data_seed: int) -> Path:
 
 
 def datasets(config: ExperimentConfig, plan: DataPlan, runs: list[Run],
-             report_only: bool) -> dict[int, DataPaths]:
+             report_only: bool, gallery_size: int | None = None) -> dict[int, DataPaths]:
     """Builds (or reuses) each dataset the runs train on: every fraction of the experiment's
     own data seed, the full training set of another. A report-only call builds only the
     experiment's own data if it has no record; another seed without one is left out (its
@@ -117,7 +118,8 @@ def datasets(config: ExperimentConfig, plan: DataPlan, runs: list[Run],
         if report_only and seed != config.data_seed:
             continue
         fractions = {run.setting.fraction for run in runs if run.setting.data_seed == seed}
-        data[seed] = build_data(folder, replace(plan, seed=seed), tuple(sorted(fractions | {1.0})))
+        data[seed] = build_data(folder, replace(plan, seed=seed), tuple(sorted(fractions | {1.0})),
+                                gallery_size)
     return data
 
 
@@ -138,7 +140,8 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
         "seeds": list(grid.seeds), "baseline": vars(grid.baseline),
         "recipe_video_mask": recipe.model.video_mask_ratio,
         "recipe_text_mask": recipe.model.text_mask_ratio,
-        "num_clips": plan.num_clips, "test_clips": own.test_clips, **own.facts,
+        "num_clips": plan.num_clips, "test_clips": own.test_clips,
+        "gallery_size": config.gallery_size, **own.facts,
         "data_seed": config.data_seed,
         "data_seeds": list(grid.data_seeds) if "data_seed" in grid.axes else [config.data_seed],
         "train_clips": ", ".join(f"{f:.0%}: {n}" for f, n in sorted(own.train_clips.items())),
@@ -174,6 +177,7 @@ def command_line(config: ExperimentConfig) -> str:
                               ("--max-duration", config.max_duration, default.max_duration),
                               ("--num-clips", config.num_clips, default.num_clips),
                               ("--num-test", config.num_test, default.num_test),
+                              ("--gallery-size", config.gallery_size, default.gallery_size),
                               ("--data-seed", config.data_seed, default.data_seed),
                               ("--preset", config.preset, default.preset)):
         if value != base:
@@ -201,7 +205,7 @@ def write_report(folder: Path, cells: list[Cell], grid: GridConfig, results: dic
     # chance of the experiment's own held-out split (another dataset's may differ by a clip)
     own = {k: r for k, r in results.items()
            if r.get("data_seed", 0) == setup.get("data_seed", 0)}
-    chance_r1, chance_r5, _ = chance(own, setup.get("test_clips", 0))
+    chance_r1, chance_r5, _ = chance(own, setup.get("gallery_size") or setup.get("test_clips", 0))
     plots = plot_axes(rows, chance_r1, chance_r5, plot_folder or folder) if results else []
     text = render(rows, chance_r1, chance_r5, setup, [image_prefix + p.name for p in plots],
                   command, image_prefix + "recipe.yaml")

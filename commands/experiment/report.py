@@ -81,13 +81,16 @@ def aggregate(cells: list[Cell], seeds: tuple[int, ...], results: dict[str, dict
 
 
 def chance(results: dict[str, dict], test_clips: int = 0) -> tuple[float, float, int]:
-    """(chance R@1 %, chance R@5 %, test clips) of the held-out split the runs share
-    (``test_clips`` when no run has finished)."""
-    sizes = {r["metrics"]["n"] for r in results.values()}
-    if len(sizes) > 1:
-        raise ValueError(f"runs were evaluated on test sets of different sizes: {sorted(sizes)}")
-    n = sizes.pop() if sizes else test_clips
-    return (100.0 / n, min(100.0, 500.0 / n), n) if n else (math.nan, math.nan, 0)
+    """(chance R@1 %, chance R@5 %, test clips) of the held-out split the runs share; with
+    galleries, a query's chance within its own gallery. ``test_clips``: the clips one query
+    is ranked among, used when no run has finished."""
+    found = {(r["metrics"]["n"], r["metrics"].get("chance_r1", 100.0 / r["metrics"]["n"]))
+             for r in results.values()}
+    if len(found) > 1:
+        raise ValueError(f"runs were evaluated on different test sets or galleries (clips, "
+                         f"chance R@1): {sorted(found)}")
+    n, r1 = found.pop() if found else (test_clips, 100.0 / test_clips if test_clips else 0.0)
+    return (r1, min(100.0, 5 * r1), n) if n else (math.nan, math.nan, 0)
 
 
 def results_table(rows: list[CellStats], chance_r1: float, chance_r5: float) -> str:

@@ -36,6 +36,7 @@ class RunnerConfig:
         batch_size: the recipe's global batch size (a subset must hold at least one batch).
         vtc_weight, vtm_weight: the recipe's weights, used where a setting switches a term on.
         keep_checkpoints: keep each run's final checkpoint after its evaluation.
+        gallery_size: rank each held-out query within a gallery of about this many clips.
         extra_overrides: more ``section.key=value`` overrides applied to every run.
     """
 
@@ -47,6 +48,7 @@ class RunnerConfig:
     vtc_weight: float = 1.0
     vtm_weight: float = 1.0
     keep_checkpoints: bool = False
+    gallery_size: int | None = None
     extra_overrides: tuple[str, ...] = ()
 
 
@@ -127,9 +129,17 @@ def run_duration(run: Run, data: Datasets, cfg: RunnerConfig) -> str:
 
 
 def fingerprints(runs: list[Run], data: Datasets, cfg: RunnerConfig) -> dict[str, str]:
-    """``{run_id: digest of the run's resolved recipe}``: a result made with other settings is
-    stale (see `pending`)."""
-    return {run.run_id: recipe_digest(cfg.recipe, overrides(run, data, cfg)) for run in runs}
+    """``{run_id: digest of the run's resolved recipe, its data's identity and the gallery
+    size}``: a result made with other settings, on other data or ranked among other
+    galleries is stale (see `pending`)."""
+    return {run.run_id: _fingerprint(recipe_digest(cfg.recipe, overrides(run, data, cfg)),
+                                     data[run.setting.data_seed].identity, cfg.gallery_size)
+            for run in runs}
+
+
+def _fingerprint(recipe: str, identity: dict, gallery_size: int | None) -> str:
+    text = json.dumps([recipe, identity, gallery_size], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def overrides(run: Run, data: Datasets, cfg: RunnerConfig) -> list[str]:
@@ -175,6 +185,7 @@ def spec(run: Run, data: Datasets, cfg: RunnerConfig, fingerprint: str = "") -> 
         "batch_log": str(folder / "batches.jsonl"),
         "eval_out": str(folder / "eval"),
         "test": str(dataset.test.resolve()),
+        "gallery_size": cfg.gallery_size,
         "result": str(result_path(cfg.out, run)),
         "keep_checkpoints": cfg.keep_checkpoints,
     }

@@ -40,8 +40,9 @@ def run_spec(spec: dict) -> dict:
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     checkpoint = Path(spec["checkpoint_folder"]) / "latest-rank0.pt"
-    metrics = evaluate_checkpoint(checkpoint, EvalConfig(data=spec["test"], out=spec["eval_out"],
-                                                         workers=1), progress=False)
+    eval_cfg = EvalConfig(data=spec["test"], out=spec["eval_out"], workers=1,
+                          gallery_size=spec.get("gallery_size"))
+    metrics = evaluate_checkpoint(checkpoint, eval_cfg, progress=False)
     result = {**spec["run"], "run_id": spec["run_id"], "fingerprint": spec["fingerprint"],
               "metrics": metrics, "steps": steps,
               "final_losses": final_losses(Path(spec["batch_log"])),
