@@ -120,6 +120,8 @@ def test_held_out_pairs_never_reach_training(demo_run):
     assert check["shared_pairs"] == [] and check["test_captions_in_train"] == 0
     assert check["train_clips"] == data.summaries["shard"]["ok"] > 0
     assert 0 < check["pair_only_r1"] <= 100
+    # within galleries of 10 a query shares its pair with fewer clips: pair-only R@1 rises
+    assert held_out_check(data, 10)["pair_only_r1"] > check["pair_only_r1"]
 
 
 def test_build_demo_data_reuses_data_when_only_training_settings_change(demo_run, capsys):

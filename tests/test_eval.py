@@ -21,7 +21,7 @@ from train_fixtures import tiny_checkpoint, train_shards  # noqa: F401  (session
 
 from commands.cli import main as vtp_main
 from evaluation import evaluate
-from evaluation.retrieval import ranks, retrieval_metrics, text_video_metrics
+from evaluation.retrieval import galleries, ranks, retrieval_metrics, text_video_metrics
 from model import UnifiedMAE, model_config
 from model.dual import DualEncoder
 from pipeline.decode import center_crop
@@ -179,6 +179,40 @@ def test_video_to_text_direction_with_ties_by_hand():
     assert m["v2t_r5"] == 100.0 and m["n"] == 3
 
 
+def test_galleries_cut_a_hash_order_into_near_equal_disjoint_parts():
+    keys = [f"clip{i:04d}" for i in range(1990)]
+    parts = galleries(keys, 200)
+    assert len(parts) == 10 and {len(p) for p in parts} == {199}
+    assert sorted(i for p in parts for i in p) == list(range(1990))
+    # the same clips in another order land in the same galleries (hash order, not input order)
+    flipped = galleries(keys[::-1], 200)
+    as_keys = lambda ps, ks: sorted(sorted(ks[i] for i in p) for p in ps)  # noqa: E731
+    assert as_keys(parts, keys) == as_keys(flipped, keys[::-1])
+    # consecutive keys (generation order) are spread over the galleries, not kept together
+    assert len({next(g for g, p in enumerate(parts) if i in p) for i in range(10)}) > 3
+    one = galleries(keys[:7], None)
+    assert len(one) == 1 and sorted(one[0]) == list(range(7))
+
+
+def test_a_query_is_ranked_within_its_own_gallery_only():
+    # captions 0 and 3 match a clip of the other gallery (2 and 1) better than their own:
+    # misses among all four clips, hits when each is ranked within its own pair
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.0, 1.0]])
+    video = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0], [0.1, 1.0]])
+    whole = text_video_metrics(text, video)
+    split = text_video_metrics(text, video, [[0, 1], [2, 3]])
+    assert whole["t2v_r1"] == 50.0 and split["t2v_r1"] == 100.0
+    assert split["n"] == 4 and split["galleries"] == 2 and split["gallery_size"] == 2
+    assert split["chance_r1"] == pytest.approx(50.0) and whole["chance_r1"] == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="exactly once"):
+        text_video_metrics(text, video, [[0, 1], [1, 2, 3]])
+
+
+def test_gallery_size_below_two_is_refused():
+    with pytest.raises(ValueError, match="gallery_size must be >= 2"):
+        evaluate.EvalConfig(data="x", out="y", gallery_size=1)
+
+
 def test_median_and_mean_rank_by_hand():
     true_ranks = [1, 4, 2, 5, 3]  # odd count: the median is the middle rank, 3
     sims = torch.full((5, 5), 0.1)
@@ -276,6 +310,12 @@ def test_eval_cli_on_a_json_with_a_missing_video(json_run, tiny_checkpoint, tmp_
     again = _eval(tiny_checkpoint, out / "test-shards", tmp_path / "from-shards")
     assert again["n"] == TEST_CLIPS and again["failed"] == 0
     assert {k: again[k] for k in METRIC_KEYS} == {k: metrics[k] for k in METRIC_KEYS}
+    # in galleries of 3 every query is ranked among 3 clips, and the protocol line says so
+    grouped = _eval(tiny_checkpoint, out / "test-shards", tmp_path / "galleries",
+                    "--gallery-size", "3")
+    assert grouped["n"] == TEST_CLIPS and grouped["galleries"] == 2
+    assert grouped["chance_r1"] == pytest.approx(100 / 3) and grouped["t2v_meanr"] <= 3
+    assert "2 disjoint galleries of up to 3" in (tmp_path / "galleries" / "retrieval.md").read_text()
 
 
 def test_more_views_change_video_features_not_the_clips(json_run, tiny_checkpoint, tmp_path):  # noqa: F811

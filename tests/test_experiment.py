@@ -213,6 +213,33 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
     assert not old_checkpoint.exists()
 
 
+def test_results_on_other_data_or_other_galleries_are_stale(tmp_path):
+    runs = [Run(BASELINE, 0), Run(BASELINE, 1)]
+    cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path, work=tmp_path, max_duration="3ba",
+                       batch_size=16, gallery_size=200)
+    data = _paths(tmp_path)
+    data[0].identity = {"key": {"num_clips": 800, "preset": "demo"}}
+    before = fingerprints(runs, data, cfg)
+    # the same folders rebuilt with another size: the recipe and paths are unchanged
+    data[0].identity = {"key": {"num_clips": 1500, "preset": "demo"}}
+    rebuilt = fingerprints(runs, data, cfg)
+    cfg.gallery_size = 100
+    regrouped = fingerprints(runs, data, cfg)
+    for run in runs:
+        assert len({before[run.run_id], rebuilt[run.run_id], regrouped[run.run_id]}) == 3
+
+
+def test_chance_is_a_query_s_chance_within_its_gallery():
+    run = Run(BASELINE, 0)
+    result = _result(run, 5.0, n=2000)
+    result["metrics"]["chance_r1"] = 0.5  # 10 galleries of 200
+    assert chance({run.run_id: result}) == (0.5, 2.5, 2000)
+    assert chance({}, 200) == (0.5, 2.5, 200)
+    other = _result(Run(BASELINE, 1), 5.0, n=2000)  # one gallery of 2000
+    with pytest.raises(ValueError, match="different test sets or galleries"):
+        chance({run.run_id: result, "other": other})
+
+
 def test_overrides_set_each_factor_and_small_subsets_are_refused(tmp_path):
     cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path, work=tmp_path, max_duration="7ba",
                        batch_size=16, vtc_weight=2.0)
