@@ -85,8 +85,8 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
            if setup["runs_done"] else "")
         + f"{setup['cores']} CPU cores, {setup['date']}.", "",
         "## Results (held-out zero-shot retrieval, mean ± sd over seeds)", "",
-        "Recall in %, higher is better; mean rank of the true match among the "
-        f"{_ranked_among(setup)} test clips, lower is better.", "",
+        "Recall in %, higher is better; mean rank of the true match among "
+        f"{_ranked_among(setup)}, lower is better.", "",
         results_table(rows, chance_r1, chance_r5), "",
         *_baseline_line(rows, chance_r1, setup),
         *([line, ""] if (line := data_variance(rows)) else []),
@@ -146,9 +146,11 @@ def _gallery_text(setup: dict) -> str:
             f"hard as on {size} clips and counts all {clips} queries)")
 
 
-def _ranked_among(setup: dict) -> int:
+def _ranked_among(setup: dict) -> str:
     size, clips = setup.get("gallery_size"), setup["test_clips"]
-    return min(size, clips) if size else clips
+    if not size or size >= clips:
+        return f"the {clips} test clips"
+    return f"the {size} or so clips of the query's gallery"
 
 
 def _minutes(seconds: float) -> str:
