@@ -315,7 +315,8 @@ def test_eval_cli_on_a_json_with_a_missing_video(json_run, tiny_checkpoint, tmp_
                     "--gallery-size", "3")
     assert grouped["n"] == TEST_CLIPS and grouped["galleries"] == 2
     assert grouped["chance_r1"] == pytest.approx(100 / 3) and grouped["t2v_meanr"] <= 3
-    assert "2 disjoint galleries of up to 3" in (tmp_path / "galleries" / "retrieval.md").read_text()
+    protocol = (tmp_path / "galleries" / "retrieval.md").read_text()
+    assert "2 disjoint galleries of up to 3" in protocol
 
 
 def test_more_views_change_video_features_not_the_clips(json_run, tiny_checkpoint, tmp_path):  # noqa: F811
