@@ -51,6 +51,10 @@ class ModelConfig:
         vtc_gather_with_grad: send gradients through the all-gather (else local only).
         vtm_negatives: "random" in-batch negatives as released, or "hard" ones sampled from
             the VTC similarity.
+        vtc_queue: past video and text features (detached, first in first out) that VTC
+            scores as extra negatives besides the batch's (MoCo/ALBEF's queue, without a
+            momentum encoder); 0 as released. A small batch rarely holds two clips that
+            differ only in what is hard to see; a queue of a few hundred does.
         activation_checkpointing: recompute encoder blocks in backward (less memory, ~1/3
             more compute).
         drop_path: stochastic-depth rate of the last encoder block, rising linearly from 0 at
@@ -91,6 +95,7 @@ class ModelConfig:
     vtc_gather: bool = False
     vtc_gather_with_grad: bool = False
     vtm_negatives: Literal["random", "hard"] = "random"
+    vtc_queue: int = 0
     activation_checkpointing: bool = False
     drop_path: float = 0.0
 
@@ -120,6 +125,10 @@ class ModelConfig:
             yield f"vtm_negatives must be 'random' or 'hard', got {self.vtm_negatives!r}"
         if not 0.0 <= self.drop_path < 1.0:
             yield f"drop_path={self.drop_path} must be in [0, 1)"
+        if self.vtc_queue < 0:
+            yield f"vtc_queue={self.vtc_queue} must be >= 0"
+        if self.vtc_queue and self.vtc_gather:
+            yield "vtc_queue and vtc_gather cannot be combined (the queue holds local features)"
         if self.vtc_temperature <= 0:
             yield f"vtc_temperature={self.vtc_temperature} must be positive"
         weights = (self.mvm_weight, self.mlm_weight, self.vtc_weight, self.vtm_weight)

@@ -143,6 +143,11 @@ class UnifiedMAE(nn.Module):
         if "vtm" in c.active_terms:
             self.vtm_head = nn.Linear(c.width, 2)
             self.vtm_head.apply(init_weights)
+        if c.vtc_queue and "vtc" in c.active_terms:
+            # saved with the model, so a resumed run scores the same negatives
+            self.register_buffer("vtc_queue_video", torch.zeros(c.vtc_queue, c.width))
+            self.register_buffer("vtc_queue_text", torch.zeros(c.vtc_queue, c.width))
+            self.register_buffer("vtc_queue_seen", torch.zeros((), dtype=torch.long))
         if c.use_text:
             scale = torch.tensor(1.0 / c.vtc_temperature).log()
             if c.vtc_learnable_temperature and "vtc" in c.active_terms:
@@ -263,9 +268,28 @@ class UnifiedMAE(nn.Module):
             rank, world = _dist_rank_world() if c.vtc_gather else (0, 1)
             out["loss_vtc"] = vtc_loss(video, text, scale, gather=c.vtc_gather,
                                        gather_with_grad=c.vtc_gather_with_grad, rank=rank,
-                                       world_size=world)
+                                       world_size=world, queue=self._queued())
+            if c.vtc_queue and self.training and torch.is_grad_enabled():
+                self._enqueue(video, text)
         with torch.no_grad():
             return scale * F.normalize(text.float(), dim=-1) @ F.normalize(video.float(), dim=-1).T
+
+    def _queued(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The filled part of the VTC queue (None without one or before the first batch)."""
+        if not self.config.vtc_queue:
+            return None
+        filled = int(min(int(self.vtc_queue_seen), self.config.vtc_queue))
+        return (self.vtc_queue_video[:filled], self.vtc_queue_text[:filled]) if filled else None
+
+    @torch.no_grad()
+    def _enqueue(self, video: torch.Tensor, text: torch.Tensor) -> None:
+        """Writes the batch's normalised features over the oldest entries of the ring."""
+        size = self.config.vtc_queue
+        index = (int(self.vtc_queue_seen) + torch.arange(video.shape[0])) % size
+        index = index[-size:].to(self.vtc_queue_video.device)  # a batch larger than the ring
+        for buffer, features in ((self.vtc_queue_video, video), (self.vtc_queue_text, text)):
+            buffer[index] = F.normalize(features.detach().float(), dim=-1)[-size:]
+        self.vtc_queue_seen += video.shape[0]
 
     def _vtm(self, vis, text, joint, joint_keep, similarity, batch, generator) -> torch.Tensor:
         """Matched pairs reuse the joint pass; mismatched ones pair text i with video j != i."""

@@ -171,3 +171,53 @@ def test_model_vtc_term_equals_the_free_function_on_its_features():
         text = model.encoder(model.encoder.embed_text(batch["mlm_ids"]), batch["text_mask"]).mean(1)
     assert out["loss_vtc"].item() == pytest.approx(vtc_loss(video, text, torch.tensor(20.0)).item(),
                                                    rel=1e-5)
+
+
+def test_vtc_queue_entries_are_extra_negatives_without_gradient():
+    g = torch.Generator().manual_seed(1)
+    video = torch.randn(4, 8, generator=g).requires_grad_()
+    text = torch.randn(4, 8, generator=g)
+    queued = (F.normalize(torch.randn(5, 8, generator=g), dim=-1).requires_grad_(),
+              F.normalize(torch.randn(5, 8, generator=g), dim=-1).requires_grad_())
+    scale = torch.tensor(20.0)
+    got = vtc_loss(video, text, scale, queue=queued)
+    v, t = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+    t2v = scale * t @ torch.cat([v, queued[0]]).T
+    v2t = scale * v @ torch.cat([t, queued[1]]).T
+    labels = torch.arange(4)
+    want = F.cross_entropy(t2v, labels) + F.cross_entropy(v2t, labels)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    assert got.item() > vtc_loss(video, text, scale).item()  # more negatives, higher loss
+    got.backward()
+    assert video.grad is not None and queued[0].grad is None and queued[1].grad is None
+
+
+def test_vtc_queue_fills_first_in_first_out_in_training_only():
+    config = model_config("tiny", vtc_queue=6, text_dropout=0.0)
+    model = UnifiedMAE(config)
+    batch = random_batch(config, batch_size=4, seed=0)
+    model.eval()
+    with torch.no_grad():
+        model(batch)
+    assert int(model.vtc_queue_seen) == 0 and model._queued() is None
+    model.train()
+    first = model(batch)
+    assert int(model.vtc_queue_seen) == 4 and model._queued()[0].shape == (4, config.width)
+    # the first batch scored no queue; the second scores the 4 queued features too
+    second = model(batch)
+    assert second["loss_vtc"].item() > first["loss_vtc"].item()
+    norms = model.vtc_queue_video.norm(dim=-1)
+    assert torch.allclose(norms, torch.ones(6)), "every slot holds a normalised feature"
+    # 8 features in 6 slots: slots 4, 5, 0, 1 hold the second batch (the same clips as the
+    # first, whose last two still sit in slots 2 and 3)
+    assert int(model.vtc_queue_seen) == 8
+    assert torch.allclose(model.vtc_queue_text[0], model.vtc_queue_text[2], atol=1e-6)
+    assert torch.allclose(model.vtc_queue_video[1], model.vtc_queue_video[3], atol=1e-6)
+    state = model.state_dict()
+    assert {"vtc_queue_video", "vtc_queue_text", "vtc_queue_seen"} <= set(state)
+    assert "vtc_queue_video" not in UnifiedMAE(model_config("tiny")).state_dict()
+
+
+def test_vtc_queue_with_gather_is_refused():
+    with pytest.raises(ValueError, match="vtc_queue and vtc_gather"):
+        model_config("tiny", vtc_queue=8, vtc_gather=True)
