@@ -51,10 +51,13 @@ class ModelConfig:
         vtc_gather_with_grad: send gradients through the all-gather (else local only).
         vtm_negatives: "random" in-batch negatives as released, or "hard" ones sampled from
             the VTC similarity.
-        vtc_queue: past video and text features (detached, first in first out) that VTC
-            scores as extra negatives besides the batch's (MoCo/ALBEF's queue, without a
-            momentum encoder); 0 as released. A small batch rarely holds two clips that
-            differ only in what is hard to see; a queue of a few hundred does.
+        vtc_queue: ALBEF's contrastive queue; 0 as released. VTC then scores each query
+            against a momentum encoder's features of the batch and of the last ``vtc_queue``
+            samples (first in, first out) instead of the batch's own. A small batch rarely
+            holds two clips that differ only in what is hard to see; a queue of a few hundred
+            does.
+        vtc_momentum: the momentum encoder follows the encoder as an exponential moving
+            average with this coefficient per step (ALBEF: 0.995).
         activation_checkpointing: recompute encoder blocks in backward (less memory, ~1/3
             more compute).
         drop_path: stochastic-depth rate of the last encoder block, rising linearly from 0 at
@@ -96,6 +99,7 @@ class ModelConfig:
     vtc_gather_with_grad: bool = False
     vtm_negatives: Literal["random", "hard"] = "random"
     vtc_queue: int = 0
+    vtc_momentum: float = 0.995
     activation_checkpointing: bool = False
     drop_path: float = 0.0
 
@@ -127,6 +131,8 @@ class ModelConfig:
             yield f"drop_path={self.drop_path} must be in [0, 1)"
         if self.vtc_queue < 0:
             yield f"vtc_queue={self.vtc_queue} must be >= 0"
+        if not 0.0 <= self.vtc_momentum < 1.0:
+            yield f"vtc_momentum={self.vtc_momentum} must be in [0, 1)"
         if self.vtc_queue and self.vtc_gather:
             yield "vtc_queue and vtc_gather cannot be combined (the queue holds local features)"
         if self.vtc_temperature <= 0:

@@ -12,6 +12,7 @@ Module and parameter names follow VideoMAE's ``PretrainVisionTransformer`` (``en
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Mapping
 
@@ -143,7 +144,12 @@ class UnifiedMAE(nn.Module):
         if "vtm" in c.active_terms:
             self.vtm_head = nn.Linear(c.width, 2)
             self.vtm_head.apply(init_weights)
+        self.momentum_encoder = None
         if c.vtc_queue and "vtc" in c.active_terms:
+            # ALBEF: queued features come from a slowly moving copy of the encoder. Queued
+            # features of the encoder itself go stale as it learns, and telling old from new
+            # is easier than telling clips apart: VTC went back to chance (recipes/README.md).
+            self.momentum_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
             # saved with the model, so a resumed run scores the same negatives
             self.register_buffer("vtc_queue_video", torch.zeros(c.vtc_queue, c.width))
             self.register_buffer("vtc_queue_text", torch.zeros(c.vtc_queue, c.width))
@@ -224,7 +230,10 @@ class UnifiedMAE(nn.Module):
         vis_idx, mask_idx = visible_and_masked_index(mask)
         vis = _gather_tokens(self.encoder.embed_video(video), vis_idx)
         if c.use_text:
-            out = self._video_text_terms(vis, vis_idx, mask_idx, batch, generator)
+            momentum = None
+            if self.momentum_encoder is not None and self.training:
+                momentum = self._momentum_features(video, vis_idx, batch)
+            out = self._video_text_terms(vis, vis_idx, mask_idx, batch, generator, momentum)
         else:
             out = {"mvm_pred": self.decode(self.encoder(vis), vis_idx, mask_idx)}
         if "mvm_pred" in out:
@@ -234,7 +243,8 @@ class UnifiedMAE(nn.Module):
         out["loss"] = sum(weights[t] * out[f"loss_{t}"] for t in c.active_terms)
         return out
 
-    def _video_text_terms(self, vis, vis_idx, mask_idx, batch, generator) -> dict:
+    def _video_text_terms(self, vis, vis_idx, mask_idx, batch, generator,
+                          momentum=None) -> dict:
         """Pass 1 (joint) for MVM and MLM, then VTC (passes 2, 3) and VTM (pass 4)."""
         c, terms, out = self.config, self.config.active_terms, {}
         text, text_keep = self.encoder.embed_text(batch["mlm_ids"]), batch["text_mask"]
@@ -252,13 +262,15 @@ class UnifiedMAE(nn.Module):
             out["loss_mlm"] = mlm_loss(self.mlm_head(joint[:, nv:][picked]), labels[picked])
         similarity = None
         if c.single_passes:
-            similarity = self._vtc(vis, text, text_keep, out)
+            similarity = self._vtc(vis, text, text_keep, out, momentum)
         if "vtm" in terms:
             out["loss_vtm"] = self._vtm(vis, text, joint, joint_keep, similarity, batch, generator)
         return out
 
-    def _vtc(self, vis, text, text_keep, out: dict) -> torch.Tensor:
-        """Video-only and text-only passes; sets ``loss_vtc``; returns the scaled similarity."""
+    def _vtc(self, vis, text, text_keep, out: dict, momentum=None) -> torch.Tensor:
+        """Video-only and text-only passes; sets ``loss_vtc``; returns the scaled similarity.
+        ``momentum``: the momentum encoder's (video, text) features of the batch, scored with
+        the queue instead of the batch's own features (``vtc_queue``)."""
         c = self.config
         video = self.encoder(vis).mean(dim=1)
         text = mean_pool(self.encoder(text, text_keep), None if c.pool_text_padding else text_keep)
@@ -268,27 +280,45 @@ class UnifiedMAE(nn.Module):
             rank, world = _dist_rank_world() if c.vtc_gather else (0, 1)
             out["loss_vtc"] = vtc_loss(video, text, scale, gather=c.vtc_gather,
                                        gather_with_grad=c.vtc_gather_with_grad, rank=rank,
-                                       world_size=world, queue=self._queued())
-            if c.vtc_queue and self.training and torch.is_grad_enabled():
-                self._enqueue(video, text)
+                                       world_size=world, candidates=self._candidates(momentum))
+            if momentum is not None:
+                self._enqueue(*momentum)
         with torch.no_grad():
             return scale * F.normalize(text.float(), dim=-1) @ F.normalize(video.float(), dim=-1).T
 
-    def _queued(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The filled part of the VTC queue (None without one or before the first batch)."""
-        if not self.config.vtc_queue:
+    @torch.no_grad()
+    def _momentum_features(self, video: torch.Tensor, vis_idx: torch.Tensor,
+                           batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Moves the momentum encoder one step towards the encoder, then encodes the batch's
+        visible tubes and masked captions with it: normalised (B, D) video and text features."""
+        m = self.config.vtc_momentum
+        moving = self.momentum_encoder
+        for slow, fast in zip(moving.parameters(), self.encoder.parameters(), strict=True):
+            slow.mul_(m).add_(fast.detach(), alpha=1.0 - m)
+        keep = batch["text_mask"]
+        keep = None if padding_or_none(keep) is None else keep
+        video = moving(_gather_tokens(moving.embed_video(video), vis_idx)).mean(dim=1)
+        text = mean_pool(moving(moving.embed_text(batch["mlm_ids"]), keep),
+                         None if self.config.pool_text_padding else keep)
+        return F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
+
+    def _candidates(self, momentum) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What VTC scores queries against with a queue: the momentum features of the batch,
+        then the filled part of the queue (None: the batch's own features, as released)."""
+        if momentum is None:
             return None
         filled = int(min(int(self.vtc_queue_seen), self.config.vtc_queue))
-        return (self.vtc_queue_video[:filled], self.vtc_queue_text[:filled]) if filled else None
+        return (torch.cat([momentum[0], self.vtc_queue_video[:filled]]),
+                torch.cat([momentum[1], self.vtc_queue_text[:filled]]))
 
     @torch.no_grad()
     def _enqueue(self, video: torch.Tensor, text: torch.Tensor) -> None:
-        """Writes the batch's normalised features over the oldest entries of the ring."""
+        """Writes normalised features over the oldest entries of the ring."""
         size = self.config.vtc_queue
         index = (int(self.vtc_queue_seen) + torch.arange(video.shape[0])) % size
         index = index[-size:].to(self.vtc_queue_video.device)  # a batch larger than the ring
-        for buffer, features in ((self.vtc_queue_video, video), (self.vtc_queue_text, text)):
-            buffer[index] = F.normalize(features.detach().float(), dim=-1)[-size:]
+        self.vtc_queue_video[index] = video[-size:]
+        self.vtc_queue_text[index] = text[-size:]
         self.vtc_queue_seen += video.shape[0]
 
     def _vtm(self, vis, text, joint, joint_keep, similarity, batch, generator) -> torch.Tensor:

@@ -173,38 +173,40 @@ def test_model_vtc_term_equals_the_free_function_on_its_features():
                                                    rel=1e-5)
 
 
-def test_vtc_queue_entries_are_extra_negatives_without_gradient():
+def test_vtc_candidates_replace_the_batch_features_and_take_no_gradient():
     g = torch.Generator().manual_seed(1)
     video = torch.randn(4, 8, generator=g).requires_grad_()
     text = torch.randn(4, 8, generator=g)
-    queued = (F.normalize(torch.randn(5, 8, generator=g), dim=-1).requires_grad_(),
-              F.normalize(torch.randn(5, 8, generator=g), dim=-1).requires_grad_())
+    # ALBEF: momentum features of the batch (the positives first), then queued negatives
+    candidates = (F.normalize(torch.randn(9, 8, generator=g), dim=-1).requires_grad_(),
+                  F.normalize(torch.randn(9, 8, generator=g), dim=-1).requires_grad_())
     scale = torch.tensor(20.0)
-    got = vtc_loss(video, text, scale, queue=queued)
+    got = vtc_loss(video, text, scale, candidates=candidates)
     v, t = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
-    t2v = scale * t @ torch.cat([v, queued[0]]).T
-    v2t = scale * v @ torch.cat([t, queued[1]]).T
     labels = torch.arange(4)
-    want = F.cross_entropy(t2v, labels) + F.cross_entropy(v2t, labels)
+    want = (F.cross_entropy(scale * t @ candidates[0].T, labels)
+            + F.cross_entropy(scale * v @ candidates[1].T, labels))
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
-    assert got.item() > vtc_loss(video, text, scale).item()  # more negatives, higher loss
     got.backward()
-    assert video.grad is not None and queued[0].grad is None and queued[1].grad is None
+    assert video.grad is not None
+    assert candidates[0].grad is None and candidates[1].grad is None
 
 
 def test_vtc_queue_fills_first_in_first_out_in_training_only():
     config = model_config("tiny", vtc_queue=6, text_dropout=0.0)
     model = UnifiedMAE(config)
-    batch = random_batch(config, batch_size=4, seed=0)
+    assert not any(p.requires_grad for p in model.momentum_encoder.parameters())
+    batch = random_batch(config, 4, seed=0)
     model.eval()
     with torch.no_grad():
-        model(batch)
-    assert int(model.vtc_queue_seen) == 0 and model._queued() is None
+        released = model(batch)["loss_vtc"]
+    assert int(model.vtc_queue_seen) == 0, "evaluation leaves the queue alone"
     model.train()
     first = model(batch)
-    assert int(model.vtc_queue_seen) == 4 and model._queued()[0].shape == (4, config.width)
-    # the first batch scored no queue; the second scores the 4 queued features too
-    second = model(batch)
+    # the momentum copy starts equal to the encoder: the first step is the released loss
+    assert first["loss_vtc"].item() == pytest.approx(released.item(), rel=1e-4)
+    assert int(model.vtc_queue_seen) == 4
+    second = model(batch)  # the same clips again: 4 queued look-alikes as extra negatives
     assert second["loss_vtc"].item() > first["loss_vtc"].item()
     norms = model.vtc_queue_video.norm(dim=-1)
     assert torch.allclose(norms, torch.ones(6)), "every slot holds a normalised feature"
@@ -215,7 +217,20 @@ def test_vtc_queue_fills_first_in_first_out_in_training_only():
     assert torch.allclose(model.vtc_queue_video[1], model.vtc_queue_video[3], atol=1e-6)
     state = model.state_dict()
     assert {"vtc_queue_video", "vtc_queue_text", "vtc_queue_seen"} <= set(state)
+    assert any(k.startswith("momentum_encoder.") for k in state)
     assert "vtc_queue_video" not in UnifiedMAE(model_config("tiny")).state_dict()
+
+
+def test_the_momentum_encoder_follows_the_encoder_slowly():
+    config = model_config("tiny", vtc_queue=8, vtc_momentum=0.9, text_dropout=0.0)
+    model = UnifiedMAE(config).train()
+    weight = model.encoder.blocks[0].mlp.fc1.weight
+    slow = model.momentum_encoder.blocks[0].mlp.fc1.weight
+    before = slow.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+    model(random_batch(config, 4, seed=0))
+    assert torch.allclose(slow, before + 0.1, atol=1e-5)  # 10% of the way per step
 
 
 def test_vtc_queue_with_gather_is_refused():
