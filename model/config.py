@@ -56,6 +56,9 @@ class ModelConfig:
             samples (first in, first out) instead of the batch's own. A small batch rarely
             holds two clips that differ only in what is hard to see; a queue of a few hundred
             does.
+        vtc_inputs: what the VTC passes encode: the ``masked`` tubes and caption, as released,
+            or the ``full`` clip and caption (a probe: the masked ones hide what tells
+            look-alike clips apart).
         vtc_momentum: the momentum encoder follows the encoder as an exponential moving
             average with this coefficient per step (ALBEF: 0.995).
         activation_checkpointing: recompute encoder blocks in backward (less memory, ~1/3
@@ -100,6 +103,7 @@ class ModelConfig:
     vtm_negatives: Literal["random", "hard"] = "random"
     vtc_queue: int = 0
     vtc_momentum: float = 0.995
+    vtc_inputs: Literal["masked", "full"] = "masked"
     activation_checkpointing: bool = False
     drop_path: float = 0.0
 
@@ -131,6 +135,8 @@ class ModelConfig:
             yield f"drop_path={self.drop_path} must be in [0, 1)"
         if self.vtc_queue < 0:
             yield f"vtc_queue={self.vtc_queue} must be >= 0"
+        if self.vtc_inputs not in ("masked", "full"):
+            yield f"vtc_inputs must be 'masked' or 'full', got {self.vtc_inputs!r}"
         if not 0.0 <= self.vtc_momentum < 1.0:
             yield f"vtc_momentum={self.vtc_momentum} must be in [0, 1)"
         if self.vtc_queue and self.vtc_gather:

@@ -228,12 +228,14 @@ class UnifiedMAE(nn.Module):
         video, mask = batch["video"], batch["video_mask"]
         self._check_video(video, mask)
         vis_idx, mask_idx = visible_and_masked_index(mask)
-        vis = _gather_tokens(self.encoder.embed_video(video), vis_idx)
+        tokens = self.encoder.embed_video(video)
+        vis = _gather_tokens(tokens, vis_idx)
         if c.use_text:
             momentum = None
             if self.momentum_encoder is not None and self.training:
                 momentum = self._momentum_features(video, vis_idx, batch)
-            out = self._video_text_terms(vis, vis_idx, mask_idx, batch, generator, momentum)
+            full = tokens if c.vtc_inputs == "full" else None
+            out = self._video_text_terms(vis, vis_idx, mask_idx, batch, generator, momentum, full)
         else:
             out = {"mvm_pred": self.decode(self.encoder(vis), vis_idx, mask_idx)}
         if "mvm_pred" in out:
@@ -244,7 +246,7 @@ class UnifiedMAE(nn.Module):
         return out
 
     def _video_text_terms(self, vis, vis_idx, mask_idx, batch, generator,
-                          momentum=None) -> dict:
+                          momentum=None, full=None) -> dict:
         """Pass 1 (joint) for MVM and MLM, then VTC (passes 2, 3) and VTM (pass 4)."""
         c, terms, out = self.config, self.config.active_terms, {}
         text, text_keep = self.encoder.embed_text(batch["mlm_ids"]), batch["text_mask"]
@@ -262,7 +264,11 @@ class UnifiedMAE(nn.Module):
             out["loss_mlm"] = mlm_loss(self.mlm_head(joint[:, nv:][picked]), labels[picked])
         similarity = None
         if c.single_passes:
-            similarity = self._vtc(vis, text, text_keep, out, momentum)
+            if full is not None:  # vtc_inputs: full
+                similarity = self._vtc(full, self.encoder.embed_text(batch["text_ids"]),
+                                       text_keep, out, momentum)
+            else:
+                similarity = self._vtc(vis, text, text_keep, out, momentum)
         if "vtm" in terms:
             out["loss_vtm"] = self._vtm(vis, text, joint, joint_keep, similarity, batch, generator)
         return out
