@@ -303,8 +303,11 @@ class UnifiedMAE(nn.Module):
             slow.mul_(m).add_(fast.detach(), alpha=1.0 - m)
         keep = batch["text_mask"]
         keep = None if padding_or_none(keep) is None else keep
-        video = moving(_gather_tokens(moving.embed_video(video), vis_idx)).mean(dim=1)
-        text = mean_pool(moving(moving.embed_text(batch["mlm_ids"]), keep),
+        full = self.config.vtc_inputs == "full"
+        tokens = moving.embed_video(video)
+        video = moving(tokens if full else _gather_tokens(tokens, vis_idx)).mean(dim=1)
+        ids = batch["text_ids" if full else "mlm_ids"]
+        text = mean_pool(moving(moving.embed_text(ids), keep),
                          None if self.config.pool_text_padding else keep)
         return F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
 
