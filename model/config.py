@@ -57,8 +57,9 @@ class ModelConfig:
             holds two clips that differ only in what is hard to see; a queue of a few hundred
             does.
         vtc_inputs: what the VTC passes encode: the ``masked`` tubes and caption, as released,
-            or the ``full`` clip and caption (a probe: the masked ones hide what tells
-            look-alike clips apart).
+            or the ``full`` clip and caption (costs a pass over every tube; the masks then
+            shape MVM and MLM only). The CPU demo uses ``full`` with a queue: masked inputs
+            hide what tells look-alike clips apart (recipes/README.md, "Tiny demo").
         vtc_momentum: the momentum encoder follows the encoder as an exponential moving
             average with this coefficient per step (ALBEF: 0.995).
         activation_checkpointing: recompute encoder blocks in backward (less memory, ~1/3
