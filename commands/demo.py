@@ -324,8 +324,7 @@ def figures_stage(out: Path, cfg: DemoConfig, train: dict, test_shards: Path,
     from commands.figures import plot_losses, plot_reconstructions, read_file_log
 
     curves = read_file_log(Path(train["log"]))
-    batch = _microbatch(cfg)
-    chance = {"vtc": 2 * math.log(batch), "vtm": math.log(2)}
+    chance = {"vtc": 2 * math.log(_vtc_candidates(cfg)), "vtm": math.log(2)}
     losses = plot_losses(curves, out / "loss_curves.png", chance,
                          f"tiny-synthetic pretraining, seed {cfg.seed}")
     masked, recon, target, captions = _held_out_reconstructions(
@@ -355,13 +354,15 @@ def attribute_reading(test_json: Path, keys: list[str], top1: list[int]) -> dict
     return top1_agreement([by_id[k] for k in keys], top1)
 
 
-def _microbatch(cfg: DemoConfig) -> int:
-    """Samples per forward pass (VTC's in-batch candidates) of this run's recipe."""
+def _vtc_candidates(cfg: DemoConfig) -> int:
+    """What VTC scores each query against in this run's recipe: the samples of one forward
+    pass, plus a full queue."""
     from recipes.config import load_recipe
 
     recipe = load_recipe(cfg.recipe, ["data.path=unused", *cfg.overrides])
     micro = recipe.trainer.device_train_microbatch_size
-    return micro if isinstance(micro, int) else recipe.trainer.global_batch_size
+    batch = micro if isinstance(micro, int) else recipe.trainer.global_batch_size
+    return batch + recipe.model.vtc_queue
 
 
 def _held_out_reconstructions(checkpoint: str, shards: Path, test_json: Path, count: int):

@@ -61,7 +61,8 @@ class ModelConfig:
             shape MVM and MLM only). The CPU demo uses ``full`` with a queue: masked inputs
             hide what tells look-alike clips apart (recipes/README.md, "Tiny demo").
         vtc_momentum: the momentum encoder follows the encoder as an exponential moving
-            average with this coefficient per step (ALBEF: 0.995).
+            average with this coefficient per training forward (ALBEF: 0.995 per step; with
+            N microbatches a step moves it by 1 - m^N).
         activation_checkpointing: recompute encoder blocks in backward (less memory, ~1/3
             more compute).
         drop_path: stochastic-depth rate of the last encoder block, rising linearly from 0 at
@@ -141,7 +142,8 @@ class ModelConfig:
         if not 0.0 <= self.vtc_momentum < 1.0:
             yield f"vtc_momentum={self.vtc_momentum} must be in [0, 1)"
         if self.vtc_queue and self.vtc_gather:
-            yield "vtc_queue and vtc_gather cannot be combined (the queue holds local features)"
+            yield ("vtc_queue and vtc_gather cannot be combined (the queue is not gathered "
+                   "across ranks)")
         if self.vtc_temperature <= 0:
             yield f"vtc_temperature={self.vtc_temperature} must be positive"
         weights = (self.mvm_weight, self.mlm_weight, self.vtc_weight, self.vtm_weight)

@@ -79,6 +79,7 @@ def vtc_loss(
     video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, *, gather: bool = False,
     gather_with_grad: bool = False, rank: int = 0, world_size: int = 1,
     candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric video-text contrastive loss (Frozen's NormSoftmax, as in SimVTP).
 
@@ -96,6 +97,8 @@ def vtc_loss(
             queries are scored against instead of the batch's own: the batch's first (the
             positives), then K extra negatives (ALBEF: a momentum encoder's features of the
             batch and its queue). No gradient flows into them.
+        exclude: optional bool (B, B + K), True where a candidate is not scored for that
+            query (a queued copy of the query's own sample).
     """
     with torch.autocast(device_type=video.device.type, enabled=False):
         video, text = F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
@@ -109,6 +112,8 @@ def vtc_loss(
         labels = torch.arange(video.shape[0], device=video.device) + offset
         t2v = logit_scale * text @ all_video.T
         v2t = logit_scale * video @ all_text.T
+        if exclude is not None:
+            t2v, v2t = (x.masked_fill(exclude, float("-inf")) for x in (t2v, v2t))
         return F.cross_entropy(t2v, labels) + F.cross_entropy(v2t, labels)
 
 

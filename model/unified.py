@@ -154,6 +154,8 @@ class UnifiedMAE(nn.Module):
             self.register_buffer("vtc_queue_video", torch.zeros(c.vtc_queue, c.width))
             self.register_buffer("vtc_queue_text", torch.zeros(c.vtc_queue, c.width))
             self.register_buffer("vtc_queue_seen", torch.zeros((), dtype=torch.long))
+            # which sample each entry came from: a query's own clip is never its negative
+            self.register_buffer("vtc_queue_ids", torch.full((c.vtc_queue,), -1))
         if c.use_text:
             scale = torch.tensor(1.0 / c.vtc_temperature).log()
             if c.vtc_learnable_temperature and "vtc" in c.active_terms:
@@ -284,9 +286,10 @@ class UnifiedMAE(nn.Module):
         out["logit_scale"] = scale.detach()
         if "vtc" in c.active_terms:
             rank, world = _dist_rank_world() if c.vtc_gather else (0, 1)
+            candidates, exclude = self._candidates(momentum)
             out["loss_vtc"] = vtc_loss(video, text, scale, gather=c.vtc_gather,
                                        gather_with_grad=c.vtc_gather_with_grad, rank=rank,
-                                       world_size=world, candidates=self._candidates(momentum))
+                                       world_size=world, candidates=candidates, exclude=exclude)
             if momentum is not None:
                 self._enqueue(*momentum)
         with torch.no_grad():
@@ -294,10 +297,13 @@ class UnifiedMAE(nn.Module):
 
     @torch.no_grad()
     def _momentum_features(self, video: torch.Tensor, vis_idx: torch.Tensor,
-                           batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Moves the momentum encoder one step towards the encoder, then encodes the batch's
-        visible tubes and masked captions with it: normalised (B, D) video and text features."""
-        m = self.config.vtc_momentum
+                           batch: Mapping[str, torch.Tensor]) -> tuple:
+        """Moves the momentum encoder towards the encoder (once per training forward, i.e. per
+        microbatch), then encodes the batch with it as the VTC passes do: normalised (B, D)
+        video and text features and (B,) sample ids (-1 without keys)."""
+        # the first training forward copies the encoder: weights loaded after the model was
+        # built (init.video, init.text, load_path) reach the momentum encoder too
+        m = self.config.vtc_momentum if int(self.vtc_queue_seen) else 0.0
         moving = self.momentum_encoder
         for slow, fast in zip(moving.parameters(), self.encoder.parameters(), strict=True):
             slow.mul_(m).add_(fast.detach(), alpha=1.0 - m)
@@ -309,25 +315,41 @@ class UnifiedMAE(nn.Module):
         ids = batch["text_ids" if full else "mlm_ids"]
         text = mean_pool(moving(moving.embed_text(ids), keep),
                          None if self.config.pool_text_padding else keep)
-        return F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
+        keys = batch.get("keys")
+        ids = torch.full((video.shape[0],), -1, dtype=torch.long)
+        if keys is not None:
+            ids = torch.tensor([zlib.crc32(str(k).encode()) for k in keys], dtype=torch.long)
+        return (F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1),
+                ids.to(video.device))
 
-    def _candidates(self, momentum) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _candidates(self, momentum) -> tuple:
         """What VTC scores queries against with a queue: the momentum features of the batch,
-        then the filled part of the queue (None: the batch's own features, as released)."""
+        then the filled part of the queue, and which queued entries are a query's own sample
+        (not negatives). (None, None): the batch's own features, as released."""
         if momentum is None:
-            return None
+            return None, None
+        video, text, ids = momentum
         filled = int(min(int(self.vtc_queue_seen), self.config.vtc_queue))
-        return (torch.cat([momentum[0], self.vtc_queue_video[:filled]]),
-                torch.cat([momentum[1], self.vtc_queue_text[:filled]]))
+        queued = self.vtc_queue_ids[:filled]
+        own = (ids[:, None] == queued[None, :]) & (ids[:, None] >= 0)
+        exclude = torch.cat([torch.zeros(len(ids), len(ids), dtype=torch.bool,
+                                         device=own.device), own], dim=1)
+        return ((torch.cat([video, self.vtc_queue_video[:filled]]),
+                 torch.cat([text, self.vtc_queue_text[:filled]])),
+                exclude if bool(own.any()) else None)
 
     @torch.no_grad()
-    def _enqueue(self, video: torch.Tensor, text: torch.Tensor) -> None:
-        """Writes normalised features over the oldest entries of the ring."""
+    def _enqueue(self, video: torch.Tensor, text: torch.Tensor, ids: torch.Tensor) -> None:
+        """Writes normalised features over the oldest entries of the ring.
+
+        Under DDP every rank's queue becomes rank 0's at the next forward (Composer's DDP
+        broadcasts buffers), so the queue holds rank 0's features."""
         size = self.config.vtc_queue
         index = (int(self.vtc_queue_seen) + torch.arange(video.shape[0])) % size
         index = index[-size:].to(self.vtc_queue_video.device)  # a batch larger than the ring
         self.vtc_queue_video[index] = video[-size:]
         self.vtc_queue_text[index] = text[-size:]
+        self.vtc_queue_ids[index] = ids[-size:]
         self.vtc_queue_seen += video.shape[0]
 
     def _vtm(self, vis, text, joint, joint_keep, similarity, batch, generator) -> torch.Tensor:
