@@ -51,6 +51,18 @@ class ModelConfig:
         vtc_gather_with_grad: send gradients through the all-gather (else local only).
         vtm_negatives: "random" in-batch negatives as released, or "hard" ones sampled from
             the VTC similarity.
+        vtc_queue: ALBEF's contrastive queue; 0 as released. VTC then scores each query
+            against a momentum encoder's features of the batch and of the last ``vtc_queue``
+            samples (first in, first out) instead of the batch's own. A small batch rarely
+            holds two clips that differ only in what is hard to see; a queue of a few hundred
+            does.
+        vtc_inputs: what the VTC passes encode: the ``masked`` tubes and caption, as released,
+            or the ``full`` clip and caption (costs a pass over every tube; the masks then
+            shape MVM and MLM only). The CPU demo uses ``full`` with a queue: masked inputs
+            hide what tells look-alike clips apart (recipes/README.md, "Tiny demo").
+        vtc_momentum: the momentum encoder follows the encoder as an exponential moving
+            average with this coefficient per training forward (ALBEF: 0.995 per step; with
+            N microbatches a step moves it by 1 - m^N).
         activation_checkpointing: recompute encoder blocks in backward (less memory, ~1/3
             more compute).
         drop_path: stochastic-depth rate of the last encoder block, rising linearly from 0 at
@@ -91,6 +103,9 @@ class ModelConfig:
     vtc_gather: bool = False
     vtc_gather_with_grad: bool = False
     vtm_negatives: Literal["random", "hard"] = "random"
+    vtc_queue: int = 0
+    vtc_momentum: float = 0.995
+    vtc_inputs: Literal["masked", "full"] = "masked"
     activation_checkpointing: bool = False
     drop_path: float = 0.0
 
@@ -120,6 +135,15 @@ class ModelConfig:
             yield f"vtm_negatives must be 'random' or 'hard', got {self.vtm_negatives!r}"
         if not 0.0 <= self.drop_path < 1.0:
             yield f"drop_path={self.drop_path} must be in [0, 1)"
+        if self.vtc_queue < 0:
+            yield f"vtc_queue={self.vtc_queue} must be >= 0"
+        if self.vtc_inputs not in ("masked", "full"):
+            yield f"vtc_inputs must be 'masked' or 'full', got {self.vtc_inputs!r}"
+        if not 0.0 <= self.vtc_momentum < 1.0:
+            yield f"vtc_momentum={self.vtc_momentum} must be in [0, 1)"
+        if self.vtc_queue and self.vtc_gather:
+            yield ("vtc_queue and vtc_gather cannot be combined (the queue is not gathered "
+                   "across ranks)")
         if self.vtc_temperature <= 0:
             yield f"vtc_temperature={self.vtc_temperature} must be positive"
         weights = (self.mvm_weight, self.mlm_weight, self.vtc_weight, self.vtm_weight)

@@ -1,8 +1,9 @@
 """Analytic training FLOPs (multiply-add = 2 FLOPs), for throughput and MFU reporting.
 
 Counts the matmuls that dominate: tubelet embedding, every encoder pass the model runs (see
-``model.unified``: joint, video-only, text-only, mismatched VTM pairs), the video decoder and
-the MLM head. Backward is counted as twice the forward, so training = 3x forward.
+``model.unified``: joint, video-only, text-only, mismatched VTM pairs, the momentum encoder's
+passes with a VTC queue), the video decoder and the MLM head. Backward is counted as twice the
+forward, so training = 3x forward, except for the momentum encoder, which runs forward only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import torch
 from .config import ModelConfig
 
 __all__ = ["forward_flops", "flops_per_sample", "flops_per_batch"]
+
+FORWARD_ONLY = ("momentum_video", "momentum_text")  # parts with no backward pass
 
 
 def transformer_flops(tokens: int, width: int, depth: int, mlp_ratio: float) -> float:
@@ -48,8 +51,12 @@ def forward_flops(config: ModelConfig, *, num_visible: int | None = None, text_l
         if c.joint_pass:
             parts["encoder_joint"] = enc(nv + text_len)
         if c.single_passes:
-            parts["encoder_video"] = enc(nv)
+            vtc_video = n if c.vtc_inputs == "full" else nv
+            parts["encoder_video"] = enc(vtc_video)
             parts["encoder_text"] = enc(text_len)
+            if c.vtc_queue and "vtc" in terms:
+                parts["momentum_video"] = enc(vtc_video)
+                parts["momentum_text"] = enc(text_len)
         if "vtm" in terms:
             parts["encoder_vtm_negatives"] = enc(nv + text_len)
         if "mlm" in terms:
@@ -63,9 +70,10 @@ def forward_flops(config: ModelConfig, *, num_visible: int | None = None, text_l
 
 
 def flops_per_sample(config: ModelConfig, **kwargs) -> float:
-    """Training FLOPs (forward + backward = 3x forward) per sample; kwargs as
-    :func:`forward_flops`."""
-    return 3.0 * sum(forward_flops(config, **kwargs).values())
+    """Training FLOPs (forward + backward = 3x forward, the momentum encoder's forward once)
+    per sample; kwargs as :func:`forward_flops`."""
+    parts = forward_flops(config, **kwargs)
+    return sum(v if k in FORWARD_ONLY else 3.0 * v for k, v in parts.items())
 
 
 def flops_per_batch(config: ModelConfig, batch: Mapping[str, torch.Tensor]) -> float:

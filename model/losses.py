@@ -78,6 +78,8 @@ def gather_features(
 def vtc_loss(
     video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, *, gather: bool = False,
     gather_with_grad: bool = False, rank: int = 0, world_size: int = 1,
+    candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric video-text contrastive loss (Frozen's NormSoftmax, as in SimVTP).
 
@@ -91,6 +93,12 @@ def vtc_loss(
         gather: all-gather features across ranks (needs ``world_size > 1`` to matter).
         gather_with_grad: see :func:`gather_features`.
         rank, world_size: this process's place in the process group.
+        candidates: (video, text) (B + K, D) normalised features that text and video
+            queries are scored against instead of the batch's own: the batch's first (the
+            positives), then K extra negatives (ALBEF: a momentum encoder's features of the
+            batch and its queue). No gradient flows into them.
+        exclude: optional bool (B, B + K), True where a candidate is not scored for that
+            query (a queued copy of the query's own sample).
     """
     with torch.autocast(device_type=video.device.type, enabled=False):
         video, text = F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1)
@@ -99,9 +107,13 @@ def vtc_loss(
             all_video, all_text = gather_features(
                 video, text, rank=rank, world_size=world_size, gather_with_grad=gather_with_grad)
         offset = video.shape[0] * rank if all_video.shape[0] > video.shape[0] else 0
+        if candidates is not None:
+            all_video, all_text = (c.detach().float() for c in candidates)
         labels = torch.arange(video.shape[0], device=video.device) + offset
         t2v = logit_scale * text @ all_video.T
         v2t = logit_scale * video @ all_text.T
+        if exclude is not None:
+            t2v, v2t = (x.masked_fill(exclude, float("-inf")) for x in (t2v, v2t))
         return F.cross_entropy(t2v, labels) + F.cross_entropy(v2t, labels)
 
 

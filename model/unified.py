@@ -12,6 +12,7 @@ Module and parameter names follow VideoMAE's ``PretrainVisionTransformer`` (``en
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Mapping
 
@@ -143,6 +144,18 @@ class UnifiedMAE(nn.Module):
         if "vtm" in c.active_terms:
             self.vtm_head = nn.Linear(c.width, 2)
             self.vtm_head.apply(init_weights)
+        self.momentum_encoder = None
+        if c.vtc_queue and "vtc" in c.active_terms:
+            # ALBEF: queued features come from a slowly moving copy of the encoder. Queued
+            # features of the encoder itself go stale as it learns, and telling old from new
+            # is easier than telling clips apart: VTC went back to chance (recipes/README.md).
+            self.momentum_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+            # saved with the model, so a resumed run scores the same negatives
+            self.register_buffer("vtc_queue_video", torch.zeros(c.vtc_queue, c.width))
+            self.register_buffer("vtc_queue_text", torch.zeros(c.vtc_queue, c.width))
+            self.register_buffer("vtc_queue_seen", torch.zeros((), dtype=torch.long))
+            # which sample each entry came from: a query's own clip is never its negative
+            self.register_buffer("vtc_queue_ids", torch.full((c.vtc_queue,), -1))
         if c.use_text:
             scale = torch.tensor(1.0 / c.vtc_temperature).log()
             if c.vtc_learnable_temperature and "vtc" in c.active_terms:
@@ -217,9 +230,14 @@ class UnifiedMAE(nn.Module):
         video, mask = batch["video"], batch["video_mask"]
         self._check_video(video, mask)
         vis_idx, mask_idx = visible_and_masked_index(mask)
-        vis = _gather_tokens(self.encoder.embed_video(video), vis_idx)
+        tokens = self.encoder.embed_video(video)
+        vis = _gather_tokens(tokens, vis_idx)
         if c.use_text:
-            out = self._video_text_terms(vis, vis_idx, mask_idx, batch, generator)
+            momentum = None
+            if self.momentum_encoder is not None and self.training:
+                momentum = self._momentum_features(video, vis_idx, batch)
+            full = tokens if c.vtc_inputs == "full" else None
+            out = self._video_text_terms(vis, vis_idx, mask_idx, batch, generator, momentum, full)
         else:
             out = {"mvm_pred": self.decode(self.encoder(vis), vis_idx, mask_idx)}
         if "mvm_pred" in out:
@@ -229,7 +247,8 @@ class UnifiedMAE(nn.Module):
         out["loss"] = sum(weights[t] * out[f"loss_{t}"] for t in c.active_terms)
         return out
 
-    def _video_text_terms(self, vis, vis_idx, mask_idx, batch, generator) -> dict:
+    def _video_text_terms(self, vis, vis_idx, mask_idx, batch, generator,
+                          momentum=None, full=None) -> dict:
         """Pass 1 (joint) for MVM and MLM, then VTC (passes 2, 3) and VTM (pass 4)."""
         c, terms, out = self.config, self.config.active_terms, {}
         text, text_keep = self.encoder.embed_text(batch["mlm_ids"]), batch["text_mask"]
@@ -247,13 +266,19 @@ class UnifiedMAE(nn.Module):
             out["loss_mlm"] = mlm_loss(self.mlm_head(joint[:, nv:][picked]), labels[picked])
         similarity = None
         if c.single_passes:
-            similarity = self._vtc(vis, text, text_keep, out)
+            if full is not None:  # vtc_inputs: full
+                similarity = self._vtc(full, self.encoder.embed_text(batch["text_ids"]),
+                                       text_keep, out, momentum)
+            else:
+                similarity = self._vtc(vis, text, text_keep, out, momentum)
         if "vtm" in terms:
             out["loss_vtm"] = self._vtm(vis, text, joint, joint_keep, similarity, batch, generator)
         return out
 
-    def _vtc(self, vis, text, text_keep, out: dict) -> torch.Tensor:
-        """Video-only and text-only passes; sets ``loss_vtc``; returns the scaled similarity."""
+    def _vtc(self, vis, text, text_keep, out: dict, momentum=None) -> torch.Tensor:
+        """Video-only and text-only passes; sets ``loss_vtc``; returns the scaled similarity.
+        ``momentum``: the momentum encoder's (video, text) features of the batch, scored with
+        the queue instead of the batch's own features (``vtc_queue``)."""
         c = self.config
         video = self.encoder(vis).mean(dim=1)
         text = mean_pool(self.encoder(text, text_keep), None if c.pool_text_padding else text_keep)
@@ -261,11 +286,71 @@ class UnifiedMAE(nn.Module):
         out["logit_scale"] = scale.detach()
         if "vtc" in c.active_terms:
             rank, world = _dist_rank_world() if c.vtc_gather else (0, 1)
+            candidates, exclude = self._candidates(momentum)
             out["loss_vtc"] = vtc_loss(video, text, scale, gather=c.vtc_gather,
                                        gather_with_grad=c.vtc_gather_with_grad, rank=rank,
-                                       world_size=world)
+                                       world_size=world, candidates=candidates, exclude=exclude)
+            if momentum is not None:
+                self._enqueue(*momentum)
         with torch.no_grad():
             return scale * F.normalize(text.float(), dim=-1) @ F.normalize(video.float(), dim=-1).T
+
+    @torch.no_grad()
+    def _momentum_features(self, video: torch.Tensor, vis_idx: torch.Tensor,
+                           batch: Mapping[str, torch.Tensor]) -> tuple:
+        """Moves the momentum encoder towards the encoder (once per training forward, i.e. per
+        microbatch), then encodes the batch with it as the VTC passes do: normalised (B, D)
+        video and text features and (B,) sample ids (-1 without keys)."""
+        # the first training forward copies the encoder: weights loaded after the model was
+        # built (init.video, init.text, load_path) reach the momentum encoder too
+        m = self.config.vtc_momentum if int(self.vtc_queue_seen) else 0.0
+        moving = self.momentum_encoder
+        for slow, fast in zip(moving.parameters(), self.encoder.parameters(), strict=True):
+            slow.mul_(m).add_(fast.detach(), alpha=1.0 - m)
+        keep = batch["text_mask"]
+        keep = None if padding_or_none(keep) is None else keep
+        full = self.config.vtc_inputs == "full"
+        tokens = moving.embed_video(video)
+        video = moving(tokens if full else _gather_tokens(tokens, vis_idx)).mean(dim=1)
+        ids = batch["text_ids" if full else "mlm_ids"]
+        text = mean_pool(moving(moving.embed_text(ids), keep),
+                         None if self.config.pool_text_padding else keep)
+        keys = batch.get("keys")
+        ids = torch.full((video.shape[0],), -1, dtype=torch.long)
+        if keys is not None:
+            ids = torch.tensor([zlib.crc32(str(k).encode()) for k in keys], dtype=torch.long)
+        return (F.normalize(video.float(), dim=-1), F.normalize(text.float(), dim=-1),
+                ids.to(video.device))
+
+    def _candidates(self, momentum) -> tuple:
+        """What VTC scores queries against with a queue: the momentum features of the batch,
+        then the filled part of the queue, and which queued entries are a query's own sample
+        (not negatives). (None, None): the batch's own features, as released."""
+        if momentum is None:
+            return None, None
+        video, text, ids = momentum
+        filled = int(min(int(self.vtc_queue_seen), self.config.vtc_queue))
+        queued = self.vtc_queue_ids[:filled]
+        own = (ids[:, None] == queued[None, :]) & (ids[:, None] >= 0)
+        exclude = torch.cat([torch.zeros(len(ids), len(ids), dtype=torch.bool,
+                                         device=own.device), own], dim=1)
+        return ((torch.cat([video, self.vtc_queue_video[:filled]]),
+                 torch.cat([text, self.vtc_queue_text[:filled]])),
+                exclude if bool(own.any()) else None)
+
+    @torch.no_grad()
+    def _enqueue(self, video: torch.Tensor, text: torch.Tensor, ids: torch.Tensor) -> None:
+        """Writes normalised features over the oldest entries of the ring.
+
+        Under DDP every rank's queue becomes rank 0's at the next forward (Composer's DDP
+        broadcasts buffers), so the queue holds rank 0's features."""
+        size = self.config.vtc_queue
+        index = (int(self.vtc_queue_seen) + torch.arange(video.shape[0])) % size
+        index = index[-size:].to(self.vtc_queue_video.device)  # a batch larger than the ring
+        self.vtc_queue_video[index] = video[-size:]
+        self.vtc_queue_text[index] = text[-size:]
+        self.vtc_queue_ids[index] = ids[-size:]
+        self.vtc_queue_seen += video.shape[0]
 
     def _vtm(self, vis, text, joint, joint_keep, similarity, batch, generator) -> torch.Tensor:
         """Matched pairs reuse the joint pass; mismatched ones pair text i with video j != i."""

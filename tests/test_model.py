@@ -277,3 +277,36 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
         grads.append((out["loss"].detach(), model.encoder.blocks[0].mlp.fc1.weight.grad))
     assert torch.allclose(grads[0][0], grads[1][0])
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
+def test_flops_count_full_vtc_passes_and_the_momentum_encoder_forward_only():
+    from model.flops import transformer_flops
+
+    plain = model_config("base")
+    queued = model_config("base", vtc_inputs="full", vtc_queue=512)
+    parts = forward_flops(queued, num_visible=160, text_len=32)
+    assert parts["encoder_video"] == transformer_flops(1568, 768, 12, 4.0)  # every tube
+    assert parts["momentum_video"] == parts["encoder_video"]
+    extra = (flops_per_sample(queued, num_visible=160, text_len=32)
+             - flops_per_sample(plain, num_visible=160, text_len=32))
+    video_gain = parts["encoder_video"] - forward_flops(plain, num_visible=160)["encoder_video"]
+    # trained passes count 3x, the momentum passes once
+    want = 3 * video_gain + parts["momentum_video"] + parts["momentum_text"]
+    assert extra == pytest.approx(want)
+
+
+def test_full_vtc_inputs_read_the_whole_clip_and_caption():
+    config = model_config("tiny", vtc_inputs="full", text_dropout=0.0)
+    model = UnifiedMAE(config).eval()
+    batch = random_batch(config, 4, seed=0)
+    with torch.no_grad():
+        got = model(batch)["loss_vtc"]
+        video = model.encode_video(batch["video"])
+        text = model.encode_text(batch["text_ids"], batch["text_mask"])
+    from model import vtc_loss
+
+    assert got.item() == pytest.approx(vtc_loss(video, text, model.logit_scale()).item(), rel=1e-5)
+    masked = UnifiedMAE(model_config("tiny", text_dropout=0.0)).eval()
+    masked.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert masked(batch)["loss_vtc"].item() != pytest.approx(got.item(), rel=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from model import UnifiedMAE, gather_features, model_config, vtc_loss
 from model.losses import mlm_loss, mvm_loss, sample_negatives, vtm_loss
 from model.synthetic import random_batch
-from model.video import tube_target
+from model.video import tube_target, visible_and_masked_index
 
 
 def test_mvm_loss_ignores_visible_tubes_of_the_target_video():
@@ -171,3 +172,95 @@ def test_model_vtc_term_equals_the_free_function_on_its_features():
         text = model.encoder(model.encoder.embed_text(batch["mlm_ids"]), batch["text_mask"]).mean(1)
     assert out["loss_vtc"].item() == pytest.approx(vtc_loss(video, text, torch.tensor(20.0)).item(),
                                                    rel=1e-5)
+
+
+def test_vtc_candidates_replace_the_batch_features_and_take_no_gradient():
+    g = torch.Generator().manual_seed(1)
+    video = torch.randn(4, 8, generator=g).requires_grad_()
+    text = torch.randn(4, 8, generator=g)
+    # ALBEF: momentum features of the batch (the positives first), then queued negatives
+    candidates = (F.normalize(torch.randn(9, 8, generator=g), dim=-1).requires_grad_(),
+                  F.normalize(torch.randn(9, 8, generator=g), dim=-1).requires_grad_())
+    scale = torch.tensor(20.0)
+    got = vtc_loss(video, text, scale, candidates=candidates)
+    v, t = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+    labels = torch.arange(4)
+    want = (F.cross_entropy(scale * t @ candidates[0].T, labels)
+            + F.cross_entropy(scale * v @ candidates[1].T, labels))
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    got.backward()
+    assert video.grad is not None
+    assert candidates[0].grad is None and candidates[1].grad is None
+
+
+def _released_vtc(model: UnifiedMAE, batch: dict) -> float:
+    """The VTC loss as released (in-batch candidates: the model in evaluation mode)."""
+    model.eval()
+    with torch.no_grad():
+        loss = model(batch)["loss_vtc"].item()
+    model.train()
+    return loss
+
+
+def test_vtc_queue_fills_first_in_first_out_in_training_only():
+    config = model_config("tiny", vtc_queue=6, text_dropout=0.0)
+    model = UnifiedMAE(config)
+    assert not any(p.requires_grad for p in model.momentum_encoder.parameters())
+    first, second = random_batch(config, 4, seed=0), random_batch(config, 4, seed=1)
+    released = _released_vtc(model, first)
+    assert int(model.vtc_queue_seen) == 0, "evaluation leaves the queue alone"
+    # the momentum copy equals the encoder (no optimizer step here): the first step is the
+    # released loss
+    assert model(first)["loss_vtc"].item() == pytest.approx(released, rel=1e-4)
+    assert int(model.vtc_queue_seen) == 4
+    # the same clips again: each query's own queued copy is not one of its negatives
+    vis_idx, _ = visible_and_masked_index(first["video_mask"])
+    _, exclude = model._candidates(model._momentum_features(first["video"], vis_idx, first))
+    assert exclude[:, 4:].tolist() == torch.eye(4, dtype=torch.bool).tolist()
+    assert not exclude[:, :4].any()
+    model(first)
+    # other clips score the 6 queued features as extra negatives
+    assert model(second)["loss_vtc"].item() > _released_vtc(model, second)
+    assert torch.allclose(model.vtc_queue_video.norm(dim=-1), torch.ones(6))
+    # 12 features in a ring of 6: slots 0-1 keep the repeat's last two, 2-5 the second batch
+    assert int(model.vtc_queue_seen) == 12
+    want = [zlib.crc32(k.encode()) for k in first["keys"][2:] + second["keys"]]
+    assert model.vtc_queue_ids.tolist() == want
+    state = model.state_dict()
+    assert {"vtc_queue_video", "vtc_queue_text", "vtc_queue_ids", "vtc_queue_seen"} <= set(state)
+    assert any(k.startswith("momentum_encoder.") for k in state)
+    assert "vtc_queue_video" not in UnifiedMAE(model_config("tiny")).state_dict()
+
+
+def test_the_momentum_encoder_starts_from_the_encoder_then_follows_it_slowly():
+    config = model_config("tiny", vtc_queue=8, vtc_momentum=0.9, text_dropout=0.0)
+    model = UnifiedMAE(config).train()
+    weight = model.encoder.blocks[0].mlp.fc1.weight
+    slow = model.momentum_encoder.blocks[0].mlp.fc1.weight
+    with torch.no_grad():
+        weight.add_(1.0)  # weights loaded after the model was built (init.video, load_path)
+    model(random_batch(config, 4, seed=0))
+    assert torch.equal(slow, weight), "the first training forward copies the encoder"
+    before = slow.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+    model(random_batch(config, 4, seed=1))
+    assert torch.allclose(slow, before + 0.1, atol=1e-5)  # 10% of the way per forward
+
+
+def test_excluded_candidates_are_not_scored():
+    g = torch.Generator().manual_seed(2)
+    video, text = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    extra = F.normalize(torch.randn(2, 8, generator=g), dim=-1)
+    v, t = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+    scale = torch.tensor(20.0)
+    exclude = torch.zeros(3, 5, dtype=torch.bool)
+    exclude[:, 3:] = True  # every queued entry is some query's own sample
+    got = vtc_loss(video, text, scale, candidates=(torch.cat([v, extra]), torch.cat([t, extra])),
+                   exclude=exclude)
+    assert got.item() == pytest.approx(vtc_loss(video, text, scale).item(), rel=1e-6)
+
+
+def test_vtc_queue_with_gather_is_refused():
+    with pytest.raises(ValueError, match="vtc_queue and vtc_gather"):
+        model_config("tiny", vtc_queue=8, vtc_gather=True)
