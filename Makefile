@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml requirements-assets.txt
 demo: install
 	$(BIN)/python -m commands.demo --out reports/demo
 
-# SimVTP's claims in miniature (about an hour on 2 cores; reruns skip finished runs)
+# SimVTP's claims in miniature (about 1.5-2 hours on 2 cores; reruns skip finished runs)
 experiments: install
 	$(BIN)/vtp experiment --out reports/experiments
 

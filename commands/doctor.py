@@ -206,7 +206,8 @@ def _dry_forward(recipe, precision: str, microbatch, reasons: list[str]) -> dict
         reasons.append(f"dry forward failed: {err}")
         return {"ok": False, "error": str(err)[:300]}
     total = torch.cuda.get_device_properties(0).total_memory
-    params = sum(p.numel() for p in model.parameters())
+    # the optimizer keeps state for trained parameters only (not a VTC queue's momentum encoder)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     micro = microbatch if isinstance(microbatch, int) else 1  # "auto" searches from there
     optimizer_state = 2 * 4 * params  # AdamW's two fp32 moments
     estimate = static + optimizer_state + (peak - static) * micro

@@ -20,9 +20,9 @@ class ExperimentConfig:
         seeds: training seeds per cell (seed = initialisation, data order and masks); three
             give a spread that a 20% relative change must clear.
         max_duration: training length of each run (equal-epochs runs train their share of
-            it); None uses the recipe's. 300 steps keep the 42-run grid (14 settings x 3
-            seeds) to 79 min on 2 CPU cores (measured); the recipe's own 1200 would take
-            about five hours.
+            it); None uses the recipe's. 300 steps kept the 42-run grid (14 settings x 3
+            seeds) of the pre-session-8 recipe to 79 min on 2 idle CPU cores (measured); the
+            recipe's own 1200 would take four times as long.
         axes: which axes to run (commands.experiment.grid.AXES).
         fractions: training-set shares of the data axis.
         num_clips, num_test, data_seed: size and seed of the synthetic dataset (the
