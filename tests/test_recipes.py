@@ -97,7 +97,8 @@ def test_renamed_model_key_fails_naming_the_new_one(tmp_path, capsys):
     renamed = "model.text_mask_prob was renamed to model.text_mask_ratio"
     with pytest.raises(RecipeError, match=renamed):
         load_recipe(TINY, ["model.text_mask_prob=0.3"])
-    text = TINY.read_text().replace("  text_mask_ratio: 0.3", "  text_mask_prob: 0.3")
+    text = TINY.read_text().replace("  text_mask_ratio:", "  text_mask_prob:")
+    assert "text_mask_prob:" in text
     with pytest.raises(RecipeError, match=renamed):
         load_recipe(_write(tmp_path, text))
     with pytest.raises(SystemExit) as exit_info:
@@ -221,7 +222,8 @@ def test_weight_decay_skips_norms_biases_embeddings_and_tokens():
     assert not any("text_embed" in n or "norm" in n for n in decay["names"])
     assert not any(n.endswith("bias") for n in decay["names"])
     assert any("patch_embed" in n for n in decay["names"]), "the Conv3d embedding decays"
-    total = sum(p.numel() for p in model.parameters())
+    # frozen parameters (the VTC momentum encoder) are not the optimizer's
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == total
 
 

@@ -7,7 +7,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from train_fixtures import tiny_checkpoint, train_shards  # noqa: F401  (session fixtures)
+from train_fixtures import (  # noqa: F401  (session fixtures)
+    recipe_video_mask,
+    tiny_checkpoint,
+    train_shards,
+)
 
 from commands.cli import main as vtp_main
 from recipes.curves import read_curves
@@ -26,7 +30,7 @@ def test_train_writes_a_run_card_beside_its_checkpoints(tiny_checkpoint, train_s
     assert "train" in card["command"] and card["command"][-1] == "loggers.tensorboard=null"
     assert any(a == f"data.path={train_shards}" for a in card["command"])
     assert card["recipe"]["trainer"]["global_batch_size"] == 4
-    assert card["recipe"]["model"]["video_mask_ratio"] == 0.5
+    assert card["recipe"]["model"]["video_mask_ratio"] == recipe_video_mask()
     assert len(card["git"]["revision"]) == 40 and isinstance(card["git"]["dirty"], bool)
     assert card["packages"]["torch"] and card["packages"]["composer"] == "0.32.1"
     assert card["hardware"]["cores"] >= 1

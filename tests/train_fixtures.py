@@ -48,6 +48,15 @@ def train_shards(tmp_path_factory, synth_dir, ground_truth) -> Path:
                               tmp_path_factory.mktemp("train_shards"))
 
 
+def recipe_video_mask() -> float:
+    """The tiny recipe's video mask ratio, which the fixture checkpoint is trained at."""
+    import recipes
+    from recipes.config import load_recipe
+
+    recipe = Path(recipes.__file__).parent / "tiny-synthetic.yaml"
+    return load_recipe(recipe, ["data.path=unused"]).model.video_mask_ratio
+
+
 def train_tiny_checkpoint(shards: Path, work: Path, batches: int = 4) -> Path:
     """Trains the tiny recipe for ``batches`` steps of 4 clips in a subprocess (as a user runs
     `vtp train`); returns the final checkpoint."""
