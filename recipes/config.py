@@ -51,19 +51,22 @@ def _check_time(name: str, value: str) -> None:
 
 @dataclass
 class OptimizerConfig:
-    """Decoupled AdamW as in SimVTP/VideoMAE pretraining.
+    """AdamW as in SimVTP/VideoMAE pretraining.
 
     Args:
-        name: only ``decoupled_adamw`` (Composer's DecoupledAdamW).
+        name: ``decoupled_adamw`` (Composer's DecoupledAdamW, one parameter at a time) or
+            ``adamw`` (torch's AdamW with its fused kernel: the same update, 5x faster on
+            the tiny model's CPU step).
         lr: peak learning rate; with ``scale_lr`` it is the rate per 256 samples.
         scale_lr: use ``lr * global_batch_size / 256`` (and the same for ``scheduler.min_lr``).
         betas, eps: Adam moments.
         weight_decay: decay per step at lr 1, as in torch's AdamW (SimVTP's 0.05); it is
-            converted to Composer's lr-independent form as ``weight_decay * peak_lr``.
+            converted to Composer's lr-independent form as ``weight_decay * peak_lr`` for
+            ``decoupled_adamw``.
             Norms, biases, embeddings, position tables and mask tokens get none.
     """
 
-    name: Literal["decoupled_adamw"] = "decoupled_adamw"
+    name: Literal["decoupled_adamw", "adamw"] = "decoupled_adamw"
     lr: float = 1.5e-4
     scale_lr: bool = False
     betas: tuple[float, float] = (0.9, 0.95)

@@ -240,6 +240,31 @@ def test_optimizer_matches_torch_adamw_decay():
     assert build_scheduler(r).alpha_f == pytest.approx(r.min_lr / r.peak_lr)
 
 
+def test_fused_adamw_takes_the_same_step_as_decoupled_adamw():
+    """`optimizer.name: adamw` (torch's fused AdamW) and Composer's DecoupledAdamW, given the
+    same gradients from the same weights, end at the same weights: the same decay and update."""
+    from recipes.train import build_model
+
+    weights = {}
+    for name in ("decoupled_adamw", "adamw"):
+        r = load_recipe(TINY, ["data.path=unused", f"optimizer.name={name}",
+                               "optimizer.weight_decay=0.5"])
+        torch.manual_seed(0)
+        model = build_model(r)
+        opt = build_optimizer(model, r)
+        assert isinstance(opt, torch.optim.AdamW)
+        assert bool(opt.defaults.get("fused")) == (name == "adamw")
+        params = [p for p in model.parameters() if p.requires_grad]
+        for step in range(3):
+            gen = torch.Generator().manual_seed(step)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        weights[name] = torch.cat([p.detach().flatten() for p in params])
+    assert not torch.equal(weights["adamw"], torch.zeros_like(weights["adamw"]))
+    torch.testing.assert_close(weights["adamw"], weights["decoupled_adamw"], rtol=1e-5, atol=1e-6)
+
+
 def test_cli_reports_bad_key_as_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         vtp_main(["train", str(TINY), "trainer.max_duraton=3ba"])
