@@ -279,9 +279,9 @@ def pretrain_stage(work: Path, cfg: DemoConfig, shards: Path) -> dict:
     """Pretrains the recipe on ``shards`` with Composer from scratch; returns the checkpoint,
     the file log and the run summary.
 
-    Training runs in a fresh process (as `vtp train` does): in the process that had just
-    rendered and sharded the data, the same steps ran 35-40% slower (932 against 679 ms per
-    step of the demo model, measured side by side; recipes/README.md, "Tiny demo")."""
+    Training runs in a process of its own, as `vtp train` and `vtp experiment` runs do, so
+    Composer's, Streaming's and torch's process-wide settings (threads, shared memory, seeds)
+    start clean and end with it; the report stages read only the checkpoint and the log."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
