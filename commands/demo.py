@@ -282,11 +282,6 @@ def pretrain_stage(work: Path, cfg: DemoConfig, shards: Path) -> dict:
     Training runs in a process of its own, as `vtp train` and `vtp experiment` runs do, so
     Composer's, Streaming's and torch's process-wide settings (threads, shared memory, seeds)
     start clean and end with it; the report stages read only the checkpoint and the log."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from tools.shard.lifeline import die_with_parent
-
     run = work / f"run-seed{cfg.seed}"
     shutil.rmtree(run, ignore_errors=True)  # a fresh run: no autoresume from an older demo
     overrides = [
@@ -296,12 +291,47 @@ def pretrain_stage(work: Path, cfg: DemoConfig, shards: Path) -> dict:
         f"trainer.torch_threads={cfg.torch_threads}",
         *([f"trainer.max_duration={cfg.steps}ba"] if cfg.steps else []), *cfg.overrides,
     ]
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        result = pool.submit(_train, cfg.recipe, overrides).result()
+    result = _in_child(_train, cfg.recipe, overrides)
     print(result["summary"], flush=True)
     return {"checkpoint": str(run / "checkpoints" / "latest-rank0.pt"), "log": str(run / "log.txt"),
             "overrides": overrides, **result}
+
+
+def _in_child(fn: Callable, *args) -> Any:
+    """``fn(*args)`` in a spawned process; its exception is raised here. The child dies with
+    this process, and is killed when this one stops waiting (an exception, Ctrl-C, a timeout)."""
+    from multiprocessing import get_context
+
+    context = get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(send, os.getpid(), fn, args))
+    child.start()
+    send.close()  # the child holds the only writer: its death ends recv() with EOFError
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        raise RuntimeError(f"the {fn.__name__} process ended without a result "
+                           f"(exit code {child.join() or child.exitcode})") from None
+    finally:
+        if child.is_alive():
+            child.terminate()  # its handler ends the child's own children first
+            child.join(10)
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if not ok:
+        raise value
+    return value
+
+
+def _child_main(send, parent: int, fn: Callable, args: tuple) -> None:
+    from tools.shard.lifeline import die_with_parent
+
+    die_with_parent(parent)
+    try:
+        send.send((True, fn(*args)))
+    except Exception as err:  # noqa: BLE001  (handed to the parent, which raises it)
+        send.send((False, err))
 
 
 def _train(recipe: str, overrides: list[str]) -> dict:

@@ -113,9 +113,27 @@ def check_checkpoints_to_load(recipe, rank: int = 0) -> None:
     for path in paths:
         if Path(path).is_file():
             try:
-                read_checkpoint(path, mmap=True)
+                checkpoint = read_checkpoint(path, mmap=True)
             except CheckpointError as err:
                 raise RecipeError(str(err)) from err
+            _check_optimizer(checkpoint, path, recipe.optimizer.name)
+
+
+def _check_optimizer(checkpoint: dict, path: str, name: str) -> None:
+    """Refuses to resume Adam's moments into another optimizer class: Composer would drop
+    them with a warning and go on from zero at the scheduled learning rate."""
+    from recipes.fields import RecipeError
+    from recipes.optim import OPTIMIZER_CLASSES
+
+    state = checkpoint.get("state") if isinstance(checkpoint, dict) else None
+    saved = state.get("optimizers") if isinstance(state, dict) else None
+    wanted = OPTIMIZER_CLASSES[name].__name__
+    if isinstance(saved, dict) and saved and wanted not in saved:
+        known = {cls.__name__: key for key, cls in OPTIMIZER_CLASSES.items()}
+        had = ", ".join(sorted(saved))
+        hint = f"; resume it with optimizer.name={known[had]}" if had in known else ""
+        raise RecipeError(f"{path} holds the state of optimizer {had}, but optimizer.name="
+                          f"{name} builds {wanted}: its moments would restart from zero{hint}")
 
 
 def _first_line(err: Exception) -> str:

@@ -8,21 +8,25 @@ that should decay catches all of those and any new token a model adds).
 
 from __future__ import annotations
 
+import torch
 from composer.optim import (
     ComposerScheduler,
     ConstantWithWarmupScheduler,
     CosineAnnealingWithWarmupScheduler,
     DecoupledAdamW,
 )
-import torch
 from torch import nn
 
 from recipes.config import RecipeConfig
 
-__all__ = ["param_groups", "decoupled_adamw", "adamw", "build_optimizer", "cosine_with_warmup",
-           "build_scheduler"]
+__all__ = ["param_groups", "decoupled_adamw", "adamw", "OPTIMIZER_CLASSES", "build_optimizer",
+           "cosine_with_warmup", "build_scheduler"]
 
 DECAYED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# Composer keeps an optimizer's state in a checkpoint under its class name, and on load
+# skips (with a warning only) the state of another class: Adam's moments would start at zero.
+OPTIMIZER_CLASSES = {"decoupled_adamw": DecoupledAdamW, "adamw": torch.optim.AdamW}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -82,7 +86,7 @@ def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, 
 def build_optimizer(model: nn.Module, recipe: RecipeConfig) -> torch.optim.Optimizer:
     """The recipe's optimizer at its peak lr (scaled by global batch / 256 if asked)."""
     opt = recipe.optimizer
-    build = adamw if opt.name == "adamw" else decoupled_adamw
+    build = {"adamw": adamw, "decoupled_adamw": decoupled_adamw}[opt.name]
     return build(model, recipe.peak_lr, opt.weight_decay, opt.betas, opt.eps)
 
 

@@ -229,7 +229,8 @@ def test_weight_decay_skips_norms_biases_embeddings_and_tokens():
 
 def test_optimizer_matches_torch_adamw_decay():
     """Composer's decoupled decay, converted, shrinks weights by lr*wd per step like torch's."""
-    r = load_recipe(TINY, ["optimizer.lr=0.01", "optimizer.weight_decay=0.5"])
+    r = load_recipe(TINY, ["optimizer.lr=0.01", "optimizer.weight_decay=0.5",
+                           "optimizer.name=decoupled_adamw"])
     layer = torch.nn.Linear(4, 4, bias=False)
     opt = build_optimizer(layer, r)
     before = layer.weight.detach().clone()
@@ -255,14 +256,31 @@ def test_fused_adamw_takes_the_same_step_as_decoupled_adamw():
         assert isinstance(opt, torch.optim.AdamW)
         assert bool(opt.defaults.get("fused")) == (name == "adamw")
         params = [p for p in model.parameters() if p.requires_grad]
+        start = torch.cat([p.detach().flatten() for p in params])
         for step in range(3):
             gen = torch.Generator().manual_seed(step)
             for p in params:
                 p.grad = torch.randn(p.shape, generator=gen)
             opt.step()
+            for group in opt.param_groups:  # as a schedule does: Composer scales its decay too
+                group["lr"] *= 0.5
         weights[name] = torch.cat([p.detach().flatten() for p in params])
-    assert not torch.equal(weights["adamw"], torch.zeros_like(weights["adamw"]))
+        assert (weights[name] - start).abs().max() > 1e-4, f"{name} did not move the weights"
     torch.testing.assert_close(weights["adamw"], weights["decoupled_adamw"], rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_another_optimizers_state_is_refused(tmp_path):
+    """Composer would drop DecoupledAdamW's moments when the recipe builds AdamW (and the
+    reverse) with a warning only; the run must stop before, naming the setting to use."""
+    from recipes.checkpoint import check_checkpoints_to_load
+
+    path = tmp_path / "old.pt"
+    torch.save({"state": {"model": {}, "optimizers": {"DecoupledAdamW": {"state": {}}}}}, path)
+    settings = ["data.path=unused", f"trainer.load_path={path}", "trainer.autoresume=false"]
+    with pytest.raises(RecipeError, match=r"optimizer DecoupledAdamW.*optimizer.name=adamw "
+                                          r"builds AdamW.*optimizer.name=decoupled_adamw"):
+        check_checkpoints_to_load(load_recipe(TINY, [*settings, "optimizer.name=adamw"]))
+    check_checkpoints_to_load(load_recipe(TINY, [*settings, "optimizer.name=decoupled_adamw"]))
 
 
 def test_cli_reports_bad_key_as_usage_error(capsys):

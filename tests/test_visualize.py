@@ -64,7 +64,8 @@ def test_one_video_file(tmp_path, tiny_checkpoint, synth_dir):  # noqa: F811
                      "--out", str(out), "--caption", entry["caption"]])
     assert code == 0
     result = json.loads((out / "visualize.json").read_text())
-    assert result["keys"] == ["clip0"] and (out / f"reconstruction-mask{recipe_video_mask():g}.gif").is_file()
+    assert result["keys"] == ["clip0"]
+    assert (out / f"reconstruction-mask{recipe_video_mask():g}.gif").is_file()
     assert result["vtc"][0]["best_other"] is None  # one clip: nothing to compare with
     # the caption given on the command line is the one the MLM head fills in
     words = re.findall(r"[a-z]+", entry["caption"].lower())[:5]
