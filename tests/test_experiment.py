@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -166,6 +169,14 @@ def _paths(tmp_path: Path, data_seed: int = 0) -> dict[int, DataPaths]:
                                  test_clips=100)}
 
 
+def _write_result(spec: dict) -> None:
+    """What a worker leaves when its run finished."""
+    result = {"run_id": spec["run_id"], "fingerprint": spec["fingerprint"],
+              "metrics": {"t2v_r1": 1, "t2v_r5": 5, "v2t_r1": 1, "chance_r1": 1, "n": 100}}
+    Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
 def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeypatch):
     cells, runs = expand(GridConfig(baseline=BASELINE, seeds=(0, 1),
                                     video_mask_ratios=(0.75, 0.9, 0.95),
@@ -181,15 +192,13 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
     broken = runs[7].run_id
     called: list[str] = []
 
-    def fake_worker(spec_path, log, tick):
+    def fake_worker(spec_path, log, tick, stop):
         spec = json.loads(Path(spec_path).read_text())
         called.append(spec["run_id"])
         log.write("worker log line\n")
         if spec["run_id"] == broken:
             return 1
-        result = {"run_id": spec["run_id"], "fingerprint": spec["fingerprint"],
-                  "metrics": {"t2v_r1": 1, "t2v_r5": 5, "v2t_r1": 1, "chance_r1": 1, "n": 100}}
-        Path(spec["result"]).write_text(json.dumps(result))
+        _write_result(spec)
         return 0
 
     monkeypatch.setattr(runner_module, "run_worker", fake_worker)
@@ -211,6 +220,57 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
     execute(runs, _paths(tmp_path), cfg, progress=False)
     assert called == [r.run_id for r in runs]
     assert not old_checkpoint.exists()
+
+
+def test_jobs_train_runs_side_by_side_and_an_error_stops_the_others(tmp_path, monkeypatch):
+    runs = [Run(BASELINE, seed) for seed in range(4)]
+    cfg = RunnerConfig(recipe="tiny-synthetic", out=tmp_path / "out", work=tmp_path / "work",
+                       max_duration="3ba", batch_size=16, jobs=2)
+    together = threading.Barrier(2, timeout=20)  # broken unless two workers run at once
+
+    def paired_worker(spec_path, log, tick, stop):
+        together.wait()
+        _write_result(json.loads(Path(spec_path).read_text()))
+        return 0
+
+    monkeypatch.setattr(runner_module, "run_worker", paired_worker)
+    summary = execute(runs, _paths(tmp_path), cfg, progress=False)
+    assert summary["ran"] == 4 and not summary["failed"]
+    assert not pending(runs, cfg.out, fingerprints(runs, _paths(tmp_path), cfg))
+
+    stopped = threading.Event()
+
+    def failing_or_waiting(spec_path, log, tick, stop):
+        if json.loads(Path(spec_path).read_text())["run"]["seed"] == 0:
+            raise RuntimeError("runner broke")
+        if stop.wait(20):
+            stopped.set()
+        return -1
+
+    monkeypatch.setattr(runner_module, "run_worker", failing_or_waiting)
+    cfg.out = tmp_path / "out2"
+    with pytest.raises(RuntimeError, match="runner broke"):
+        execute(runs, _paths(tmp_path), cfg, progress=False)
+    assert stopped.is_set()  # the run beside the failure was told to stop, not waited out
+
+
+def test_a_stopped_worker_is_killed_and_its_run_stays_pending(tmp_path, monkeypatch):
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps({"batch_log": str(tmp_path / "batches.jsonl")}))
+    started: list[subprocess.Popen] = []
+    popen = subprocess.Popen
+
+    def sleeper(args, **kwargs):
+        assert kwargs["env"][runner_module.PARENT_ENV] == str(os.getpid())
+        started.append(popen(["sleep", "60"], **{k: v for k, v in kwargs.items() if k != "env"}))
+        return started[-1]
+
+    monkeypatch.setattr(runner_module.subprocess, "Popen", sleeper)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    with (tmp_path / "log.txt").open("w") as log:
+        code = runner_module.run_worker(spec_path, log, lambda step: None, stop, poll=0.1)
+    assert code == -1 and started[0].poll() is not None  # killed, not left sleeping
 
 
 def test_results_on_other_data_or_other_galleries_are_stale(tmp_path):

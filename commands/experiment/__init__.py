@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="`vtp synth` preset of the dataset (default %(default)s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes for synth/clean/shard (default: all cores)")
+    parser.add_argument("--jobs", type=int, default=d.jobs,
+                        help="runs trained at once, each in its own process (default %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra recipe override for every run (repeatable)")
     parser.add_argument("--keep-checkpoints", action="store_true",
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             axes=tuple(a.strip() for a in args.axes.split(",") if a.strip()),
             fractions=_floats(args.fractions), num_clips=args.num_clips, num_test=args.num_test,
             gallery_size=args.gallery_size,
-            data_seed=args.data_seed, preset=args.preset, workers=args.workers,
+            data_seed=args.data_seed, preset=args.preset, workers=args.workers, jobs=args.jobs,
             overrides=tuple(args.overrides),
             keep_checkpoints=args.keep_checkpoints, publish=args.publish,
             progress=not args.no_progress)

@@ -34,6 +34,8 @@ class ExperimentConfig:
             200-clip difficulty and count 10x the queries.
         preset: the `vtp synth` preset of the dataset (tools/synth/presets.py).
         workers: processes for synth, clean and shard.
+        jobs: runs trained at once, each a process with the recipe's threads (the tiny recipe
+            uses 1 torch thread and 2 DALI threads, so 2 jobs share 2 cores).
         overrides: more recipe overrides applied to every run.
         keep_checkpoints: keep each run's final checkpoint.
         publish: also write ``publish/EXPERIMENTS.md`` and ``publish/experiments/*.png``.
@@ -53,6 +55,7 @@ class ExperimentConfig:
     data_seed: int = 0
     preset: str = "demo"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    jobs: int = 1
     overrides: tuple[str, ...] = ()
     keep_checkpoints: bool = False
     publish: Path | None = None
@@ -82,5 +85,5 @@ class ExperimentConfig:
 
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.workers < 1 or self.jobs < 1:
+            raise ValueError(f"workers and jobs must be >= 1, got {self.workers}, {self.jobs}")

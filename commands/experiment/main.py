@@ -81,7 +81,7 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False,
                           vtm_weight=recipe.model.vtm_weight or 1.0,
                           keep_checkpoints=config.keep_checkpoints,
                           gallery_size=config.gallery_size,
-                          extra_overrides=config.overrides)
+                          extra_overrides=config.overrides, jobs=config.jobs)
     prints = fingerprints(runs, data, runner)
     finished = len(runs) - len(pending(runs, config.out, prints))
     summary = {"runs": len(runs), "skipped": finished, "ran": 0, "failed": []}

@@ -1,4 +1,4 @@
-"""Runs the grid's pending runs one after another, each in its own process, with progress.
+"""Runs the grid's pending runs, each in its own process, ``jobs`` at a time, with progress.
 
 A run is finished when ``OUT/runs/RUN_ID.json`` exists; a rerun skips those, so an
 interrupted grid continues where it stopped. Checkpoints and logs live under
@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,7 @@ class RunnerConfig:
         keep_checkpoints: keep each run's final checkpoint after its evaluation.
         gallery_size: rank each held-out query within a gallery of about this many clips.
         extra_overrides: more ``section.key=value`` overrides applied to every run.
+        jobs: runs trained at once, each in its own process with the recipe's threads.
     """
 
     recipe: str
@@ -50,6 +54,7 @@ class RunnerConfig:
     keep_checkpoints: bool = False
     gallery_size: int | None = None
     extra_overrides: tuple[str, ...] = ()
+    jobs: int = 1
 
 
 def result_path(out: Path, run: Run) -> Path:
@@ -205,28 +210,36 @@ def check_sizes(runs: list[Run], data: Datasets, batch_size: int) -> None:
                 f"{batch_size}: generate more clips (--num-clips) or drop that fraction")
 
 
-def run_worker(spec_path: Path, log, tick: Callable[[int], None], poll: float = 2.0) -> int:
+# the worker reads the runner's pid here and dies with it (tools.shard.lifeline)
+PARENT_ENV = "VTP_EXPERIMENT_PARENT"
+
+
+def run_worker(spec_path: Path, log, tick: Callable[[int], None], stop: threading.Event,
+               poll: float = 2.0) -> int:
     """Runs the worker process on ``spec_path``; returns its exit status.
 
     Args:
         spec_path: the run's spec json (its folder also receives the batch log).
         log: an open file for the worker's stdout and stderr.
         tick: called with the number of finished training steps while the worker runs.
+        stop: when set, the worker is killed and the run stays pending.
         poll: seconds between progress checks.
     """
     batch_log = Path(json.loads(spec_path.read_text())["batch_log"])
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}
     process = subprocess.Popen([sys.executable, "-m", "commands.experiment.worker", str(spec_path)],
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        while True:
+        while not stop.is_set():
             try:
                 return process.wait(timeout=poll)
             except subprocess.TimeoutExpired:
                 if batch_log.is_file():
                     with batch_log.open("rb") as lines:
                         tick(sum(1 for _ in lines))
+        return -1
     finally:
-        # Ctrl-C or an error here: stop the worker; the run stays pending
+        # stopped, Ctrl-C or an error here: end the worker; the run stays pending
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -244,12 +257,47 @@ def _clear_stale(folder: Path, fingerprint: str) -> None:
         (folder / "batches.jsonl").unlink(missing_ok=True)
 
 
+def _train(run: Run, data: Datasets, cfg: RunnerConfig, fingerprint: str,
+           tick: Callable[[str], None], stop: threading.Event) -> tuple[int, float]:
+    """One run in its worker process: (exit status, seconds)."""
+    folder = cfg.work / "runs" / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_path = folder / "spec.json"
+    _clear_stale(folder, fingerprint)
+    spec_path.write_text(json.dumps(spec(run, data, cfg, fingerprint), indent=1) + "\n")
+    duration = run_duration(run, data, cfg)
+    start = time.perf_counter()
+    with (folder / "log.txt").open("w") as log:
+        code = run_worker(spec_path, log, lambda step: tick(f"{run.run_id} step {step}/{duration}"),
+                          stop)
+    return code, time.perf_counter() - start
+
+
+def _record(run: Run, cfg: RunnerConfig, code: int, seconds: float) -> bool:
+    """Reports a finished worker; adds its wall time to the result. False when it failed."""
+    folder = cfg.work / "runs" / run.run_id
+    if code != 0 or not result_path(cfg.out, run).is_file():
+        tail = (folder / "log.txt").read_text().splitlines()[-15:]
+        tqdm.write(f"run {run.run_id} FAILED (status {code}); log {folder / 'log.txt'}:\n  "
+                   + "\n  ".join(tail))
+        return False
+    result = json.loads(result_path(cfg.out, run).read_text())
+    result["wall_seconds"] = round(seconds, 1)  # train + eval + process start
+    result_path(cfg.out, run).write_text(json.dumps(result, indent=1) + "\n")
+    m = result["metrics"]
+    tqdm.write(f"run {run.run_id}: t2v R@1 {m['t2v_r1']:.1f} R@5 {m['t2v_r5']:.1f} "
+               f"v2t R@1 {m['v2t_r1']:.1f} (chance {m['chance_r1']:.2f}) in {seconds:.0f} s")
+    return True
+
+
 def execute(runs: list[Run], data: Datasets, cfg: RunnerConfig, progress: bool = True) -> dict:
-    """Runs every pending run of ``runs``; returns counts and the ids that failed.
+    """Runs every pending run of ``runs``, ``cfg.jobs`` at a time; returns counts and the ids
+    that failed.
 
     A run is pending when it has no result made with its current fingerprint (its resolved
     recipe). A failed run (its worker exits non-zero) is reported with the tail of its log and left
-    pending, so the next invocation retries it; the others still run.
+    pending, so the next invocation retries it; the others still run. Ctrl-C or an error stops
+    every worker.
     """
     prints = fingerprints(runs, data, cfg)
     todo = pending(runs, cfg.out, prints)
@@ -258,33 +306,30 @@ def execute(runs: list[Run], data: Datasets, cfg: RunnerConfig, progress: bool =
     seconds: list[float] = []
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="experiment", unit="run",
                disable=not progress)
-    for run in todo:
-        folder = cfg.work / "runs" / run.run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        spec_path = folder / "spec.json"
-        _clear_stale(folder, prints[run.run_id])
-        spec_path.write_text(json.dumps(spec(run, data, cfg, prints[run.run_id]), indent=1) + "\n")
-        bar.set_postfix_str(run.run_id)
-        start = time.perf_counter()
-        duration = run_duration(run, data, cfg)
-        with (folder / "log.txt").open("w") as log:
-            code = run_worker(spec_path, log, lambda step, run=run, of=duration:
-                              bar.set_postfix_str(f"{run.run_id} step {step}/{of}"))
-        seconds.append(time.perf_counter() - start)
-        if code != 0 or not result_path(cfg.out, run).is_file():
-            failed.append(run.run_id)
-            tail = (folder / "log.txt").read_text().splitlines()[-15:]
-            tqdm.write(f"run {run.run_id} FAILED (status {code}); log {folder / 'log.txt'}:\n  "
-                       + "\n  ".join(tail))
-        else:
-            result = json.loads(result_path(cfg.out, run).read_text())
-            result["wall_seconds"] = round(seconds[-1], 1)  # train + eval + process start
-            result_path(cfg.out, run).write_text(json.dumps(result, indent=1) + "\n")
-            m = result["metrics"]
-            tqdm.write(f"run {run.run_id}: t2v R@1 {m['t2v_r1']:.1f} R@5 {m['t2v_r5']:.1f} "
-                       f"v2t R@1 {m['v2t_r1']:.1f} (chance {m['chance_r1']:.2f}) "
-                       f"in {seconds[-1]:.0f} s")
-        bar.update(1)
+    active: dict[str, str] = {}
+
+    def tick(run_id: str, text: str) -> None:
+        active[run_id] = text
+        bar.set_postfix_str("; ".join(active.values()))
+
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
+        futures = {pool.submit(_train, run, data, cfg, prints[run.run_id],
+                               lambda text, r=run.run_id: tick(r, text), stop): run for run in todo}
+        try:
+            for future in as_completed(futures):
+                run = futures[future]
+                code, took = future.result()
+                active.pop(run.run_id, None)
+                seconds.append(took)
+                if not _record(run, cfg, code, took):
+                    failed.append(run.run_id)
+                bar.update(1)
+        except BaseException:
+            stop.set()  # each worker thread kills its process within a poll
+            for future in futures:
+                future.cancel()
+            raise
     bar.close()
     return {"runs": len(runs), "skipped": len(runs) - len(todo), "ran": len(todo) - len(failed),
             "failed": failed, "seconds": round(sum(seconds), 1),

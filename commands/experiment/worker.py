@@ -8,6 +8,7 @@ json is written last and atomically: its presence is what marks the run finished
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m commands.experiment.worker SPEC.json", file=sys.stderr)
         return 2
+    from commands.experiment.runner import PARENT_ENV
+    from tools.shard.lifeline import die_with_parent
+
+    if os.environ.get(PARENT_ENV):  # a runner's kill -9 must not leave a run training on
+        die_with_parent(int(os.environ[PARENT_ENV]))
     result = run_spec(json.loads(Path(argv[0]).read_text()))
     m = result["metrics"]
     print(f"run {result['run_id']}: t2v R@1 {m['t2v_r1']:.1f} R@5 {m['t2v_r5']:.1f}, "
