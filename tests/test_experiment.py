@@ -161,6 +161,24 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 25
 
 
+def test_a_tie_counts_against_a_mask_claim_only_where_the_grid_resolves_20_percent():
+    from commands.experiment.report import Stat, _best_claim
+
+    def verdict(values: dict[str, list[float]]) -> str:
+        raw = {k: Stat(v) for k, v in values.items()}
+        return _best_claim(raw, raw, "0.9", "t2v R@1")[0]
+
+    # 0.9 ties 0.5 with a noise margin of 0.4 + 0.4, below 20% of 10 (2.0): the advantage the
+    # claim needs would have shown, so it does not hold
+    assert verdict({"0.5": [10.4, 10.0, 9.6], "0.9": [10.4, 10.0, 9.6]}) == "does not hold"
+    # the same means with a margin of 2 + 2: too wide to tell
+    assert verdict({"0.5": [12.0, 10.0, 8.0], "0.9": [12.0, 10.0, 8.0]}) == "inconclusive"
+    # one seed has no spread: never read as a verdict
+    assert verdict({"0.5": [10.0], "0.9": [10.0]}) == "inconclusive"
+    assert verdict({"0.5": [5.2, 5.0, 4.8], "0.9": [10.2, 10.0, 9.8]}) == "holds"
+    assert verdict({"0.5": [15.2, 15.0, 14.8], "0.9": [10.2, 10.0, 9.8]}) == "does not hold"
+
+
 def _paths(tmp_path: Path, data_seed: int = 0) -> dict[int, DataPaths]:
     """Datasets as `execute` takes them: data seed -> shard folders (``d{seed}-f{share}``)."""
     folder = lambda f: tmp_path / f"d{data_seed}-f{f:g}"  # noqa: E731
@@ -395,3 +413,9 @@ def test_data_is_built_once_with_nested_fractions_and_reused(tmp_path):
     stamp = (tmp_path / RECORD).stat().st_mtime_ns
     again = build_data(tmp_path, plan, (0.3, 1.0))
     assert again.to_json() == data.to_json() and (tmp_path / RECORD).stat().st_mtime_ns == stamp
+    # a grid with fewer shares reuses the record without shrinking it; one with another share
+    # adds it and keeps the others: a run's data identity (its fingerprint) stays the same
+    assert build_data(tmp_path, plan, (1.0,)).to_json() == data.to_json()
+    more = build_data(tmp_path, plan, (0.1, 1.0))
+    assert set(more.train) == {0.1, 0.3, 1.0} and more.identity == data.identity
+    assert more.train[0.3] == data.train[0.3] and more.train_clips[0.3] == data.train_clips[0.3]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 RECORD = "experiment-data.json"  # the demo's own record is data.json in the same folder
@@ -95,14 +95,18 @@ def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...],
 
     cfg = plan.demo_config()
     record = work / RECORD
-    wanted = {"key": cfg.data_key(), "fractions": sorted(fractions), "gallery_size": gallery_size}
+    # what a run's data is: the fractions are left out because a subset's clips depend only on
+    # the data key and its own share (nested `vtp subset`), not on which other shares exist
+    wanted = {"key": cfg.data_key(), "gallery_size": gallery_size}
     demo = build_demo_data(work, cfg)
     # the demo rewrites its record only when it rebuilt the data: ours is then out of date
     fresh = record.is_file() and (work / "data.json").stat().st_mtime <= record.stat().st_mtime
     if fresh:
-        saved = json.loads(record.read_text())
-        if {k: saved.get(k) for k in wanted} == wanted:
-            return DataPaths.from_json(saved["paths"])
+        built = read_record(work)
+        if built.identity == wanted:
+            if set(fractions) <= set(built.train):
+                return built
+            fractions = tuple(sorted(set(fractions) | set(built.train)))  # keep the built ones
     else:  # shards of the previous clips would pass `vtp shard`'s resume check: remove them
         for folder in [*work.glob("shards-*"), work / "test-shards"]:
             shutil.rmtree(folder, ignore_errors=True)
@@ -119,8 +123,19 @@ def build_data(work: Path, plan: DataPlan, fractions: tuple[float, ...],
              "test_captions_in_train": check["test_captions_in_train"],
              "pair_only_r1": check["pair_only_r1"]}
     paths = DataPaths(train, test, counts, test_clips, facts, identity=wanted)
-    record.write_text(json.dumps({**wanted, "paths": paths.to_json()}, indent=1) + "\n")
+    record.write_text(json.dumps({**wanted, "fractions": sorted(train), "paths": paths.to_json()},
+                                 indent=1) + "\n")
     return paths
+
+
+def read_record(work: Path) -> DataPaths | None:
+    """The data built under ``work``, from its record (None when there is none)."""
+    record = work / RECORD
+    if not record.is_file():
+        return None
+    saved = json.loads(record.read_text())
+    return replace(DataPaths.from_json(saved["paths"]),
+                   identity={"key": saved.get("key"), "gallery_size": saved.get("gallery_size")})
 
 
 def _subsets(captions: Path, out: Path, fractions: tuple[float, ...]) -> dict[float, Path]:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from commands.experiment.config import ExperimentConfig
-from commands.experiment.data import RECORD, DataPaths, DataPlan, build_data
+from commands.experiment.data import RECORD, DataPaths, DataPlan, build_data, read_record
 from commands.experiment.document import render
 from commands.experiment.grid import Cell, GridConfig, Run, expand, grid_around_recipe
 from commands.experiment.report import aggregate, chance, plot_axes
@@ -71,7 +71,7 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False,
     plan = DataPlan(num_clips=config.num_clips, num_test=config.num_test, seed=config.data_seed,
                     preset=config.preset, workers=config.workers)
     data = datasets(config, plan, runs, report_only, config.gallery_size)
-    runs = [run for run in runs if run.setting.data_seed in data]  # report-only: data built
+    runs = [run for run in runs if _data_built(run, data)]
     config.out.mkdir(parents=True, exist_ok=True)
     if not keep:
         shutil.copyfile(source, snapshot)
@@ -96,6 +96,12 @@ def run_experiment(config: ExperimentConfig, dry_run: bool = False,
     return summary
 
 
+def _data_built(run: Run, data: dict[int, DataPaths]) -> bool:
+    """Report-only: a run whose data was never built cannot have finished."""
+    paths = data.get(run.setting.data_seed)
+    return paths is not None and run.setting.fraction in paths.train
+
+
 def data_folder(config: ExperimentConfig, data_seed: int) -> Path:
     """Where the dataset of ``data_seed`` is built: the work folder for the experiment's own
     seed, a subfolder for another."""
@@ -111,9 +117,8 @@ def datasets(config: ExperimentConfig, plan: DataPlan, runs: list[Run],
     data = {}
     for seed in sorted({run.setting.data_seed for run in runs} | {config.data_seed}):
         folder = data_folder(config, seed)
-        record = folder / RECORD
-        if report_only and record.is_file():
-            data[seed] = DataPaths.from_json(json.loads(record.read_text())["paths"])
+        if report_only and (folder / RECORD).is_file():
+            data[seed] = read_record(folder)
             continue
         if report_only and seed != config.data_seed:
             continue

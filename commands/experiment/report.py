@@ -3,10 +3,11 @@
 Spread is the sample standard deviation over seeds. One setting "clearly" beats another when
 its mean exceeds the other's by more than the sum of their standard deviations; anything
 closer is called a tie within seed noise, and so is any comparison with a setting that has
-only one finished seed. With two seeds this is a coarse rule, and it is
-applied the same way whichever way the result points. Verdicts are read twice: on t2v R@1
-(SimVTP's headline metric; coarse on a small test set) and on t2v mean rank (uses the rank
-of every query, so it resolves smaller differences; chance is (n + 1) / 2).
+only one finished seed. With two seeds this is a coarse rule, and it is applied the same way
+whichever way the result points. A tie counts against a claim only where the grid could have
+seen the claimed effect: its noise margin is below a 20% change. Verdicts are read twice: on
+t2v R@1 (SimVTP's headline metric; coarse on a small test set) and on t2v mean rank (uses the
+rank of every query, so it resolves smaller differences; chance is (n + 1) / 2).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ TABLE_METRICS = {**METRICS, "t2v_meanr": "t2v mean rank"}
 # the measures verdicts are read on: name, +1 when higher is better, -1 when lower is
 MEASURES = {"t2v_r1": ("t2v R@1", 1), "t2v_meanr": ("t2v mean rank", -1)}
 PAPER_DATA_RATIO = 43.8 / 53.6  # SimVTP MSR-VTT R@1 with 10% of WebVid-2M over all of it
+# the smallest relative change the grid is built to resolve (issue 15: 20% of t2v R@1)
+RESOLVED_CHANGE = 0.2
 
 
 @dataclass
@@ -138,7 +141,9 @@ def _best_claim(raw: dict[str, Stat], score: dict[str, Stat], paper: str,
                 name: str) -> tuple[str, str]:
     """Verdict on "``paper`` is the best value, better than lower ones": holds when it scores
     best and clearly above every lower value; does not hold when some value is clearly above
-    it; inconclusive otherwise."""
+    it, or when it ties a lower value although the noise margin of that comparison is below a
+    20% change of ``paper``'s value (an advantage of that size would have shown);
+    inconclusive otherwise (the noise is too wide to tell)."""
     if paper not in raw or any(not v.values for v in raw.values()):
         return "not measured", f"{_values(name, raw)}; not every value was run"
     best = max(score, key=lambda k: score[k].mean)
@@ -151,6 +156,14 @@ def _best_claim(raw: dict[str, Stat], score: dict[str, Stat], paper: str,
     if best == paper and len(beats) == len(lower):
         return "holds", evidence + f"; {paper} clearly better than {', '.join(lower)}"
     ties = [k for k in score if k != paper and k not in beats]
+    tied_lower = [k for k in lower if k not in beats]
+    change = RESOLVED_CHANGE * abs(raw[paper].mean)
+    margin = max((score[k].sd + score[paper].sd for k in tied_lower), default=math.nan)
+    if margin < change:  # NaN (one seed, or no tied lower value) never counts
+        return "does not hold", evidence + (
+            f"; {paper} within seed noise of {', '.join(ties)}; no advantage over "
+            f"{', '.join(tied_lower)} although the grid resolves {change:.1f} (a 20% change; "
+            f"noise margin {margin:.1f})")
     return "inconclusive", evidence + f"; {paper} within seed noise of {', '.join(ties)}"
 
 
