@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pipeline import ivf, webm
+from pipeline.buffers import BatchBuffers
 from pipeline.config import MEAN_255, STD_255
 from pipeline.mjpeg import is_whole_jpeg, jpeg_frames
 
@@ -251,8 +252,8 @@ def normalize_video(batch: dict) -> dict:
 
 
 def torch_pixels(frames: list[np.ndarray], feeds: dict[str, list], image_size: int,
-                 normalize: bool, cropped: bool = False,
-                 pool: Executor | None = None) -> torch.Tensor:
+                 normalize: bool, cropped: bool = False, pool: Executor | None = None,
+                 buffers: BatchBuffers | None = None) -> torch.Tensor:
     """Crop, bilinear resize, flip and normalise decoded (F, H, W, C) uint8 clips in torch:
     (B, C, F, S, S) float32, or uint8 without ``normalize``.
 
@@ -266,12 +267,14 @@ def torch_pixels(frames: list[np.ndarray], feeds: dict[str, list], image_size: i
         cropped: the frames are already the crop window (JPEG frames decoded inside it).
         pool: threads that work on clips at once (torch releases the GIL in each op);
             None works through them in this thread.
+        buffers: where the batch is written (a free earlier batch); None allocates it.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-clip ops this small: more threads only spin (3x the CPU)
     try:
-        out = torch.empty((len(frames), 3, frames[0].shape[0], image_size, image_size),
-                          dtype=torch.float32 if normalize else torch.uint8)
+        shape = (len(frames), 3, frames[0].shape[0], image_size, image_size)
+        dtype = torch.float32 if normalize else torch.uint8
+        out = buffers.empty(shape, dtype) if buffers else torch.empty(shape, dtype=dtype)
 
         def one(index: int) -> None:
             target = out[index]
@@ -380,6 +383,7 @@ class VideoDecoder:
         self.batch_size = batch_size
         self._pipes: dict[int, object] = {}  # jpeg_frames (0: video decoder) -> pipeline
         self._pool: ThreadPoolExecutor | None = None  # torch's resize threads, made on first use
+        self._buffers = BatchBuffers()
 
     def _build(self, batch_size: int, jpeg_frames: int):
         pipe = video_pipeline(batch_size=batch_size, jpeg_frames=jpeg_frames, **self.options)
@@ -400,7 +404,8 @@ class VideoDecoder:
             if self._pool is None:  # as many clips at once as DALI has threads
                 self._pool = ThreadPoolExecutor(self.options["num_threads"])
             return torch_pixels(frames, feeds, self.options["image_size"],
-                                self.options["normalize"], cropped=jpeg, pool=self._pool)
+                                self.options["normalize"], cropped=jpeg, pool=self._pool,
+                                buffers=self._buffers)
         return _to_torch(outputs, self.options["device"])
 
     @staticmethod

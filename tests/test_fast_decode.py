@@ -173,6 +173,26 @@ def test_torch_resize_backend_matches_dali_bilinear(source_clip, tmp_path, codec
         assert torch.equal(auto, torch_)  # the CPU default is the torch route
 
 
+def test_the_decoder_writes_a_batch_into_a_dropped_one_and_never_into_a_held_one(
+        source_clip, tmp_path):
+    from pipeline.decode import VideoDecoder
+
+    data, _ = _sharded(source_clip, tmp_path, codec="mjpeg", gop=8)
+    video = np.frombuffer(data, np.uint8)
+    feeds = {"video": [video], "frames": [np.arange(0, 16, dtype=np.int32)],
+             "roi_start": [np.array([4, 10], np.float32)],
+             "roi_end": [np.array([60, 66], np.float32)], "flip": [np.array(1, np.int32)]}
+    decoder = VideoDecoder("cpu", 1, 1, 48)
+    first = decoder(feeds, ["a"], ["mjpeg"])
+    # the buffer behind the batch (malloc may hand out a freed address again, so compare that)
+    expected, buffer = first.clone(), first._base
+    held = decoder(feeds, ["a"], ["mjpeg"])
+    assert held._base is not buffer and torch.equal(first, expected)  # `first` untouched
+    del first
+    again = decoder(feeds, ["a"], ["mjpeg"])
+    assert again._base is buffer and torch.equal(again, expected)
+
+
 def test_torch_resize_backend_refuses_what_only_dali_does():
     for other in ({"interpolation": "nearest"}, {"rand_augment": (2, 7)}):
         with pytest.raises(ValueError, match="resize_backend"):
