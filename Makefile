@@ -32,7 +32,7 @@ demo: install
 
 # SimVTP's claims in miniature (about 1.5-2 hours on 2 cores; reruns skip finished runs)
 experiments: install
-	$(BIN)/vtp experiment --out reports/experiments
+	$(BIN)/vtp experiment --out reports/experiments --jobs 2
 
 test: install
 	$(BIN)/pytest -q

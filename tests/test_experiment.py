@@ -149,6 +149,14 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
              "visible_cells": "4x4"}
     doc = render(rows, c1, c5, setup, ["data.png"], "vtp experiment")
     assert "Regenerate with `vtp experiment`" in doc and "On t2v R@1: 2 of 5 claims hold" in doc
+    assert "`make experiments` runs the same grid" in doc and "Run length" not in doc
+    # another grid than `make experiments`', shorter than the recipe, on an axis without claims
+    seed_axis = [r for r in rows if r.cell.axis == "data_seed"]
+    other = render(seed_axis, c1, c5, {**setup, "recipe_max_duration": "90ba"}, [],
+                   "vtp experiment --axes data_seed --publish b")
+    assert "`make experiments`" not in other and "0 of 0" not in other
+    assert "No claim is tested on these axes" in other
+    assert "- Run length: the runs stop at 9ba, the recipe trains 90ba" in other
     assert "Data variance: the baseline on a second synthetic dataset" in doc
     # baseline 11 +- 1.4: a 20% change (2.2 points) is below the ~2.8 the rule needs
     assert "spreads by sd 1.4 over 2 seeds" in doc and "2.2 points: **within**" in doc

@@ -20,9 +20,10 @@ class ExperimentConfig:
         seeds: training seeds per cell (seed = initialisation, data order and masks); three
             give a spread that a 20% relative change must clear.
         max_duration: training length of each run (equal-epochs runs train their share of
-            it); None uses the recipe's. 300 steps kept the 42-run grid (14 settings x 3
-            seeds) of the pre-session-8 recipe to 79 min on 2 idle CPU cores (measured); the
-            recipe's own 1200 would take four times as long.
+            it); None uses the recipe's. At 300 steps the baseline's seeds agree (t2v R@1
+            10.8 ± 0.4, so a 20% change is outside the noise); at the recipe's own 1200 they
+            split (23.2, 44.6 and more, benchmarks/EXPERIMENTS.md), so 3 seeds cannot resolve
+            a 20% change there, and each run costs four times as much.
         axes: which axes to run (commands.experiment.grid.AXES).
         fractions: training-set shares of the data axis.
         num_clips, num_test, data_seed: size and seed of the synthetic dataset (the

@@ -164,7 +164,9 @@ def _best_claim(raw: dict[str, Stat], score: dict[str, Stat], paper: str,
             f"; {paper} within seed noise of {', '.join(ties)}; no advantage over "
             f"{', '.join(tied_lower)} although the grid resolves {change:.1f} (a 20% change; "
             f"noise margin {margin:.1f})")
-    return "inconclusive", evidence + f"; {paper} within seed noise of {', '.join(ties)}"
+    wide = "" if math.isnan(margin) else (f"; noise margin {margin:.1f}, not below a 20% change "
+                                          f"({change:.1f})")
+    return "inconclusive", evidence + f"; {paper} within seed noise of {', '.join(ties)}" + wide
 
 
 def _data_claim(raw: dict[str, Stat], score: dict[str, Stat], name: str) -> tuple[str, str]:
