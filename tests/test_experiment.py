@@ -158,8 +158,11 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     assert "No claim is tested on these axes" in other
     assert "- Run length: the runs stop at 9ba, the recipe trains 90ba" in other
     assert "Data variance: the baseline on a second synthetic dataset" in doc
-    # baseline 11 +- 1.4: a 20% change (2.2 points) is below the ~2.8 the rule needs
-    assert "spreads by sd 1.4 over 2 seeds" in doc and "2.2 points: **within**" in doc
+    # baseline 11 +- 1.4: a 20% change (2.2 points) is below the ~2.8 that unmatched seeds
+    # need, above the 1.0-2.0 of the per-seed differences (0.95 lost a seed: no pair to go by)
+    assert "spreads by sd 1.4 over 2 seeds (10.0, 12.0)" in doc and "about 2.8 points" in doc
+    assert "margins against the baseline are 1.0-2.0 points" in doc
+    assert "2.2 points: **outside** the noise for 11 of 11 settings" in doc
     assert ("t2v R@1 dataset seed 0: 11.0 ± 1.4; dataset seed 1: 11.0 ± 0.7 (within seed noise)"
             in doc)
     path = write_report(tmp_path, cells, grid, results, setup, "img/", "vtp experiment")
@@ -167,6 +170,21 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
     for axis in ("data", "data_epochs", "video_mask", "text_mask", "losses", "data_seed"):
         assert (tmp_path / f"{axis}.png").stat().st_size > 5000
     assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 25
+
+
+def test_settings_are_compared_seed_by_seed():
+    from commands.experiment.report import Stat, compare
+
+    # each seed moves both settings alike: b is above a by 0.5 in every seed, which the
+    # per-seed differences show and the settings' spreads (2.0 each) would hide
+    a, b = Stat([10.0, 12.0, 8.0], [0, 1, 2]), Stat([10.5, 12.5, 8.5], [0, 1, 2])
+    assert compare(b, a) == "higher" and compare(a, b) == "lower"
+    assert compare(Stat(b.values), Stat(a.values)) == "tie"  # unmatched: the spreads count
+    # seeds that do not move the settings alike: the per-seed differences spread as much
+    c = Stat([10.5, 8.5, 12.5], [0, 1, 2])
+    assert compare(c, a) == "tie"
+    # one seed in common: no pair to go by, so the spreads count
+    assert compare(Stat([10.5, 12.5], [0, 5]), Stat([10.0, 12.0], [0, 6])) == "tie"
 
 
 def test_a_tie_counts_against_a_mask_claim_only_where_the_grid_resolves_20_percent():

@@ -1,13 +1,16 @@
 """The experiment's table, verdicts on SimVTP's claims, and plots, from the per-run results.
 
-Spread is the sample standard deviation over seeds. One setting "clearly" beats another when
-its mean exceeds the other's by more than the sum of their standard deviations; anything
-closer is called a tie within seed noise, and so is any comparison with a setting that has
-only one finished seed. With two seeds this is a coarse rule, and it is applied the same way
-whichever way the result points. A tie counts against a claim only where the grid could have
-seen the claimed effect: its noise margin is below a 20% change. Verdicts are read twice: on
-t2v R@1 (SimVTP's headline metric; coarse on a small test set) and on t2v mean rank (uses the
-rank of every query, so it resolves smaller differences; chance is (n + 1) / 2).
+Spread is the sample standard deviation over seeds. Settings are compared seed by seed: a
+seed is the same initialisation, data order and mask draws in every setting, so what one seed
+adds to all of them cancels in the per-seed differences. One setting "clearly" beats another
+when the mean per-seed difference exceeds the noise margin, sqrt(2) times the standard
+deviation of those differences (which is the sum of the two settings' standard deviations
+when seeds are independent and equally spread); with fewer than two seeds in common the
+margin is the sum of the standard deviations, and with one seed on a side there is no margin
+and every comparison is a tie. The rule is applied the same way whichever way the result
+points. A tie counts against a claim only where the grid could have seen the claimed effect:
+its noise margin is below a 20% change. Verdicts are read twice: on t2v R@1 (SimVTP's
+headline metric) and on t2v mean rank (uses the rank of every query; chance is (n + 1) / 2).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Stat:
     """A metric over seeds."""
 
     values: list[float]
+    seeds: list[int] = field(default_factory=list)  # each value's training seed, when known
 
     @property
     def mean(self) -> float:
@@ -75,7 +79,8 @@ def aggregate(cells: list[Cell], seeds: tuple[int, ...], results: dict[str, dict
     for cell in cells:
         found = [(run.seed, results[run.run_id]) for run in runs_of(cell, seeds)
                  if run.run_id in results]
-        stats = {m: Stat([r["metrics"][m] for _, r in found if m in r["metrics"]])
+        stats = {m: Stat([r["metrics"][m] for _, r in found if m in r["metrics"]],
+                         [seed for seed, r in found if m in r["metrics"]])
                  for m in TABLE_METRICS}
         count = (found[0][1].get("train_clips") if found
                  else (clips or {}).get(cell.setting.fraction))
@@ -113,14 +118,27 @@ def results_table(rows: list[CellStats], chance_r1: float, chance_r5: float) -> 
     return "\n".join(lines)
 
 
+def difference(a: Stat, b: Stat) -> tuple[float, float]:
+    """(mean difference a - b, the noise margin it must exceed) under the rule in the module
+    docstring; the margin is NaN when a side has one seed and no seed pair to go by."""
+    common = sorted(set(a.seeds) & set(b.seeds))
+    if len(common) >= 2:
+        by_a, by_b = dict(zip(a.seeds, a.values, strict=True)), dict(zip(b.seeds, b.values,
+                                                                          strict=True))
+        diffs = [by_a[seed] - by_b[seed] for seed in common]
+        return statistics.fmean(diffs), math.sqrt(2) * statistics.stdev(diffs)
+    if len(a.values) < 2 or len(b.values) < 2:
+        return a.mean - b.mean, math.nan
+    return a.mean - b.mean, a.sd + b.sd
+
+
 def compare(a: Stat, b: Stat) -> str:
     """``higher``, ``lower`` or ``tie``: a against b under the rule in the module docstring."""
     if not a.values or not b.values:
         return "missing"
-    if len(a.values) < 2 or len(b.values) < 2:
+    diff, margin = difference(a, b)
+    if math.isnan(margin):
         return "tie"  # one seed has no spread to measure a difference against
-    margin = a.sd + b.sd
-    diff = a.mean - b.mean
     return "higher" if diff > margin else "lower" if diff < -margin else "tie"
 
 
@@ -130,7 +148,8 @@ def _axis(rows: list[CellStats], axis: str, metric: str) -> dict[str, Stat]:
 
 def _score(stats: dict[str, Stat], sign: int, chance_value: float) -> dict[str, Stat]:
     """Each value as its improvement over chance (higher is better whatever the metric)."""
-    return {k: Stat([sign * (v - chance_value) for v in s.values]) for k, s in stats.items()}
+    return {k: Stat([sign * (v - chance_value) for v in s.values], s.seeds)
+            for k, s in stats.items()}
 
 
 def _values(name: str, stats: dict[str, Stat]) -> str:
@@ -158,7 +177,8 @@ def _best_claim(raw: dict[str, Stat], score: dict[str, Stat], paper: str,
     ties = [k for k in score if k != paper and k not in beats]
     tied_lower = [k for k in lower if k not in beats]
     change = RESOLVED_CHANGE * abs(raw[paper].mean)
-    margin = max((score[k].sd + score[paper].sd for k in tied_lower), default=math.nan)
+    margins = [difference(score[paper], score[k])[1] for k in tied_lower]
+    margin = max(margins) if margins and not any(map(math.isnan, margins)) else math.nan
     if margin < change:  # NaN (one seed, or no tied lower value) never counts
         return "does not hold", evidence + (
             f"; {paper} within seed noise of {', '.join(ties)}; no advantage over "
