@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def test_resume_runs_only_unfinished_runs_and_retries_failures(tmp_path, monkeyp
     broken = runs[7].run_id
     called: list[str] = []
 
-    def fake_worker(spec_path, log, tick, stop):
+    def fake_worker(spec_path, log, tick, stop, startup=None):
         spec = json.loads(Path(spec_path).read_text())
         called.append(spec["run_id"])
         log.write("worker log line\n")
@@ -272,7 +273,7 @@ def test_jobs_train_runs_side_by_side_and_an_error_stops_the_others(tmp_path, mo
                        max_duration="3ba", batch_size=16, jobs=2)
     together = threading.Barrier(2, timeout=20)  # broken unless two workers run at once
 
-    def paired_worker(spec_path, log, tick, stop):
+    def paired_worker(spec_path, log, tick, stop, startup=None):
         together.wait()
         _write_result(json.loads(Path(spec_path).read_text()))
         return 0
@@ -284,7 +285,7 @@ def test_jobs_train_runs_side_by_side_and_an_error_stops_the_others(tmp_path, mo
 
     stopped = threading.Event()
 
-    def failing_or_waiting(spec_path, log, tick, stop):
+    def failing_or_waiting(spec_path, log, tick, stop, startup=None):
         if json.loads(Path(spec_path).read_text())["run"]["seed"] == 0:
             raise RuntimeError("runner broke")
         if stop.wait(20):
@@ -315,6 +316,36 @@ def test_a_stopped_worker_is_killed_and_its_run_stays_pending(tmp_path, monkeypa
     with (tmp_path / "log.txt").open("w") as log:
         code = runner_module.run_worker(spec_path, log, lambda step: None, stop, poll=0.1)
     assert code == -1 and started[0].poll() is not None  # killed, not left sleeping
+
+
+def test_workers_start_one_at_a_time(tmp_path, monkeypatch):
+    # Streaming's shared-memory registration races when two processes start together
+    popen, started = subprocess.Popen, []
+
+    def slow_start(args, **kwargs):
+        log = json.loads(Path(args[-1]).read_text())["batch_log"]
+        started.append(time.monotonic())
+        kwargs.pop("env")
+        return popen(["sh", "-c", f"sleep 0.5; echo step > {log}; sleep 0.3"], **kwargs)
+
+    monkeypatch.setattr(runner_module.subprocess, "Popen", slow_start)
+    startup, stop, codes = threading.Lock(), threading.Event(), []
+
+    def one(name: str) -> None:
+        spec_path = tmp_path / f"{name}.json"
+        spec_path.write_text(json.dumps({"batch_log": str(tmp_path / f"{name}.jsonl")}))
+        with (tmp_path / f"{name}.log").open("w") as log:
+            codes.append(runner_module.run_worker(spec_path, log, lambda step: None, stop,
+                                                  startup, poll=0.05))
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert codes == [0, 0] and len(started) == 2
+    assert started[1] - started[0] >= 0.5  # the second waited for the first one's first step
+    assert not startup.locked()
 
 
 def test_results_on_other_data_or_other_galleries_are_stale(tmp_path):

@@ -215,7 +215,8 @@ PARENT_ENV = "VTP_EXPERIMENT_PARENT"
 
 
 def run_worker(spec_path: Path, log, tick: Callable[[int], None], stop: threading.Event,
-               poll: float = 2.0) -> int:
+               startup: threading.Lock | None = None, poll: float = 2.0,
+               startup_timeout: float = 300.0) -> int:
     """Runs the worker process on ``spec_path``; returns its exit status.
 
     Args:
@@ -223,10 +224,16 @@ def run_worker(spec_path: Path, log, tick: Callable[[int], None], stop: threadin
         log: an open file for the worker's stdout and stderr.
         tick: called with the number of finished training steps while the worker runs.
         stop: when set, the worker is killed and the run stays pending.
+        startup: held from the worker's start to its first training step (or its end, or
+            ``startup_timeout``): Streaming registers each dataset's shared memory with a
+            check-then-create that two processes starting together can both pass
+            (FileExistsError on ``/dev/shm/NNNNNN_locals``), so workers start one at a time.
         poll: seconds between progress checks.
     """
     batch_log = Path(json.loads(spec_path.read_text())["batch_log"])
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
+    holding = startup is not None and startup.acquire()
+    start = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "commands.experiment.worker", str(spec_path)],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -237,8 +244,13 @@ def run_worker(spec_path: Path, log, tick: Callable[[int], None], stop: threadin
                 if batch_log.is_file():
                     with batch_log.open("rb") as lines:
                         tick(sum(1 for _ in lines))
+                if holding and (batch_log.is_file() or time.monotonic() - start > startup_timeout):
+                    startup.release()
+                    holding = False
         return -1
     finally:
+        if holding:
+            startup.release()
         # stopped, Ctrl-C or an error here: end the worker; the run stays pending
         if process.poll() is None:
             process.kill()
@@ -258,7 +270,8 @@ def _clear_stale(folder: Path, fingerprint: str) -> None:
 
 
 def _train(run: Run, data: Datasets, cfg: RunnerConfig, fingerprint: str,
-           tick: Callable[[str], None], stop: threading.Event) -> tuple[int, float]:
+           tick: Callable[[str], None], stop: threading.Event,
+           startup: threading.Lock) -> tuple[int, float]:
     """One run in its worker process: (exit status, seconds)."""
     folder = cfg.work / "runs" / run.run_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,7 +282,7 @@ def _train(run: Run, data: Datasets, cfg: RunnerConfig, fingerprint: str,
     start = time.perf_counter()
     with (folder / "log.txt").open("w") as log:
         code = run_worker(spec_path, log, lambda step: tick(f"{run.run_id} step {step}/{duration}"),
-                          stop)
+                          stop, startup)
     return code, time.perf_counter() - start
 
 
@@ -312,10 +325,11 @@ def execute(runs: list[Run], data: Datasets, cfg: RunnerConfig, progress: bool =
         active[run_id] = text
         bar.set_postfix_str("; ".join(active.values()))
 
-    stop = threading.Event()
+    stop, startup = threading.Event(), threading.Lock()
     with ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
         futures = {pool.submit(_train, run, data, cfg, prints[run.run_id],
-                               lambda text, r=run.run_id: tick(r, text), stop): run for run in todo}
+                               lambda text, r=run.run_id: tick(r, text), stop, startup): run
+                   for run in todo}
         try:
             for future in as_completed(futures):
                 run = futures[future]
