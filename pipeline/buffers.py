@@ -9,6 +9,9 @@ buffer that no tensor refers to any more.
 A buffer is handed out as a view: whatever holds the batch (the training step, the autograd
 graph, a view of it) holds the buffer's storage, which is what "free" checks. A buffer moved
 to shared memory (a DataLoader worker's batch sent to the main process) is never written again.
+Not seen: a reference to the view's ``_base`` (the kept buffer itself). The counts in
+`is_free` are CPython 3.11's and torch 2.7's (tests/test_buffers.py checks them); one
+`BatchBuffers` serves one thread.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ _storage_refs = getattr(torch._C, "_storage_Use_Count", None)
 
 
 def is_free(buffer: torch.Tensor) -> bool:
-    """No tensor but ``buffer`` itself refers to its memory, and no other process maps it."""
+    """No tensor but ``buffer`` itself refers to its memory, which is not shared memory."""
     if _storage_refs is None or buffer.is_shared():
         return False
     storage = buffer.untyped_storage()

@@ -33,6 +33,7 @@ from pipeline.decode import (
 from pipeline.erasing import random_erasing
 from pipeline.masks import video_mask
 from pipeline.samplers import eval_indices, frame_indices, sample_rng, shard_stride
+from pipeline.shared_memory import clean_leaked_shared_memory
 from pipeline.sources import (
     MdsSource,
     WdsSource,
@@ -216,9 +217,8 @@ def build_source(cfg: DataConfig, clean_shared_memory: bool = True):
 
     Args:
         cfg: the data configuration.
-        clean_shared_memory: remove Streaming shared memory leaked by a crashed run first.
-            Streaming's cleanup unlinks every block it finds, live ones included, so pass
-            False for a second loader built while the first one is still in use.
+        clean_shared_memory: first remove the Streaming shared memory that crashed runs
+            left (prefixes no process maps; pipeline/shared_memory.py).
 
     Raises:
         CodecError: before any batch, when the shards' codec cannot be decoded on the device.
@@ -228,9 +228,7 @@ def build_source(cfg: DataConfig, clean_shared_memory: bool = True):
         check_codec(first_meta_wds(folder)["codec"], cfg.device)
         return WdsSource(folder, cfg.batch_size, cfg.shuffle, cfg.seed, *_rank_world())
     if clean_shared_memory:
-        from streaming.base.util import clean_stale_shared_memory
-
-        clean_stale_shared_memory()
+        clean_leaked_shared_memory()
     local = cfg.path if cfg.remote else str(folder)
     source = MdsSource(local, cfg.remote, cfg.batch_size, cfg.shuffle, cfg.seed)
     check_codec(first_meta_mds(source)["codec"], cfg.device)

@@ -63,11 +63,12 @@ def test_good_clips_land_and_broken_ones_have_specific_reasons(h264_run, ground_
 
 def test_mds_shards_read_by_streaming_with_source_frame_counts(h264_run, ground_truth, tmp_path):
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
+
+    from pipeline.shared_memory import clean_leaked_shared_memory
 
     out, summary = h264_run
     truth = {g["videoid"]: g for g in ground_truth}
-    clean_stale_shared_memory()
+    clean_leaked_shared_memory()
     dataset = StreamingDataset(local=str(out / "mds"), shuffle=False, batch_size=1)
     samples = [dataset[i] for i in range(len(dataset))]
     keys = [s["key"] for s in samples]

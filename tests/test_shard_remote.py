@@ -44,9 +44,10 @@ def remote_rows(s3, url: str) -> list[dict]:
 def stream_keys(url: str, cache: Path) -> list[str]:
     """Every sample key of the MDS dataset at ``url``, read back through Streaming."""
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
 
-    clean_stale_shared_memory()
+    from pipeline.shared_memory import clean_leaked_shared_memory
+
+    clean_leaked_shared_memory()
     dataset = StreamingDataset(remote=url, local=str(cache), shuffle=False, batch_size=1)
     return [dataset[i]["key"] for i in range(len(dataset))]
 

@@ -51,9 +51,10 @@ def reference(small, synth_dir, tmp_path_factory) -> tuple[Path, dict]:
 
 def _mds_keys(mds: Path) -> list[str]:
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
 
-    clean_stale_shared_memory()
+    from pipeline.shared_memory import clean_leaked_shared_memory
+
+    clean_leaked_shared_memory()
     dataset = StreamingDataset(local=str(mds), shuffle=False, batch_size=1)
     return [dataset[i]["key"] for i in range(len(dataset))]
 

@@ -160,8 +160,8 @@ def _best_claim(raw: dict[str, Stat], score: dict[str, Stat], paper: str,
                 name: str) -> tuple[str, str]:
     """Verdict on "``paper`` is the best value, better than lower ones": holds when it scores
     best and clearly above every lower value; does not hold when some value is clearly above
-    it, or when it ties a lower value although the noise margin of that comparison is below a
-    20% change of ``paper``'s value (an advantage of that size would have shown);
+    it, or when it ties some lower value although the noise margin of that comparison is
+    below a 20% change of ``paper``'s value (an advantage of that size would have shown);
     inconclusive otherwise (the noise is too wide to tell)."""
     if paper not in raw or any(not v.values for v in raw.values()):
         return "not measured", f"{_values(name, raw)}; not every value was run"
@@ -175,17 +175,18 @@ def _best_claim(raw: dict[str, Stat], score: dict[str, Stat], paper: str,
     if best == paper and len(beats) == len(lower):
         return "holds", evidence + f"; {paper} clearly better than {', '.join(lower)}"
     ties = [k for k in score if k != paper and k not in beats]
-    tied_lower = [k for k in lower if k not in beats]
     change = RESOLVED_CHANGE * abs(raw[paper].mean)
-    margins = [difference(score[paper], score[k])[1] for k in tied_lower]
-    margin = max(margins) if margins and not any(map(math.isnan, margins)) else math.nan
-    if margin < change:  # NaN (one seed, or no tied lower value) never counts
+    margins = {k: difference(score[paper], score[k])[1] for k in lower if k not in beats}
+    resolved = [k for k, m in margins.items() if m < change]  # NaN (one seed) never counts
+    if resolved:
+        widest = max(margins[k] for k in resolved)
         return "does not hold", evidence + (
             f"; {paper} within seed noise of {', '.join(ties)}; no advantage over "
-            f"{', '.join(tied_lower)} although the grid resolves {change:.1f} (a 20% change; "
-            f"noise margin {margin:.1f})")
-    wide = "" if math.isnan(margin) else (f"; noise margin {margin:.1f}, not below a 20% change "
-                                          f"({change:.1f})")
+            f"{', '.join(resolved)} although the grid resolves {change:.1f} there (a 20% "
+            f"change; noise margin at most {widest:.1f})")
+    known = [m for m in margins.values() if not math.isnan(m)]
+    wide = (f"; noise margin {min(known):.1f} or more, not below a 20% change ({change:.1f})"
+            if known else "")
     return "inconclusive", evidence + f"; {paper} within seed noise of {', '.join(ties)}" + wide
 
 

@@ -215,7 +215,7 @@ PARENT_ENV = "VTP_EXPERIMENT_PARENT"
 
 
 def run_worker(spec_path: Path, log, tick: Callable[[int], None], stop: threading.Event,
-               startup: threading.Lock | None = None, poll: float = 2.0,
+               started: Callable[[], None] | None = None, poll: float = 2.0,
                startup_timeout: float = 300.0) -> int:
     """Runs the worker process on ``spec_path``; returns its exit status.
 
@@ -224,16 +224,14 @@ def run_worker(spec_path: Path, log, tick: Callable[[int], None], stop: threadin
         log: an open file for the worker's stdout and stderr.
         tick: called with the number of finished training steps while the worker runs.
         stop: when set, the worker is killed and the run stays pending.
-        startup: held from the worker's start to its first training step (or its end, or
-            ``startup_timeout``): Streaming registers each dataset's shared memory with a
-            check-then-create that two processes starting together can both pass
-            (FileExistsError on ``/dev/shm/NNNNNN_locals``), so workers start one at a time.
+        started: called once, when the worker has trained a step (its batch log grew: a
+            resumed run's log already has lines), ended, or run ``startup_timeout`` seconds.
         poll: seconds between progress checks.
     """
     batch_log = Path(json.loads(spec_path.read_text())["batch_log"])
+    logged = batch_log.stat().st_size if batch_log.is_file() else 0
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
-    holding = startup is not None and startup.acquire()
-    start = time.monotonic()
+    begin = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "commands.experiment.worker", str(spec_path)],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -241,16 +239,17 @@ def run_worker(spec_path: Path, log, tick: Callable[[int], None], stop: threadin
             try:
                 return process.wait(timeout=poll)
             except subprocess.TimeoutExpired:
-                if batch_log.is_file():
+                grew = batch_log.is_file() and batch_log.stat().st_size > logged
+                if grew:
                     with batch_log.open("rb") as lines:
                         tick(sum(1 for _ in lines))
-                if holding and (batch_log.is_file() or time.monotonic() - start > startup_timeout):
-                    startup.release()
-                    holding = False
+                if started and (grew or time.monotonic() - begin > startup_timeout):
+                    started()
+                    started = None
         return -1
     finally:
-        if holding:
-            startup.release()
+        if started:
+            started()
         # stopped, Ctrl-C or an error here: end the worker; the run stays pending
         if process.poll() is None:
             process.kill()
@@ -272,18 +271,38 @@ def _clear_stale(folder: Path, fingerprint: str) -> None:
 def _train(run: Run, data: Datasets, cfg: RunnerConfig, fingerprint: str,
            tick: Callable[[str], None], stop: threading.Event,
            startup: threading.Lock) -> tuple[int, float]:
-    """One run in its worker process: (exit status, seconds)."""
+    """One run in its worker process: (exit status, seconds from its start).
+
+    Workers start one at a time (``startup`` is held until the worker's first step):
+    Streaming registers each dataset's shared memory with a check-then-create that two
+    processes starting together can both pass (FileExistsError on /dev/shm/NNNNNN_locals).
+    """
     folder = cfg.work / "runs" / run.run_id
     folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / "spec.json"
     _clear_stale(folder, fingerprint)
     spec_path.write_text(json.dumps(spec(run, data, cfg, fingerprint), indent=1) + "\n")
     duration = run_duration(run, data, cfg)
-    start = time.perf_counter()
-    with (folder / "log.txt").open("w") as log:
-        code = run_worker(spec_path, log, lambda step: tick(f"{run.run_id} step {step}/{duration}"),
-                          stop, startup)
-    return code, time.perf_counter() - start
+    holding = False
+
+    def started() -> None:
+        nonlocal holding
+        if holding:
+            holding = False
+            startup.release()
+
+    try:
+        holding = startup.acquire()
+        if stop.is_set():
+            return -1, 0.0
+        start = time.perf_counter()
+        with (folder / "log.txt").open("w") as log:
+            code = run_worker(spec_path, log,
+                              lambda step: tick(f"{run.run_id} step {step}/{duration}"), stop,
+                              started)
+        return code, time.perf_counter() - start
+    finally:
+        started()
 
 
 def _record(run: Run, cfg: RunnerConfig, code: int, seconds: float) -> bool:
