@@ -443,6 +443,17 @@ def test_one_real_run_trains_evaluates_and_records(tmp_path, train_shards, synth
     assert result["wall_seconds"] > 0
     assert not (cfg.work / "runs" / run.run_id / "checkpoints").exists()  # evaluated, then removed
     assert "model.video_mask_ratio=0.9" in result["overrides"]
+    # a run cut off during its evaluation: the final checkpoint is there, the result is not;
+    # the rerun evaluates it without training again (Composer would refuse to fit it)
+    cfg.keep_checkpoints = True
+    result_path(cfg.out, run).unlink()
+    execute([run], data, cfg, progress=False)  # trains again, keeps its final checkpoint
+    assert (cfg.work / "runs" / run.run_id / "checkpoints" / "latest-rank0.pt").exists()
+    result_path(cfg.out, run).unlink()
+    summary = execute([run], data, cfg, progress=False)
+    assert summary["ran"] == 1 and not summary["failed"], summary
+    batches = cfg.work / "runs" / run.run_id / "batches.jsonl"
+    assert len(batches.read_text().splitlines()) == 2  # the two steps of the first attempt
 
 
 def test_cli_dry_run_lists_the_grid_and_bad_input_is_a_usage_error(capsys):

@@ -25,6 +25,13 @@ def final_losses(batch_log: Path, last: int = 25) -> dict[str, float]:
     return {term: sum(line["loss"].get(term, 0.0) for line in tail) / len(tail) for term in terms}
 
 
+def trained(trainer) -> bool:
+    """The trainer already stands at its max duration (Composer refuses to fit it again)."""
+    state = trainer.state
+    return state.max_duration is not None and (
+        state.timestamp.get(state.max_duration.unit) >= state.max_duration)
+
+
 def run_spec(spec: dict) -> dict:
     """Trains and evaluates the run ``spec`` describes; writes and returns its result."""
     from evaluation.evaluate import EvalConfig, evaluate_checkpoint
@@ -33,7 +40,8 @@ def run_spec(spec: dict) -> dict:
 
     start = time.perf_counter()
     trainer = build_trainer(load_recipe(spec["recipe"], spec["overrides"]))
-    trainer.fit()
+    if not trained(trainer):  # else autoresume loaded the final checkpoint: cut off in eval
+        trainer.fit()
     steps = int(trainer.state.timestamp.batch)
     text = summary(trainer)
     trainer.close()
