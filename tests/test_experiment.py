@@ -147,13 +147,14 @@ def test_table_and_verdicts_from_fake_results(tmp_path):
              "short_side": 48, "render": "160x120", "train_clips": "100%: 500", "runs_done": 17,
              "runs_total": 18,
              "run_seconds": 204.0, "seconds_per_run": 12.0, "cores": 2, "date": "2026-01-01",
-             "visible_cells": "4x4"}
+             "visible_cells": "4x4", "default_grid": True}
     doc = render(rows, c1, c5, setup, ["data.png"], "vtp experiment")
     assert "Regenerate with `vtp experiment`" in doc and "On t2v R@1: 2 of 5 claims hold" in doc
     assert "`make experiments` runs the same grid" in doc and "Run length" not in doc
     # another grid than `make experiments`', shorter than the recipe, on an axis without claims
     seed_axis = [r for r in rows if r.cell.axis == "data_seed"]
-    other = render(seed_axis, c1, c5, {**setup, "recipe_max_duration": "90ba"}, [],
+    other = render(seed_axis, c1, c5,
+                   {**setup, "recipe_max_duration": "90ba", "default_grid": False}, [],
                    "vtp experiment --axes data_seed --publish b")
     assert "`make experiments`" not in other and "0 of 0" not in other
     assert "No claim is tested on these axes" in other

@@ -37,10 +37,9 @@ CAVEATS = [
     "when seeds are independent and equally spread; that sum where fewer than two seeds are "
     "shared); otherwise it is a tie within seed noise. With few seeds this rule is coarse, so "
     "a tie is never read in the paper's favour: on the mask claims it counts against the claim "
-    "(\"does "
-    "not hold\") where the grid could have seen the claimed advantage, i.e. the two settings' "
-    "noise margin is below a 20% change of the claimed setting's value, and is inconclusive "
-    "where the noise is wider than that.",
+    "(\"does not hold\") where the grid could have seen the claimed advantage, i.e. the two "
+    "settings' noise margin is below a 20% change of the claimed setting's value, and is "
+    "inconclusive where the noise is wider than that.",
 ]
 
 
@@ -62,7 +61,7 @@ def render(rows: list[CellStats], chance_r1: float, chance_r5: float, setup: dic
         f"Regenerate with `{command}` (finished runs are reused; delete `{setup['out']}/runs/` "
         "to train everything again)."
         + (" `make experiments` runs the same grid into `reports/experiments/`."
-           if command_is_default(command) else ""), "",
+           if setup.get("default_grid") else ""), "",
         "## Setup", "",
         f"- Recipe `{setup['recipe']}` (the runs read a copy: `{recipe_copy}`; settings "
         f"digest {setup['recipe_sha']}; {setup['model']}), "
@@ -135,13 +134,6 @@ def _claims_table(verdicts: list) -> list[str]:
                   f"{len(found) - found.count('holds') - found.count('does not hold')} are "
                   "partial or inconclusive at this scale and seed count.", ""]
     return lines
-
-
-def command_is_default(command: str) -> bool:
-    """The grid `make experiments` runs: no option but where the report is published."""
-    words = command.split()
-    return words[:2] == ["vtp", "experiment"] and all(
-        w == "--publish" or words[i - 1] == "--publish" for i, w in enumerate(words[2:], 2))
 
 
 def _baseline_line(rows: list[CellStats], chance_r1: float, setup: dict) -> list[str]:

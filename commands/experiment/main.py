@@ -155,6 +155,8 @@ def setup_info(config: ExperimentConfig, recipe, grid: GridConfig, runs: list[Ru
         "run_seconds": sum(seconds) if seconds else math.nan,
         "seconds_per_run": sum(seconds) / len(seconds) if seconds else math.nan,
         "cores": os.cpu_count(), "date": datetime.date.today().isoformat(),
+        # the grid `make experiments` runs (its report names the make target)
+        "default_grid": command_line(replace(config, publish=None)) == "vtp experiment",
     }
 
 
